@@ -1,0 +1,97 @@
+"""Turn a poster file into an RGB image safely, whatever the file holds."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from postergenre.errors import PosterDecodeError
+
+# Posters are at most a few megapixels; anything far larger is a decompression bomb or a mistake.
+MAX_PIXELS = 40_000_000
+RESIZE_MODES = ("squash", "crop", "pad")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16/32-bit grayscale: scale to 8 bits rather than clip.
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def decode_poster(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open a poster as an RGB image: EXIF orientation applied, first frame of an animation.
+
+    Raises `PosterDecodeError` with a human-readable reason for zero-byte, truncated, corrupt,
+    oversized or non-image files.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise PosterDecodeError(f"{path}: empty file (0 bytes)")
+    except FileNotFoundError as exc:
+        raise PosterDecodeError(f"{path}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise PosterDecodeError(f"{path}: is a directory, not an image") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise PosterDecodeError(
+                        f"{path}: {width}x{height} pixels is over the limit of {max_pixels:,} "
+                        "(possible decompression bomb)"
+                    )
+                if getattr(image, "n_frames", 1) > 1:
+                    image.seek(0)
+                image.load()
+                image = ImageOps.exif_transpose(image) or image
+                rgb = _to_rgb(image)
+                rgb.load()
+                return rgb
+    except PosterDecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise PosterDecodeError(f"{path}: not an image file Pillow can read") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PosterDecodeError(f"{path}: too many pixels (possible decompression bomb)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise PosterDecodeError(f"{path}: corrupt or truncated image ({reason})") from exc
+
+
+def resize_poster(image: Image.Image, width: int, height: int, mode: str = "squash") -> np.ndarray:
+    """Resize to exactly `width` x `height` and return a uint8 (height, width, 3) array.
+
+    squash: stretch to the target (posters are ~2:3, so a 2:3 target barely distorts);
+    crop: centre-crop to the target's aspect first; pad: letterbox on black.
+    """
+    if mode == "squash":
+        out = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
+    elif mode == "crop":
+        out = ImageOps.fit(image, (width, height), Image.Resampling.BILINEAR)
+    elif mode == "pad":
+        out = ImageOps.pad(image, (width, height), Image.Resampling.BILINEAR, color=(0, 0, 0))
+    else:
+        raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
+    return np.asarray(out, dtype=np.uint8)
+
+
+def load_poster_array(
+    path: str | Path, width: int, height: int, mode: str = "squash"
+) -> np.ndarray:
+    """Decode and resize in one call: the unit of work the cache runs once per file."""
+    return resize_poster(decode_poster(path), width, height, mode)

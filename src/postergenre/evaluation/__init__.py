@@ -1,0 +1,1 @@
+"""Evaluation: metrics, text reports and plots."""

@@ -1,0 +1,82 @@
+"""Evaluate predictions against records whose genre vocabulary may differ from the model's,
+and format the result as text tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from postergenre.data.records import PosterRecord
+from postergenre.evaluation.metrics import single_label_metrics
+
+
+def evaluate_single_label(
+    records: list[PosterRecord], probs: np.ndarray, model_genres: list[str]
+) -> dict[str, Any]:
+    """Accuracy and friends over the genres both the model and the data know.
+
+    The model chooses among the genres present in the data (its other outputs are ignored and
+    listed); posters whose genre the model does not know are left out and counted.
+    """
+    index = {g: i for i, g in enumerate(model_genres)}
+    present = sorted({g for r in records for g in r.genres if g in index}, key=index.__getitem__)
+    columns = [index[g] for g in present]
+    rows, y = [], []
+    skipped_unknown = skipped_multi = 0
+    for row, record in enumerate(records):
+        known = [g for g in record.genres if g in index]
+        if not known:
+            skipped_unknown += 1
+        elif len(known) > 1:
+            skipped_multi += 1
+        else:
+            rows.append(row)
+            y.append(present.index(known[0]))
+    sub = (
+        probs[np.asarray(rows, dtype=np.int64)][:, columns] if rows else np.zeros((0, len(columns)))
+    )
+    sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
+    metrics = single_label_metrics(np.asarray(y, dtype=np.int64), sub, present)
+    data_genres = {g for r in records for g in r.genres}
+    metrics.update(
+        ignored_genres=[g for g in model_genres if g not in present],
+        unknown_genres=sorted(data_genres - set(index)),
+        skipped={"unknown_genre": skipped_unknown, "several_genres": skipped_multi},
+    )
+    return metrics
+
+
+def format_single_label(metrics: dict[str, Any]) -> str:
+    """A plain-text report: headline numbers, per-genre table, confusion matrix."""
+    lines = [
+        f"posters: {metrics['n']}",
+        f"accuracy: {metrics['accuracy']:.4f}   balanced accuracy: "
+        f"{metrics['balanced_accuracy']:.4f}   macro F1: {metrics['macro_f1']:.4f}",
+        "",
+        f"{'genre':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
+    ]
+    for genre, row in metrics["per_genre"].items():
+        lines.append(
+            f"{genre:<16}{row['precision']:>10.3f}{row['recall']:>10.3f}"
+            f"{row['f1']:>10.3f}{row['support']:>10d}"
+        )
+    genres = metrics["genres"]
+    width = max(8, *(len(g) + 2 for g in genres))
+    lines += [
+        "",
+        "confusion matrix (rows true, columns predicted):",
+        " " * 16 + "".join(f"{g[: width - 1]:>{width}}" for g in genres),
+    ]
+    for genre, counts in zip(genres, metrics["confusion_matrix"], strict=True):
+        lines.append(f"{genre:<16}" + "".join(f"{c:>{width}d}" for c in counts))
+    if metrics.get("ignored_genres"):
+        lines.append(
+            f"\nmodel genres absent from the data (ignored): {', '.join(metrics['ignored_genres'])}"
+        )
+    if metrics.get("unknown_genres"):
+        lines.append(
+            f"data genres the model does not know (left out): "
+            f"{', '.join(metrics['unknown_genres'])}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,5 @@
+"""Inference: load a model bundle and predict."""
+
+from postergenre.inference.predictor import Prediction, Predictor, bundled_models, resolve_model
+
+__all__ = ["Prediction", "Predictor", "bundled_models", "resolve_model"]

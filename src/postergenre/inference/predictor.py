@@ -1,0 +1,175 @@
+"""`Predictor`: load a bundle by name or path and predict genres for posters.
+
+The CLI's `predict` and `evaluate`, the web app and the benchmarks all go through this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from postergenre.console import report_skipped
+from postergenre.data.cache import PosterCache
+from postergenre.data.decode import decode_poster, resize_poster
+from postergenre.data.records import PosterRecord
+from postergenre.data.transforms import to_model_input
+from postergenre.errors import UserError
+from postergenre.evaluation.report import evaluate_single_label
+from postergenre.models.bundle import ModelBundle, load_bundle
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
+DEFAULT_MODEL = "imdb-20"
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped inside the package."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "model.json").is_file())
+
+
+def resolve_model(name_or_path: str | Path | None) -> Path:
+    """A bundle folder from a bundled name, a bundle folder, or a run folder (its `model/`)."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    text = str(name_or_path)
+    if text in bundled_models():
+        return BUNDLED_DIR / text
+    path = Path(text).expanduser()
+    if (path / "model.json").is_file():
+        return path
+    if (path / "model" / "model.json").is_file():
+        return path / "model"
+    if path.name == "model.json" and path.is_file():
+        return path.parent
+    known = ", ".join(bundled_models()) or "none installed"
+    raise UserError(
+        f"no model at {text!r}: give a bundle folder, a run folder, or a bundled name ({known})"
+    )
+
+
+@dataclass
+class Prediction:
+    """Genres for one poster, most probable first."""
+
+    path: str
+    genres: list[tuple[str, float]]
+    predicted: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "genres": [{"genre": g, "probability": round(p, 6)} for g, p in self.genres],
+            "predicted": self.predicted,
+        }
+
+
+class Predictor:
+    """Predict genres with a model bundle: `Predictor.from_pretrained("imdb-20").predict(paths)`."""
+
+    def __init__(self, bundle: ModelBundle, name: str = ""):
+        self.bundle = bundle
+        self.model = bundle.model
+        self.meta = bundle.meta
+        self.genres = bundle.genres
+        self.task = bundle.task
+        self.input_spec = bundle.input_spec
+        self.name = name or str(bundle.meta.get("name", ""))
+        thresholds = bundle.meta.get("thresholds") or {}
+        self.thresholds = np.array([float(thresholds.get(g, 0.5)) for g in self.genres])
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None) -> Predictor:
+        """Load a bundled model by name (default `imdb-20`) or a bundle/run folder by path."""
+        path = resolve_model(name_or_path)
+        return cls(load_bundle(path), name=str(name_or_path or DEFAULT_MODEL))
+
+    # -- arrays -----------------------------------------------------------------------------
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """An RGB image -> uint8 (H, W, 3) at the model's input size."""
+        spec = self.input_spec
+        return resize_poster(image, spec.width, spec.height, spec.resize)
+
+    @torch.no_grad()
+    def predict_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """uint8 (B, H, W, 3) -> probabilities (B, n_genres)."""
+        out = []
+        for start in range(0, len(pixels), batch_size):
+            x = to_model_input(pixels[start : start + batch_size], self.input_spec.normalisation)
+            logits = self.model(x)
+            out.append((logits.softmax(1) if self.task == "single" else logits.sigmoid()).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.genres)), np.float32)
+
+    def predicted_genres(self, probs: np.ndarray) -> list[str]:
+        """The predicted set: the top genre (single) or genres above their thresholds (multi)."""
+        if self.task == "single":
+            return [self.genres[int(probs.argmax())]]
+        return [g for g, p, t in zip(self.genres, probs, self.thresholds, strict=True) if p >= t]
+
+    def to_prediction(self, path: str, probs: np.ndarray) -> Prediction:
+        order = np.argsort(-probs, kind="stable")
+        ranked = [(self.genres[i], float(probs[i])) for i in order]
+        return Prediction(path, ranked, self.predicted_genres(probs))
+
+    # -- files ------------------------------------------------------------------------------
+    def predict_images(
+        self, images: Sequence[Image.Image], names: Sequence[str]
+    ) -> list[Prediction]:
+        """Predict already-decoded RGB images."""
+        if not images:
+            return []
+        probs = self.predict_pixels(np.stack([self.preprocess(im) for im in images]))
+        return [self.to_prediction(n, p) for n, p in zip(names, probs, strict=True)]
+
+    def predict(self, paths: Sequence[str | Path], batch_size: int = 32) -> list[Prediction]:
+        """Predict poster files; a file that is not a usable image raises `PosterDecodeError`."""
+        results: list[Prediction] = []
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            results += self.predict_images(
+                [decode_poster(p) for p in chunk], [str(p) for p in chunk]
+            )
+        return results
+
+    def predict_files(
+        self, paths: Sequence[Path], cache_dir: Path | None = None, progress: bool = True
+    ) -> tuple[list[Prediction], dict[int, str]]:
+        """Predict many files through the decode cache; unreadable files are returned as errors."""
+        spec = self.input_spec
+        cached = PosterCache(cache_dir, spec.width, spec.height, spec.resize).load(
+            paths, progress=progress
+        )
+        ok = cached.ok
+        probs = np.zeros((len(ok), len(self.genres)), dtype=np.float32)
+        bar = tqdm(total=len(ok), desc="predicting", unit="img", disable=None if progress else True)
+        with bar:
+            for start in range(0, len(ok), 64):
+                index = ok[start : start + 64]
+                probs[start : start + len(index)] = self.predict_pixels(cached[index])
+                bar.update(len(index))
+        predictions = [self.to_prediction(str(paths[i]), p) for i, p in zip(ok, probs, strict=True)]
+        return predictions, cached.errors
+
+    def evaluate(
+        self, records: list[PosterRecord], cache_dir: Path | None = None, progress: bool = True
+    ) -> dict[str, Any]:
+        """Metrics on labelled records (genres may be a subset or superset of the model's)."""
+        predictions, errors = self.predict_files([r.path for r in records], cache_dir, progress)
+        report_skipped(errors)
+        failed = set(errors)
+        kept = [r for i, r in enumerate(records) if i not in failed]
+        index = {g: i for i, g in enumerate(self.genres)}
+        probs = np.zeros((len(kept), len(self.genres)), dtype=np.float32)
+        for row, prediction in enumerate(predictions):
+            for genre, p in prediction.genres:
+                probs[row, index[genre]] = p
+        metrics = evaluate_single_label(kept, probs, self.genres)
+        metrics["unreadable"] = len(errors)
+        return metrics

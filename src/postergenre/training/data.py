@@ -1,0 +1,71 @@
+"""Training data: records of each split -> targets -> cached pixels, ready for batching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from postergenre.console import echo, report_skipped, warn
+from postergenre.data.cache import CachedArrays, PosterCache
+from postergenre.data.records import PosterCollection, PosterRecord
+from postergenre.data.targets import encode_targets
+from postergenre.errors import UserError
+
+VAL_FRACTION = 0.1
+
+
+@dataclass
+class SplitData:
+    """One split's kept records, targets and cached pixels (all aligned)."""
+
+    name: str
+    records: list[PosterRecord]
+    y: np.ndarray
+    pixels: CachedArrays
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels (uint8, B x H x W x 3) and targets for `indices`."""
+        return self.pixels[indices], self.y[indices]
+
+
+def assign_splits(collection: PosterCollection, seed: int) -> dict[str, list[PosterRecord]]:
+    """train / val (/ test) records; without a val split, a seeded 10% of train becomes val."""
+    by_split: dict[str, list[PosterRecord]] = {}
+    for record in collection.records:
+        by_split.setdefault(record.split or "train", []).append(record)
+    if "train" not in by_split:
+        raise UserError(f"{collection.source} has no training posters (no 'train' split)")
+    if "val" not in by_split:
+        train = by_split["train"]
+        order = np.random.default_rng(seed).permutation(len(train))
+        n_val = max(1, round(len(train) * VAL_FRACTION))
+        by_split["val"] = [train[i] for i in sorted(order[:n_val])]
+        by_split["train"] = [train[i] for i in sorted(order[n_val:])]
+        echo(f"no validation split: holding out {n_val} training posters (seed {seed})")
+    return by_split
+
+
+def prepare_split(
+    name: str,
+    records: list[PosterRecord],
+    genres: list[str],
+    task: str,
+    cache: PosterCache,
+    progress: bool = True,
+) -> SplitData:
+    """Encode targets, decode (or reuse) pixels, and drop posters that cannot be read."""
+    targets = encode_targets(records, genres, task)
+    if targets.dropped:
+        warn(f"{name}: {targets.dropped} posters carry none or several of the genres; left out")
+    pixels = cache.load([r.path for r in targets.records], progress=progress)
+    report_skipped(pixels.errors)
+    keep = pixels.ok
+    kept = CachedArrays(pixels.data, pixels.rows[keep], {})
+    records_kept = [targets.records[i] for i in keep]
+    if not records_kept:
+        raise UserError(f"no usable posters in the {name} split")
+    return SplitData(name, records_kept, targets.y[keep], kept)

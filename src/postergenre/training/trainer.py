@@ -1,0 +1,270 @@
+"""The gradient-descent loop: `train_one_epoch`, `evaluate_split`, and `fit` with checkpoints,
+resume and early stopping. Every epoch draws its randomness from `seed` and the epoch number
+alone, so a resumed run repeats exactly what an uninterrupted one would have done."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from postergenre.console import echo, warn
+from postergenre.data.transforms import Augmentation, Normalisation, to_model_input
+from postergenre.evaluation.metrics import mean_average_precision
+from postergenre.evaluation.plots import plot_training_curves
+from postergenre.training.checkpoint import load_checkpoint, save_checkpoint
+from postergenre.training.data import SplitData
+
+EVAL_BATCH = 64
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training stops and keeps the best epoch so far."""
+
+
+@dataclass
+class LoopConfig:
+    """What the loop needs beyond the model and data."""
+
+    task: str
+    epochs: int
+    batch_size: int
+    seed: int
+    patience: int
+    monitor: str  # a history column, e.g. "val_balanced_accuracy" or "val_loss"
+    balance: str  # none | weights | sampler
+    normalisation: Normalisation
+    augment: Augmentation | None
+    progress: bool = True
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The one source of randomness for an epoch (shuffling, sampling, augmentation)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def class_weights(y: np.ndarray, n_classes: int, task: str) -> torch.Tensor:
+    """Inverse-frequency weights (single) or negatives/positives ratios (multi), clipped."""
+    if task == "single":
+        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+        weights = len(y) / (n_classes * np.maximum(counts, 1))
+    else:
+        positives = y.sum(axis=0).astype(np.float64)
+        weights = np.clip((len(y) - positives) / np.maximum(positives, 1), 1.0, 50.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def make_loss(train: SplitData, n_classes: int, cfg: LoopConfig) -> nn.Module:
+    """Cross-entropy (single) or binary cross-entropy (multi), weighted when asked."""
+    weights = class_weights(train.y, n_classes, cfg.task) if cfg.balance == "weights" else None
+    if cfg.task == "single":
+        return nn.CrossEntropyLoss(weight=weights)
+    return nn.BCEWithLogitsLoss(pos_weight=weights)
+
+
+def epoch_order(train: SplitData, cfg: LoopConfig, generator: torch.Generator) -> np.ndarray:
+    """Indices for one epoch: a shuffle, or a class-balanced draw with replacement."""
+    n = len(train)
+    if cfg.balance == "sampler" and cfg.task == "single":
+        counts = np.bincount(train.y)
+        per_sample = torch.tensor(1.0 / counts[train.y], dtype=torch.float64)
+        return torch.multinomial(per_sample, n, replacement=True, generator=generator).numpy()
+    return torch.randperm(n, generator=generator).numpy()
+
+
+def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Softmax for single-label, sigmoid for multi-label."""
+    return logits.softmax(dim=1) if task == "single" else logits.sigmoid()
+
+
+def _score(task: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    if task == "single":
+        pred = probs.argmax(1)
+        recalls = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
+        return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(np.mean(recalls))}
+    return {"map": mean_average_precision(y, probs)}
+
+
+def train_one_epoch(
+    model: nn.Module,
+    train: SplitData,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    cfg: LoopConfig,
+    epoch: int,
+) -> dict[str, float]:
+    """One pass over the training split; returns mean loss and the epoch's training scores."""
+    generator = epoch_generator(cfg.seed, epoch)
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and other module randomness
+    order = epoch_order(train, cfg, generator)
+    model.train()
+    total_loss, seen = 0.0, 0
+    all_probs, all_y = [], []
+    batches = range(0, len(order), cfg.batch_size)
+    bar = tqdm(
+        batches,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="batch",
+        leave=False,
+        disable=None if cfg.progress else True,
+    )
+    for start in bar:
+        index = np.sort(order[start : start + cfg.batch_size])
+        pixels, y = train.batch(index)
+        x = to_model_input(pixels, cfg.normalisation, cfg.augment, generator)
+        target = torch.from_numpy(y)
+        logits = model(x)
+        loss = loss_fn(logits, target)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(index)
+        seen += len(index)
+        all_probs.append(probabilities(logits.detach(), cfg.task).numpy())
+        all_y.append(y)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+    scores = _score(cfg.task, np.concatenate(all_y), np.concatenate(all_probs))
+    return {"loss": total_loss / max(seen, 1), **scores}
+
+
+@torch.no_grad()
+def predict_split(
+    model: nn.Module,
+    split: SplitData,
+    normalisation: Normalisation,
+    task: str,
+    batch_size: int = EVAL_BATCH,
+) -> np.ndarray:
+    """Probabilities for every poster of a split, in order, without augmentation."""
+    model.eval()
+    out = []
+    for start in range(0, len(split), batch_size):
+        pixels, _ = split.batch(np.arange(start, min(start + batch_size, len(split))))
+        out.append(probabilities(model(to_model_input(pixels, normalisation)), task).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def evaluate_split(
+    model: nn.Module, split: SplitData, loss_fn: nn.Module, cfg: LoopConfig
+) -> dict[str, float]:
+    """Validation loss (unweighted) and scores."""
+    probs = predict_split(model, split, cfg.normalisation, cfg.task)
+    p = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7)
+    if cfg.task == "single":
+        loss = nn.functional.nll_loss(p.log(), torch.from_numpy(split.y)).item()
+    else:
+        loss = nn.functional.binary_cross_entropy(p, torch.from_numpy(split.y)).item()
+    return {"loss": loss, **_score(cfg.task, split.y, probs)}
+
+
+def _improved(value: float, best: float | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    return value < best if monitor.endswith("loss") else value > best
+
+
+def write_history(history: list[dict[str, Any]], path: Path) -> None:
+    """history.csv: one row per epoch (rewritten whole, atomically, after every epoch)."""
+    if not history:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: SplitData,
+    val: SplitData,
+    n_classes: int,
+    cfg: LoopConfig,
+    run_dir: Path,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train with validation each epoch, a checkpoint after each epoch, early stopping on
+    `cfg.monitor`, and the best epoch's weights restored into `model` at the end.
+
+    Returns the loop state: history, best epoch and score, and why training stopped.
+    """
+    checkpoints = run_dir / "checkpoints"
+    last_path, best_path = checkpoints / "last.safetensors", checkpoints / "best.safetensors"
+    loss_fn = make_loss(train, n_classes, cfg)
+    state: dict[str, Any] = {
+        "history": [],
+        "best_epoch": None,
+        "best_score": None,
+        "stale_epochs": 0,
+        "stopped": None,
+    }
+    if resume:
+        state = load_checkpoint(last_path, model, optimizer)
+        echo(f"resuming after epoch {len(state['history'])} from {last_path}")
+    metric = "accuracy" if cfg.task == "single" else "map"
+    try:
+        for epoch in range(len(state["history"]), cfg.epochs):
+            if state["stopped"]:
+                break
+            epoch_started = time.perf_counter()
+            train_scores = train_one_epoch(model, train, optimizer, loss_fn, cfg, epoch)
+            train_seconds = time.perf_counter() - epoch_started
+            val_scores = evaluate_split(model, val, loss_fn, cfg)
+            row = {
+                "epoch": epoch + 1,
+                **{f"train_{k}": v for k, v in train_scores.items()},
+                **{f"val_{k}": v for k, v in val_scores.items()},
+                "seconds": round(train_seconds, 2),
+            }
+            state["history"].append(row)
+            score = row[cfg.monitor]
+            if _improved(score, state["best_score"], cfg.monitor):
+                state.update(best_epoch=epoch + 1, best_score=score, stale_epochs=0)
+                save_checkpoint(best_path, model, optimizer, state)
+            else:
+                state["stale_epochs"] += 1
+            if state["stale_epochs"] >= cfg.patience:
+                state["stopped"] = f"early stop: no {cfg.monitor} gain in {cfg.patience} epochs"
+            save_checkpoint(last_path, model, optimizer, state)
+            write_history(state["history"], run_dir / "history.csv")
+            plot_training_curves(
+                state["history"], run_dir / "plots" / "training_curves.png", metric
+            )
+            echo(
+                f"epoch {epoch + 1}/{cfg.epochs}  "
+                + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
+                + ("  *best" if state["best_epoch"] == epoch + 1 else "")
+            )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+    except TrainingDiverged as exc:
+        warn(f"{exc}; keeping the best epoch so far")
+        state["stopped"] = f"diverged: {exc}"
+        if state["best_epoch"] is None:
+            raise
+    if state["stopped"] is None:
+        state["stopped"] = f"completed {cfg.epochs} epochs"
+    if state["best_epoch"] is None:
+        raise RuntimeError("no epoch was trained")
+    best_state = load_checkpoint(best_path, model)
+    echo(
+        f"best epoch {best_state['best_epoch']} ({cfg.monitor} {best_state['best_score']:.4f}); "
+        f"{state['stopped']}"
+    )
+    if not math.isfinite(float(best_state["best_score"])):
+        warn(f"best {cfg.monitor} is not finite")
+    return state

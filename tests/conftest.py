@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny generated posters, an isolated cache, and the real data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(
+    os.environ.get("POSTERGENRE_DATA", REPO.parent / "shared" / "data" / "imdb-posters-7k")
+)
+# Each genre of the tiny data set has its own dominant colour, so a model can learn it.
+GENRE_COLOURS = {"Action": (200, 40, 30), "Comedy": (230, 210, 40), "Drama": (40, 60, 190)}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Never touch the user's ~/.cache: every test session gets its own cache folder."""
+    monkeypatch.setenv("POSTERGENRE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def make_poster(path: Path, colour: tuple[int, int, int], seed: int = 0,
+                size: tuple[int, int] = (40, 60)) -> Path:
+    """A small noisy poster of one dominant colour (width x height = size)."""
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, dtype=np.float64)
+    pixels = base + rng.normal(0, 25, size=(size[1], size[0], 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    """ROOT/{train,val,test}/{Action,Comedy,Drama}/*.png with 8/4/4 posters per genre."""
+    root = tmp_path / "posters"
+    seed = 0
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        for genre, colour in GENRE_COLOURS.items():
+            for i in range(n):
+                seed += 1
+                make_poster(root / split / genre / f"{genre.lower()}{i}.png", colour, seed)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real poster set in ../shared; tests that need it skip cleanly without it."""
+    if not (SHARED_DATA / "train.csv").is_file():
+        pytest.skip(f"shared poster data not found at {SHARED_DATA}")
+    return SHARED_DATA

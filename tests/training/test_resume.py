@@ -1,0 +1,93 @@
+"""Checkpoints, resume and early stopping of the training loop."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from postergenre.errors import UserError
+from postergenre.training import trainer
+from postergenre.training.run import TrainConfig, train
+
+
+def _config(folder: Path, out: Path, **overrides) -> TrainConfig:
+    settings = dict(folder=folder, arch="seed-cnn", epochs=3, patience=10, seed=1,
+                    batch_size=8, progress=False)
+    settings.update(overrides)
+    return TrainConfig(out=out, **settings)
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    with (run / "history.csv").open() as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(tiny_folder, tmp_path, monkeypatch):
+    train(_config(tiny_folder, tmp_path / "straight"))
+
+    real_epoch = trainer.train_one_epoch
+    calls = {"n": 0}
+
+    def interrupted_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", interrupted_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tiny_folder, tmp_path / "resumed"))
+    assert len(_history(tmp_path / "resumed")) == 1  # only the finished epoch was recorded
+    assert not (tmp_path / "resumed" / "model").exists()
+
+    monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
+    train(_config(tiny_folder, tmp_path / "resumed", resume=True))
+
+    assert _history(tmp_path / "resumed") == _history(tmp_path / "straight")
+    a = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(tiny_folder, tmp_path):
+    with pytest.raises(UserError, match="nothing to resume"):
+        train(_config(tiny_folder, tmp_path / "run", resume=True, epochs=1))
+    train(_config(tiny_folder, tmp_path / "run", epochs=1))
+    with pytest.raises(UserError, match="already holds a run"):
+        train(_config(tiny_folder, tmp_path / "run", epochs=1))
+    with pytest.raises(UserError, match="different seed"):
+        train(_config(tiny_folder, tmp_path / "run", epochs=2, seed=7, resume=True))
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny_folder, tmp_path):
+    # A zero learning rate never improves after epoch 1: patience 2 stops after epoch 3.
+    bundle = train(_config(tiny_folder, tmp_path / "run", epochs=10, patience=2, lr=0.0))
+    history = _history(tmp_path / "run")
+    assert len(history) == 3
+    import json
+
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["training"]["best_epoch"] == 1
+    assert meta["training"]["stopped"].startswith("early stop")
+
+
+def test_diverging_loss_stops_cleanly_with_best_epoch(tiny_folder, tmp_path, monkeypatch):
+    real_epoch = trainer.train_one_epoch
+    calls = {"n": 0}
+
+    def diverge_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise trainer.TrainingDiverged("loss became nan in epoch 2")
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", diverge_in_second_epoch)
+    bundle = train(_config(tiny_folder, tmp_path / "run", epochs=4))
+    assert (bundle / "model.safetensors").is_file()
+    assert len(_history(tmp_path / "run")) == 1
