@@ -34,9 +34,17 @@ def run_variant(name: str, data: Path, epochs: int, patience: int, seed: int, wo
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    cfg = TrainConfig(out=out, arch="seed-cnn", labels=data / "three_genre.csv",
-                      images=data / "images", genres=["Action", "Comedy", "Drama"],
-                      epochs=epochs, patience=patience, seed=seed, **VARIANTS[name])
+    cfg = TrainConfig(
+        out=out,
+        arch="seed-cnn",
+        labels=data / "three_genre.csv",
+        images=data / "images",
+        genres=["Action", "Comedy", "Drama"],
+        epochs=epochs,
+        patience=patience,
+        seed=seed,
+        **VARIANTS[name],
+    )
     bundle = train(cfg)
     total = time.perf_counter() - started
     with (out / "history.csv").open() as handle:
@@ -77,12 +85,25 @@ def main() -> None:
         best = next(r for r in row["history"] if r["epoch"] == row["best_epoch"])
         row["train_accuracy_best"] = float(best["train_accuracy"])
         rows.append(row)
-    columns = ["variant", "epochs_run", "best_epoch", "train_accuracy_best", "test_accuracy",
-               "test_balanced_accuracy", "test_macro_f1", "recall_Action", "recall_Comedy",
-               "recall_Drama", "seconds_per_epoch", "seconds_total"]
+    columns = [
+        "variant",
+        "epochs_run",
+        "best_epoch",
+        "train_accuracy_best",
+        "test_accuracy",
+        "test_balanced_accuracy",
+        "test_macro_f1",
+        "recall_Action",
+        "recall_Comedy",
+        "recall_Drama",
+        "seconds_per_epoch",
+        "seconds_total",
+    ]
     print_table(rows, columns)
-    path = write_result("reproduce_article", {"seed": args.seed, "epochs": args.epochs,
-                                              "patience": args.patience, "rows": rows})
+    path = write_result(
+        "reproduce_article",
+        {"seed": args.seed, "epochs": args.epochs, "patience": args.patience, "rows": rows},
+    )
     print(f"\nwrote {path}")
 
 

@@ -23,8 +23,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("POSTERGENRE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def make_poster(path: Path, colour: tuple[int, int, int], seed: int = 0,
-                size: tuple[int, int] = (40, 60)) -> Path:
+def make_poster(
+    path: Path, colour: tuple[int, int, int], seed: int = 0, size: tuple[int, int] = (40, 60)
+) -> Path:
     """A small noisy poster of one dominant colour (width x height = size)."""
     rng = np.random.default_rng(seed)
     base = np.array(colour, dtype=np.float64)

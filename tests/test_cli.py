@@ -19,16 +19,40 @@ from tests.conftest import make_poster
 @pytest.fixture
 def trained_run(tiny_folder: Path, tmp_path: Path) -> Path:
     run = tmp_path / "run"
-    code = main(["train", "--folder", str(tiny_folder), "--arch", "seed-cnn", "--out", str(run),
-                 "--epochs", "6", "--batch-size", "8", "--lr", "3e-4", "--seed", "0"])
+    code = main(
+        [
+            "train",
+            "--folder",
+            str(tiny_folder),
+            "--arch",
+            "seed-cnn",
+            "--out",
+            str(run),
+            "--epochs",
+            "6",
+            "--batch-size",
+            "8",
+            "--lr",
+            "3e-4",
+            "--seed",
+            "0",
+        ]
+    )
     assert code == 0
     return run
 
 
 def test_train_writes_a_complete_run_folder(trained_run: Path):
-    for name in ("config.json", "history.csv", "plots/training_curves.png",
-                 "plots/confusion_val.png", "checkpoints/last.safetensors",
-                 "checkpoints/best.safetensors", "model/model.safetensors", "model/model.json"):
+    for name in (
+        "config.json",
+        "history.csv",
+        "plots/training_curves.png",
+        "plots/confusion_val.png",
+        "checkpoints/last.safetensors",
+        "checkpoints/best.safetensors",
+        "model/model.safetensors",
+        "model/model.json",
+    ):
         assert (trained_run / name).is_file(), name
     meta = json.loads((trained_run / "model" / "model.json").read_text())
     assert meta["architecture"] == "seed-cnn"
@@ -46,8 +70,21 @@ def test_train_writes_a_complete_run_folder(trained_run: Path):
 
 
 def test_evaluate_json_contract_and_learning(trained_run, tiny_folder, capsys):
-    assert main(["evaluate", "--model", str(trained_run), "--folder", str(tiny_folder),
-                 "--split", "test", "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(trained_run),
+                "--folder",
+                str(tiny_folder),
+                "--split",
+                "test",
+                "--json",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out)
     for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "per_genre"):
         assert key in metrics
@@ -62,8 +99,21 @@ def test_evaluate_on_a_subset_of_genres(trained_run, tiny_folder, tmp_path, caps
     for genre in ("Comedy", "Drama"):
         shutil.copytree(tiny_folder / "test" / genre, subset / genre)
     out = tmp_path / "eval"
-    assert main(["evaluate", "--model", str(trained_run), "--folder", str(subset), "--json",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(trained_run),
+                "--folder",
+                str(subset),
+                "--json",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["n"] == 8
     assert metrics["ignored_genres"] == ["Action"]
@@ -102,8 +152,22 @@ def test_training_skips_unreadable_posters(tiny_folder, tmp_path, capsys):
     (tiny_folder / "train" / "Drama" / "cut.png").write_bytes(
         (tiny_folder / "train" / "Drama" / "drama0.png").read_bytes()[:200]
     )
-    assert main(["train", "--folder", str(tiny_folder), "--out", str(tmp_path / "r"),
-                 "--epochs", "1", "--batch-size", "8"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--folder",
+                str(tiny_folder),
+                "--out",
+                str(tmp_path / "r"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "zero.jpg" in err and "cut.png" in err
     assert "2 unreadable posters skipped" in err
@@ -116,16 +180,21 @@ def test_training_skips_unreadable_posters(tiny_folder, tmp_path, capsys):
         (["predict", "--model", "{run}", "/no/such/poster.jpg"], "no such file"),
         (["predict", "--model", "/no/such/model", "{good}"], "no model at"),
         (["train", "--labels", "/no/labels.csv", "--out", "{tmp}/x"], "label file not found"),
-        (["train", "--folder", "{folder}", "--out", "{tmp}/x", "--arch", "nope"],
-         "unknown architecture"),
-        (["train", "--folder", "{folder}", "--out", "{tmp}/x", "--genres", "Western"],
-         "not in the data"),
-        (["evaluate", "--model", "{run}", "--folder", "{folder}", "--split", "holdout"],
-         "no posters in split"),
+        (
+            ["train", "--folder", "{folder}", "--out", "{tmp}/x", "--arch", "nope"],
+            "unknown architecture",
+        ),
+        (
+            ["train", "--folder", "{folder}", "--out", "{tmp}/x", "--genres", "Western"],
+            "not in the data",
+        ),
+        (
+            ["evaluate", "--model", "{run}", "--folder", "{folder}", "--split", "holdout"],
+            "no posters in split",
+        ),
     ],
 )
-def test_bad_input_exits_2_with_one_line(argv, message, trained_run, tiny_folder, tmp_path,
-                                         capsys):
+def test_bad_input_exits_2_with_one_line(argv, message, trained_run, tiny_folder, tmp_path, capsys):
     bad = tmp_path / "fake.png"
     bad.write_text("hello")
     good = make_poster(tmp_path / "good.png", (10, 10, 10))
@@ -137,10 +206,12 @@ def test_bad_input_exits_2_with_one_line(argv, message, trained_run, tiny_folder
 
 
 def test_module_entry_point_and_help():
-    result = subprocess.run([sys.executable, "-m", "postergenre", "--help"], capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "postergenre", "--help"], capture_output=True, text=True, check=True
+    )
     for command in ("train", "evaluate", "predict"):
         assert command in result.stdout
-    result = subprocess.run([sys.executable, "-m", "postergenre", "predict"], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "postergenre", "predict"], capture_output=True, text=True
+    )
     assert result.returncode == 2 and "POSTER" in result.stderr

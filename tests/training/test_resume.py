@@ -15,8 +15,9 @@ from postergenre.training.run import TrainConfig, train
 
 
 def _config(folder: Path, out: Path, **overrides) -> TrainConfig:
-    settings = dict(folder=folder, arch="seed-cnn", epochs=3, patience=10, seed=1,
-                    batch_size=8, progress=False)
+    settings = dict(
+        folder=folder, arch="seed-cnn", epochs=3, patience=10, seed=1, batch_size=8, progress=False
+    )
     settings.update(overrides)
     return TrainConfig(out=out, **settings)
 

@@ -38,13 +38,13 @@ def decode_poster(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image
     oversized or non-image files.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PosterDecodeError(f"{path}: is a directory, not an image")
     try:
         if path.stat().st_size == 0:
             raise PosterDecodeError(f"{path}: empty file (0 bytes)")
     except FileNotFoundError as exc:
         raise PosterDecodeError(f"{path}: file not found") from exc
-    except IsADirectoryError as exc:
-        raise PosterDecodeError(f"{path}: is a directory, not an image") from exc
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -182,7 +182,8 @@ def read_label_csv(
     split_map = read_splits_csv(Path(splits)) if splits is not None else None
 
     merged: dict[str, PosterRecord] = {}
-    duplicates = conflicts = missing_images = unparsable = no_split = 0
+    duplicates = conflicts = unparsable = 0
+    missing_images: set[str] = set()
     warnings: list[str] = []
     for line_no, row in enumerate(rows, start=2):
         raw_id = (row.get(id_col) or "").strip()
@@ -200,7 +201,6 @@ def read_label_csv(
         poster_id = _strip_id(raw_id)
         if split_map is not None:
             split = split_map.get(poster_id)
-            no_split += split is None
         else:
             split = normalise_split(row.get(split_col)) if split_col else None
         if poster_id in merged:
@@ -213,7 +213,7 @@ def read_label_csv(
             continue
         path = finder.find(raw_id)
         if path is None:
-            missing_images += 1
+            missing_images.add(poster_id)
             continue
         merged[poster_id] = PosterRecord(poster_id, path, genres, split)
 
@@ -222,9 +222,10 @@ def read_label_csv(
             f"{duplicates} duplicate id rows merged ({conflicts} with differing genres, united)"
         )
     if missing_images:
-        warnings.append(f"{missing_images} ids have no image in {images}; skipped")
+        warnings.append(f"{len(missing_images)} ids have no image in {images}; skipped")
     if unparsable:
         warnings.append(f"{unparsable} rows with unreadable labels skipped")
+    no_split = sum(r.split is None for r in merged.values()) if split_map is not None else 0
     if no_split:
         warnings.append(f"{no_split} posters are not in {splits}; they belong to no split")
     if not merged:

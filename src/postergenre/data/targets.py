@@ -28,7 +28,10 @@ def resolve_genres(
                 f"genre(s) not in the data: {', '.join(unknown)} "
                 f"(known: {', '.join(sorted(known))})"
             )
-        return list(dict.fromkeys(genres))
+        vocabulary = list(dict.fromkeys(genres))
+        if len(vocabulary) < 2:
+            raise UserError("need at least 2 genres to tell apart")
+        return vocabulary
     source = collection.split("train") if "train" in collection.splits else collection
     counts = source.genre_counts()
     threshold = min_count if min_count is not None else 1

@@ -124,7 +124,9 @@ def train(cfg: TrainConfig) -> Path:
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, len(genres), pretrained=spec.pretrained)
-    optimizer = make_optimizer(spec.optimizer, model.parameters(), cfg.lr if cfg.lr is not None else spec.lr)
+    optimizer = make_optimizer(
+        spec.optimizer, model.parameters(), cfg.lr if cfg.lr is not None else spec.lr
+    )
     monitor = cfg.monitor or ("val_balanced_accuracy" if task == "single" else "val_map")
     loop = LoopConfig(
         task=task,

@@ -1,0 +1,67 @@
+"""Metrics against values computed by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from postergenre.data.records import PosterRecord
+from postergenre.evaluation.metrics import mean_average_precision, single_label_metrics
+from postergenre.evaluation.report import evaluate_single_label, format_single_label
+
+GENRES = ["Action", "Comedy", "Drama"]
+
+
+def _one_hot_probs(pred: list[int], k: int = 3) -> np.ndarray:
+    probs = np.full((len(pred), k), 0.1)
+    probs[np.arange(len(pred)), pred] = 0.8
+    return probs
+
+
+def test_single_label_metrics_match_hand_computed_values():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    probs = _one_hot_probs([0, 1, 1, 1, 2, 0])
+    m = single_label_metrics(y_true, probs, GENRES)
+    assert m["n"] == 6
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)
+    assert m["per_genre"]["Action"] == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    )
+    assert m["per_genre"]["Comedy"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_genre"]["Comedy"]["f1"] == pytest.approx(0.8)
+    assert m["per_genre"]["Drama"]["f1"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_mean_average_precision_skips_genres_without_positives():
+    y = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=float)
+    probs = np.array([[0.9, 0.2, 0.5], [0.1, 0.3, 0.5], [0.4, 0.1, 0.5], [0.5, 0.9, 0.5]])
+    # Action: positives ranked 1st and 3rd -> AP = (1/1 + 2/3) / 2; Comedy: positive ranked 2nd
+    # -> AP = 1/2; Drama has no positive and is left out.
+    assert mean_average_precision(y, probs) == pytest.approx(((1 + 2 / 3) / 2 + 0.5) / 2)
+
+
+def _records(genres: list[tuple[str, ...]]) -> list[PosterRecord]:
+    return [PosterRecord(str(i), Path(f"{i}.jpg"), g) for i, g in enumerate(genres)]
+
+
+def test_evaluation_chooses_among_the_genres_present():
+    # The model's favourite is Action everywhere, but the data has only Comedy and Drama:
+    # the decision is between those two, and Action is reported as ignored.
+    records = _records([("Comedy",), ("Drama",), ("Drama",), ("Western",), ("Comedy", "Drama")])
+    probs = np.array(
+        [[0.7, 0.2, 0.1], [0.6, 0.1, 0.3], [0.5, 0.3, 0.2], [0.4, 0.3, 0.3], [0.3, 0.3, 0.4]]
+    )
+    m = evaluate_single_label(records, probs, GENRES)
+    assert m["genres"] == ["Comedy", "Drama"]
+    assert m["ignored_genres"] == ["Action"]
+    assert m["unknown_genres"] == ["Western"]
+    assert m["skipped"] == {"unknown_genre": 1, "several_genres": 1}
+    assert m["n"] == 3
+    assert m["accuracy"] == pytest.approx(2 / 3)  # the third poster picks Comedy over Drama
+    report = format_single_label(m)
+    assert "ignored" in report and "Western" in report
