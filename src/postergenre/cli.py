@@ -193,6 +193,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_arg(p)
     p.set_defaults(handler=_cmd_predict)
 
+    p = commands.add_parser(
+        "index",
+        help="index a poster collection for 'similar'",
+        description="Embed every poster with a pretrained backbone (cached) and write an index "
+        "folder that 'similar' and 'serve --index' search by cosine similarity.",
+    )
+    _add_data_args(p)
+    p.add_argument("--out", type=Path, required=True, metavar="INDEX", help="index folder")
+    p.add_argument(
+        "--arch",
+        default="efficientnet-lite0",
+        help="backbone whose embeddings are indexed (default efficientnet-lite0)",
+    )
+    p.add_argument("--split", help="index one split only")
+    _add_cache_arg(p)
+    p.set_defaults(handler=_cmd_index)
+
+    p = commands.add_parser(
+        "similar",
+        help="the most similar posters of an indexed collection",
+        description="Rank the posters of an index by cosine similarity to POSTER.",
+    )
+    p.add_argument("poster", type=Path, metavar="POSTER")
+    p.add_argument("--index", type=Path, required=True, metavar="INDEX")
+    p.add_argument("--k", type=_positive_int, default=8, help="how many (default 8)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(handler=_cmd_similar)
+
     p = commands.add_parser("models", help="list bundled models and architectures")
     p.set_defaults(handler=_cmd_models)
     return parser
@@ -239,8 +267,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from postergenre.console import warn
     from postergenre.data.labels import load_posters
-    from postergenre.evaluation.plots import plot_confusion_matrix
-    from postergenre.evaluation.report import format_single_label
+    from postergenre.evaluation.report import format_multi_label, format_single_label
     from postergenre.inference import Predictor
     from postergenre.models.bundle import write_json_atomic
 
@@ -252,30 +279,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         warn(message)
     subset = collection.split(args.split)
     if not subset.records:
-        raise UserError(
-            f"no posters in split {args.split!r} (splits: {', '.join(collection.splits) or 'none'})"
-        )
-    metrics = predictor.evaluate(subset.records, args.cache_dir)
+        known = ", ".join(collection.splits) or "none"
+        raise UserError(f"no posters in split {args.split!r} (splits: {known})")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    metrics = predictor.evaluate(
+        subset.records, args.cache_dir, plots_dir=args.out, title=args.split or "all posters"
+    )
     if metrics["n"] == 0:
         raise UserError(
             "none of the posters carries a genre the model knows "
             f"(model genres: {', '.join(predictor.genres)})"
         )
+    multi = metrics["task"] == "multi"
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(args.out / "metrics.json", metrics)
-        plot_confusion_matrix(
-            metrics["confusion_matrix"],
-            metrics["genres"],
-            args.out / "confusion_matrix.png",
-            f"Confusion matrix ({args.split or 'all'}, n={metrics['n']})",
-        )
     if args.json:
         print(json.dumps(metrics))
     else:
-        print(format_single_label(metrics))
+        print(format_multi_label(metrics) if multi else format_single_label(metrics))
         if args.out is not None:
-            print(f"\nwrote {args.out / 'metrics.json'} and {args.out / 'confusion_matrix.png'}")
+            print(f"\nwrote metrics.json and {metrics['plot']} in {args.out}")
     return 0
 
 
@@ -336,6 +360,41 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 mark = "*" if genre in prediction.predicted else " "
                 bar = "#" * round(probability * 30)
                 print(f"  {mark} {genre:<14}{probability:7.1%}  {bar}")
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from postergenre.console import echo, warn
+    from postergenre.data.labels import load_posters
+    from postergenre.inference.similarity import PosterIndex
+
+    collection = load_posters(
+        labels=args.labels, images=args.images, splits=args.splits, folder=args.folder
+    )
+    for message in collection.warnings:
+        warn(message)
+    records = collection.split(args.split).records
+    if not records:
+        raise UserError(f"no posters in split {args.split!r}")
+    index = PosterIndex.build(records, args.arch, args.cache_dir)
+    index.save(args.out)
+    echo(f"indexed {len(index)} posters ({index.arch}) in {args.out}")
+    return 0
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from postergenre.data.decode import decode_poster
+    from postergenre.inference.similarity import PosterIndex
+
+    index = PosterIndex.load(args.index)
+    query = index.embed_images([decode_poster(args.poster)])
+    [neighbours] = index.search(query, args.k)
+    if args.json:
+        print(json.dumps([n.to_json() for n in neighbours]))
+        return 0
+    print(f"most similar to {args.poster} (of {len(index)} posters):")
+    for rank, n in enumerate(neighbours, 1):
+        print(f"{rank:>3}. {n.similarity:.3f}  {n.id:<14} {', '.join(n.genres):<32} {n.path}")
     return 0
 
 

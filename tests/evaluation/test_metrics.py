@@ -65,3 +65,29 @@ def test_evaluation_chooses_among_the_genres_present():
     assert m["accuracy"] == pytest.approx(2 / 3)  # the third poster picks Comedy over Drama
     report = format_single_label(m)
     assert "ignored" in report and "Western" in report
+
+
+def test_multi_label_metrics_match_hand_computed_values():
+    from postergenre.evaluation.metrics import multi_label_metrics
+
+    genres = ["Drama", "Comedy", "Horror"]
+    y = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
+    probs = np.array([[0.9, 0.2, 0.1], [0.6, 0.7, 0.3], [0.4, 0.8, 0.2], [0.3, 0.1, 0.6]])
+    thresholds = np.array([0.5, 0.5, 0.5])
+    m = multi_label_metrics(
+        y, probs, genres, thresholds, train_prevalence=np.array([0.5, 0.4, 0.1])
+    )
+    # Drama and Comedy are ranked perfectly (AP 1); Horror has no positive and is left out.
+    assert m["map"] == pytest.approx(1.0)
+    assert m["per_genre"]["Horror"]["ap"] is None
+    # Predictions at 0.5: TP = 4 (all true labels), FP = 1 (Horror on the last poster).
+    assert m["micro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 1))
+    assert m["macro_f1"] == pytest.approx(1.0)  # over Drama and Comedy, both perfect
+    # Samples F1: 1, 1, 1, and 0 for the poster with no genre but a Horror prediction.
+    assert m["samples_f1"] == pytest.approx(3 / 4)
+    # Baseline: always the two most frequent training genres (Drama + Comedy):
+    # TP 4, FP 4 -> micro F1 = 8 / 12.
+    assert m["baselines"]["top2_genres"]["genres"] == ["Drama", "Comedy"]
+    assert m["baselines"]["top2_genres"]["micro_f1"] == pytest.approx(8 / 12)
+    # A constant score's AP is the genre's prevalence: Drama 2/4, Comedy 2/4.
+    assert m["baselines"]["frequency_score"]["map"] == pytest.approx(0.5)

@@ -60,3 +60,69 @@ def mean_average_precision(y_true: np.ndarray, probs: np.ndarray) -> float:
     if not columns:
         return float("nan")
     return float(np.mean([average_precision_score(y_true[:, j], probs[:, j]) for j in columns]))
+
+
+def _f1s(y_true: np.ndarray, y_pred: np.ndarray, columns: list[int]) -> dict[str, float]:
+    kwargs = {"zero_division": 0}
+    return {
+        "micro_f1": float(f1_score(y_true, y_pred, average="micro", **kwargs)),
+        "macro_f1": float(
+            f1_score(y_true[:, columns], y_pred[:, columns], average="macro", **kwargs)
+        ),
+        "samples_f1": float(f1_score(y_true, y_pred, average="samples", **kwargs)),
+    }
+
+
+def multi_label_metrics(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    genres: list[str],
+    thresholds: np.ndarray,
+    train_prevalence: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """mAP, micro/macro/samples F1 at the tuned thresholds and at 0.5, a per-genre table, and
+    trivial baselines (the two most frequent training genres for every poster; training
+    frequency as the score) so nobody mistakes label-wise accuracy for skill.
+
+    Macro averages run over the genres with at least one positive in `y_true`.
+    """
+    from sklearn.metrics import average_precision_score
+
+    y_true = y_true.astype(np.int64)
+    columns = [j for j in range(len(genres)) if y_true[:, j].any()]
+    ap = {j: float(average_precision_score(y_true[:, j], probs[:, j])) for j in columns}
+    tuned = (probs >= thresholds[None, :]).astype(np.int64)
+    half = (probs >= 0.5).astype(np.int64)
+    per_genre_f1 = f1_score(y_true, tuned, average=None, zero_division=0)
+    result: dict[str, Any] = {
+        "task": "multi",
+        "n": len(y_true),
+        "map": float(np.mean(list(ap.values()))) if ap else float("nan"),
+        **_f1s(y_true, tuned, columns),
+        "at_0.5": _f1s(y_true, half, columns),
+        "per_genre": {
+            genre: {
+                "ap": ap.get(j),
+                "f1": float(per_genre_f1[j]),
+                "threshold": float(thresholds[j]),
+                "support": int(y_true[:, j].sum()),
+            }
+            for j, genre in enumerate(genres)
+        },
+        "genres": list(genres),
+    }
+    prevalence = train_prevalence if train_prevalence is not None else y_true.mean(axis=0)
+    top2 = np.zeros_like(y_true)
+    top2[:, np.argsort(-prevalence, kind="stable")[:2]] = 1
+    constant = np.broadcast_to(prevalence, probs.shape)
+    result["baselines"] = {
+        "top2_genres": {
+            "genres": [genres[j] for j in np.argsort(-prevalence, kind="stable")[:2]],
+            **_f1s(y_true, top2, columns),
+        },
+        # A constant score per genre ranks nothing: its AP is the genre's prevalence.
+        "frequency_score": {
+            "map": mean_average_precision(y_true[:, columns], constant[:, columns])
+        },
+    }
+    return result

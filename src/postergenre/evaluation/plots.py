@@ -67,3 +67,46 @@ def plot_confusion_matrix(
                 )
     fig.colorbar(image, ax=axis, fraction=0.046, label="share of true genre")
     return _save(fig, path)
+
+
+def plot_pr_curves(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    genres: list[str],
+    path: Path,
+    title: str = "Precision-recall",
+) -> Path:
+    """Micro-averaged precision-recall curve (bold) over per-genre curves (thin), with AP."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig, axis = plt.subplots(figsize=(7.5, 6))
+    columns = [j for j in range(len(genres)) if y_true[:, j].any()]
+    cmap = plt.get_cmap("tab20")
+    for n, j in enumerate(columns):
+        precision, recall, _ = precision_recall_curve(y_true[:, j], probs[:, j])
+        ap = average_precision_score(y_true[:, j], probs[:, j])
+        axis.plot(
+            recall,
+            precision,
+            lw=0.9,
+            alpha=0.75,
+            color=cmap(n % 20),
+            label=f"{genres[j]} (AP {ap:.2f})",
+        )
+    flat_y, flat_p = y_true[:, columns].ravel(), probs[:, columns].ravel()
+    precision, recall, _ = precision_recall_curve(flat_y, flat_p)
+    axis.plot(
+        recall,
+        precision,
+        lw=2.5,
+        color="black",
+        label=f"micro average (AP {average_precision_score(flat_y, flat_p):.2f})",
+    )
+    axis.set_xlabel("recall")
+    axis.set_ylabel("precision")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.02)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)

@@ -3,16 +3,22 @@ and format the result as text tables."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from postergenre.data.records import PosterRecord
-from postergenre.evaluation.metrics import single_label_metrics
+from postergenre.evaluation.metrics import multi_label_metrics, single_label_metrics
+from postergenre.evaluation.plots import plot_confusion_matrix, plot_pr_curves
 
 
 def evaluate_single_label(
-    records: list[PosterRecord], probs: np.ndarray, model_genres: list[str]
+    records: list[PosterRecord],
+    probs: np.ndarray,
+    model_genres: list[str],
+    plots_dir: Path | None = None,
+    title: str = "",
 ) -> dict[str, Any]:
     """Accuracy and friends over the genres both the model and the data know.
 
@@ -44,6 +50,14 @@ def evaluate_single_label(
         unknown_genres=sorted(data_genres - set(index)),
         skipped={"unknown_genre": skipped_unknown, "several_genres": skipped_multi},
     )
+    if plots_dir is not None:
+        path = plot_confusion_matrix(
+            metrics["confusion_matrix"],
+            present,
+            Path(plots_dir) / "confusion_matrix.png",
+            f"Confusion matrix ({title}, n={metrics['n']})",
+        )
+        metrics["plot"] = path.name
     return metrics
 
 
@@ -70,6 +84,77 @@ def format_single_label(metrics: dict[str, Any]) -> str:
     ]
     for genre, counts in zip(genres, metrics["confusion_matrix"], strict=True):
         lines.append(f"{genre:<16}" + "".join(f"{c:>{width}d}" for c in counts))
+    if metrics.get("ignored_genres"):
+        lines.append(
+            f"\nmodel genres absent from the data (ignored): {', '.join(metrics['ignored_genres'])}"
+        )
+    if metrics.get("unknown_genres"):
+        lines.append(
+            f"data genres the model does not know (left out): "
+            f"{', '.join(metrics['unknown_genres'])}"
+        )
+    return "\n".join(lines)
+
+
+def evaluate_multi_label(
+    records: list[PosterRecord],
+    probs: np.ndarray,
+    model_genres: list[str],
+    thresholds: np.ndarray,
+    train_prevalence: dict[str, float] | None = None,
+    plots_dir: Path | None = None,
+    title: str = "",
+) -> dict[str, Any]:
+    """Multi-label metrics over the genres both the model and the data know; the others are
+    listed (`ignored_genres`: the model's, absent from the data; `unknown_genres`: the data's,
+    unknown to the model)."""
+    data_genres = {g for r in records for g in r.genres}
+    shared = [g for g in model_genres if g in data_genres]
+    columns = [model_genres.index(g) for g in shared]
+    y = np.array([[g in r.genres for g in shared] for r in records], dtype=np.int64)
+    y = y.reshape(len(records), len(shared))
+    prevalence = None
+    if train_prevalence:
+        prevalence = np.array([train_prevalence.get(g, 0.0) for g in shared])
+    metrics = multi_label_metrics(y, probs[:, columns], shared, thresholds[columns], prevalence)
+    metrics.update(
+        ignored_genres=[g for g in model_genres if g not in data_genres],
+        unknown_genres=sorted(data_genres - set(model_genres)),
+    )
+    if plots_dir is not None:
+        path = plot_pr_curves(
+            y,
+            probs[:, columns],
+            shared,
+            Path(plots_dir) / "pr_curves.png",
+            f"Precision-recall ({title}, n={metrics['n']})",
+        )
+        metrics["plot"] = path.name
+    return metrics
+
+
+def format_multi_label(metrics: dict[str, Any]) -> str:
+    """A plain-text report: headline numbers next to the trivial baselines, per-genre table."""
+    half = metrics["at_0.5"]
+    top2 = metrics["baselines"]["top2_genres"]
+    lines = [
+        f"posters: {metrics['n']}",
+        f"{'':<34}{'mAP':>8}{'micro F1':>10}{'macro F1':>10}{'samples F1':>12}",
+        f"{'model, tuned thresholds':<34}{metrics['map']:>8.4f}{metrics['micro_f1']:>10.4f}"
+        f"{metrics['macro_f1']:>10.4f}{metrics['samples_f1']:>12.4f}",
+        f"{'model, threshold 0.5':<34}{'':>8}{half['micro_f1']:>10.4f}{half['macro_f1']:>10.4f}"
+        f"{half['samples_f1']:>12.4f}",
+        f"{'baseline: always ' + ' + '.join(top2['genres']):<34}{'':>8}{top2['micro_f1']:>10.4f}"
+        f"{top2['macro_f1']:>10.4f}{top2['samples_f1']:>12.4f}",
+        f"{'baseline: genre frequency':<34}{metrics['baselines']['frequency_score']['map']:>8.4f}",
+        "",
+        f"{'genre':<16}{'AP':>8}{'F1':>8}{'threshold':>11}{'support':>9}",
+    ]
+    for genre, row in metrics["per_genre"].items():
+        ap = "-" if row["ap"] is None else f"{row['ap']:.3f}"
+        lines.append(
+            f"{genre:<16}{ap:>8}{row['f1']:>8.3f}{row['threshold']:>11.3f}{row['support']:>9d}"
+        )
     if metrics.get("ignored_genres"):
         lines.append(
             f"\nmodel genres absent from the data (ignored): {', '.join(metrics['ignored_genres'])}"

@@ -19,9 +19,10 @@ from postergenre.console import report_skipped
 from postergenre.data.cache import PosterCache
 from postergenre.data.decode import decode_poster, resize_poster
 from postergenre.data.records import PosterRecord
+from postergenre.data.targets import infer_task
 from postergenre.data.transforms import to_model_input
 from postergenre.errors import UserError
-from postergenre.evaluation.report import evaluate_single_label
+from postergenre.evaluation.report import evaluate_multi_label, evaluate_single_label
 from postergenre.models.bundle import ModelBundle, load_bundle
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
@@ -158,9 +159,15 @@ class Predictor:
         return predictions, cached.errors
 
     def evaluate(
-        self, records: list[PosterRecord], cache_dir: Path | None = None, progress: bool = True
+        self,
+        records: list[PosterRecord],
+        cache_dir: Path | None = None,
+        progress: bool = True,
+        plots_dir: Path | None = None,
+        title: str = "",
     ) -> dict[str, Any]:
-        """Metrics on labelled records (genres may be a subset or superset of the model's)."""
+        """Metrics on labelled records (genres may be a subset or superset of the model's);
+        with `plots_dir`, also the confusion matrix or precision-recall picture."""
         predictions, errors = self.predict_files([r.path for r in records], cache_dir, progress)
         report_skipped(errors)
         failed = set(errors)
@@ -170,6 +177,13 @@ class Predictor:
         for row, prediction in enumerate(predictions):
             for genre, p in prediction.genres:
                 probs[row, index[genre]] = p
-        metrics = evaluate_single_label(kept, probs, self.genres)
+        shared = [g for g in self.genres if any(g in r.genres for r in kept)]
+        if self.task == "multi" and infer_task(kept, shared) == "multi":
+            prevalence = self.meta.get("training", {}).get("train_prevalence")
+            metrics = evaluate_multi_label(
+                kept, probs, self.genres, self.thresholds, prevalence, plots_dir, title
+            )
+        else:  # single-label data: choose the most probable genre among those present
+            metrics = evaluate_single_label(kept, probs, self.genres, plots_dir, title)
         metrics["unreadable"] = len(errors)
         return metrics

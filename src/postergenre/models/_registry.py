@@ -27,6 +27,7 @@ class ArchSpec:
     lr: float = 1e-3
     batch_size: int = 32
     pretrained: bool = False  # whether the backbone starts from shipped ImageNet weights
+    embedding_arch: str | None = None  # the arch whose frozen embeddings it uses (k-NN, probes)
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

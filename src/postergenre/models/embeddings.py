@@ -1,0 +1,87 @@
+"""Frozen-backbone embeddings, computed once per poster and cached on disk like the pixels.
+
+Linear probes, k-NN and the similar-poster index all read these; none of them re-runs the
+backbone for a poster it has seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from postergenre.data.cache import ArrayStore, CachedArrays, PosterCache, file_key, fill_store
+from postergenre.data.transforms import InputSpec, to_model_input
+from postergenre.models._registry import create_model, get_arch
+
+EMBED_BATCH = 32
+
+
+@lru_cache(maxsize=3)
+def frozen_backbone(arch: str) -> torch.nn.Module:
+    """The ImageNet-pretrained network of `arch`, in eval mode, shared within a process."""
+    model = create_model(arch, 1000, pretrained=True)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def embed_pixels(arch: str, pixels: np.ndarray, spec: InputSpec | None = None) -> np.ndarray:
+    """uint8 (B, H, W, 3) at the arch's input size -> float32 (B, D) pooled embeddings."""
+    spec = spec or get_arch(arch).input
+    backbone = frozen_backbone(arch)
+    out = [
+        backbone.embed(to_model_input(pixels[i : i + EMBED_BATCH], spec.normalisation)).numpy()
+        for i in range(0, len(pixels), EMBED_BATCH)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, backbone.num_features), np.float32)
+
+
+def embedding_store(arch: str, cache_dir: Path | None) -> ArrayStore:
+    """The on-disk store of `arch`'s embeddings (one folder per architecture and input)."""
+    spec = get_arch(arch).input
+    pixels = PosterCache(cache_dir, spec.width, spec.height, spec.resize)
+    folder = pixels.cache_dir / f"embeddings-{arch}-{spec.width}x{spec.height}-{spec.resize}"
+    return ArrayStore(folder, (frozen_backbone(arch).num_features,), "float32")
+
+
+def compute_embeddings(
+    arch: str, paths: Sequence[Path], cache_dir: Path | None = None, progress: bool = True
+) -> CachedArrays:
+    """Embeddings for `paths` (decoding and embedding only posters not cached yet)."""
+    spec = get_arch(arch).input
+    store = embedding_store(arch, cache_dir)
+    keys: list[str | None] = []
+    key_errors: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            keys.append(file_key(Path(path)))
+        except OSError as exc:
+            keys.append(None)
+            key_errors[i] = f"{path}: cannot read file ({exc.strerror or exc})"
+
+    def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+        if not indices:
+            return
+        pixels = PosterCache(cache_dir, spec.width, spec.height, spec.resize).load(
+            [paths[i] for i in indices], progress=progress
+        )
+        for j, error in pixels.errors.items():
+            yield indices[j], None, error
+        ok = pixels.ok
+        quiet = True if not progress else None
+        with tqdm(total=len(ok), desc=f"embedding ({arch})", unit="img", disable=quiet) as bar:
+            for start in range(0, len(ok), EMBED_BATCH):
+                chunk = ok[start : start + EMBED_BATCH]
+                vectors = embed_pixels(arch, pixels[chunk], spec)
+                for j, vector in zip(chunk, vectors, strict=True):
+                    yield indices[j], vector, None
+                bar.update(len(chunk))
+
+    return fill_store(store, keys, compute, key_errors)

@@ -1,0 +1,116 @@
+"""Heads on frozen embeddings: a linear probe (logistic regression, scikit-learn) and k-NN.
+
+Both train in seconds once the embeddings are cached; their regularisation (C) or k is chosen
+on the validation split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.multiclass import OneVsRestClassifier
+
+from postergenre.evaluation.metrics import mean_average_precision
+from postergenre.models.knn import KNNClassifier
+
+C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03)
+K_GRID = (5, 10, 20, 40, 80)
+
+
+def _score(task: str, y: np.ndarray, probs: np.ndarray) -> float:
+    """The validation score that picks C or k: balanced accuracy, or mAP for multi-label."""
+    if task == "single":
+        return float(balanced_accuracy_score(y, probs.argmax(1)))
+    return mean_average_precision(y, probs)
+
+
+def _linear_from(classifier: Any, task: str, n_classes: int, dim: int):
+    """(weight (G, D), bias (G,)) of a fitted single-label or one-vs-rest classifier."""
+    if task == "single":
+        coef, intercept = classifier.coef_, classifier.intercept_
+        if coef.shape[0] == 1:  # scikit-learn keeps one row for two classes: sigmoid(z)
+            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        return coef, intercept
+    weight, bias = np.zeros((n_classes, dim)), np.zeros(n_classes)
+    for j, estimator in enumerate(classifier.estimators_):
+        if hasattr(estimator, "coef_"):
+            weight[j], bias[j] = estimator.coef_[0], estimator.intercept_[0]
+        else:  # a genre with one class only in training: a constant prediction
+            p = float(np.clip(estimator.y_[0] if hasattr(estimator, "y_") else 0.5, 1e-4, 1 - 1e-4))
+            bias[j] = np.log(p / (1 - p))
+    return weight, bias
+
+
+def fit_linear_probe(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    task: str,
+    n_classes: int,
+    balanced: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Logistic regression on standardised embeddings, C chosen on validation.
+
+    Returns a linear layer's (weight, bias) acting on the raw embeddings (the standardisation
+    is folded in), ready to become the network's classifier, and what was tried.
+    """
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    xt, xv = (x_train - mean) / std, (x_val - mean) / std
+    class_weight = "balanced" if balanced else None
+    tried = []
+    best: tuple[float, float, Any] | None = None
+    for c in C_GRID:
+        base = LogisticRegression(C=c, class_weight=class_weight, max_iter=2000)
+        classifier = base if task == "single" else OneVsRestClassifier(base, n_jobs=2)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            classifier.fit(xt, y_train)
+        probs = classifier.predict_proba(xv)
+        score = _score(task, y_val, probs)
+        tried.append({"C": c, "val_score": score})
+        if best is None or score > best[0]:
+            best = (score, c, classifier)
+    assert best is not None
+    weight, bias = _linear_from(best[2], task, n_classes, x_train.shape[1])
+    folded_w = weight / std[None, :]
+    folded_b = bias - (weight * (mean / std)[None, :]).sum(axis=1)
+    info = {"C": best[1], "val_score": best[0], "grid": tried, "standardised": True}
+    return (
+        torch.tensor(folded_w, dtype=torch.float32),
+        torch.tensor(folded_b, dtype=torch.float32),
+        info,
+    )
+
+
+def fit_knn(
+    model: KNNClassifier,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    task: str,
+    n_classes: int,
+) -> dict[str, Any]:
+    """Fill the k-NN memory with the training embeddings and choose k on validation."""
+    labels = np.eye(n_classes, dtype=np.float32)[y_train] if task == "single" else y_train
+    model.set_memory(
+        torch.from_numpy(x_train), torch.from_numpy(labels), K_GRID[0], multi=task == "multi"
+    )
+    tried = []
+    for k in K_GRID:
+        if k > len(x_train):
+            break
+        probs = model.vote(torch.from_numpy(x_val), k).numpy()
+        tried.append({"k": k, "val_score": _score(task, y_val, probs)})
+    best = max(tried, key=lambda row: row["val_score"])
+    model.k = torch.tensor(best["k"])
+    return {"k": best["k"], "val_score": best["val_score"], "grid": tried}

@@ -1,0 +1,149 @@
+"""Linear probes and k-NN on frozen EfficientNet-Lite0 embeddings, on tiny generated posters."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from postergenre.inference import Predictor
+from postergenre.models.embeddings import compute_embeddings
+from postergenre.training.run import TrainConfig, train
+from tests.conftest import make_poster
+
+
+def test_linear_probe_bundle_stores_only_the_head(tiny_folder, tmp_path):
+    bundle = train(
+        TrainConfig(
+            out=tmp_path / "run", folder=tiny_folder, arch="efficientnet-lite0", progress=False
+        )
+    )
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["mode"] == "linear-probe" and meta["weights"] == "head"
+    assert meta["input"]["height"] == 336 and meta["input"]["width"] == 224
+    assert meta["input"]["mean"] == pytest.approx([127 / 255] * 3)
+    assert set(load_file(str(bundle / "model.safetensors"))) == {
+        "classifier.weight",
+        "classifier.bias",
+    }
+    assert meta["training"]["C"] in (0.0003, 0.001, 0.003, 0.01, 0.03)
+    predictor = Predictor.from_pretrained(bundle)
+    records = [p for p in (tiny_folder / "test").rglob("*.png")]
+    predictions = predictor.predict(records)
+    correct = sum(
+        p.predicted[0] == path.parent.name for p, path in zip(predictions, records, strict=True)
+    )
+    assert correct / len(records) >= 0.9  # colour-coded genres are easy for ImageNet features
+
+
+def test_embeddings_are_cached_and_match_the_network(tiny_folder):
+    paths = sorted((tiny_folder / "val").rglob("*.png"))
+    first = compute_embeddings("efficientnet-lite0", paths, progress=False)
+    second = compute_embeddings("efficientnet-lite0", paths, progress=False)
+    np.testing.assert_array_equal(first[first.ok], second[second.ok])
+    assert first[first.ok].shape == (len(paths), 1280)
+
+
+def _multi_label_csv(tmp_path: Path) -> Path:
+    """Posters whose red half means Action and blue half means Drama (either, both, none)."""
+    rows = []
+    combos = [("Action",), ("Drama",), ("Action", "Drama"), ()]
+    for i in range(64):
+        genres = combos[i % 4]
+        top = (220, 30, 30) if "Action" in genres else (120, 120, 120)
+        bottom = (30, 30, 220) if "Drama" in genres else (120, 120, 120)
+        path = make_poster(tmp_path / "images" / f"p{i}.png", top, seed=i)
+        half = make_poster(tmp_path / "bottom.png", bottom, seed=1000 + i)
+        from PIL import Image
+
+        image = Image.open(path).convert("RGB")
+        image.paste(Image.open(half).crop((0, 30, 40, 60)), (0, 30))
+        image.save(path)
+        split = "train" if i < 40 else "val" if i < 52 else "test"
+        rows.append({"id": f"p{i}", "genres": "|".join(genres), "split": split})
+    labels = tmp_path / "labels.csv"
+    with labels.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "genres", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return labels
+
+
+@pytest.mark.parametrize("arch", ["efficientnet-lite0", "knn"])
+def test_multi_label_training_tunes_thresholds_and_predicts_sets(arch, tmp_path, capsys):
+    from postergenre.cli import main
+
+    labels = _multi_label_csv(tmp_path)
+    run = tmp_path / "run"
+    assert (
+        main(
+            ["train", "--labels", str(labels), "--arch", arch, "--task", "multi", "--out", str(run)]
+        )
+        == 0
+    )
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["task"] == "multi"
+    assert set(meta["thresholds"]) == {"Action", "Drama"}
+    assert (run / "plots" / "pr_val.png").is_file()
+    capsys.readouterr()
+    assert (
+        main(
+            ["evaluate", "--model", str(run), "--labels", str(labels), "--split", "test", "--json"]
+        )
+        == 0
+    )
+    metrics = json.loads(capsys.readouterr().out)
+    for key in (
+        "map",
+        "micro_f1",
+        "macro_f1",
+        "samples_f1",
+        "per_genre",
+        "baselines",
+        "ignored_genres",
+    ):
+        assert key in metrics
+    assert metrics["map"] >= 0.8
+    assert set(metrics["per_genre"]["Action"]) >= {"ap", "f1", "threshold"}
+    poster = tmp_path / "images" / "p62.png"  # Action + Drama
+    assert main(["predict", "--model", str(run), str(poster), "--json"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert set(entry["predicted"]) <= {"Action", "Drama"}
+    assert "predicted" in entry and len(entry["genres"]) == 2
+
+
+def test_multi_label_model_on_single_label_folder_reports_accuracy(tmp_path, tiny_folder, capsys):
+    from postergenre.cli import main
+
+    labels = _multi_label_csv(tmp_path)
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--labels",
+                str(labels),
+                "--arch",
+                "efficientnet-lite0",
+                "--task",
+                "multi",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    # A folder per genre (Action, Comedy, Drama): Comedy is unknown to the model.
+    assert (
+        main(["evaluate", "--model", str(run), "--folder", str(tiny_folder / "test"), "--json"])
+        == 0
+    )
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["task"] == "single"
+    assert metrics["unknown_genres"] == ["Comedy"]
+    assert metrics["n"] == 8
