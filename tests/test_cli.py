@@ -215,3 +215,46 @@ def test_module_entry_point_and_help():
         [sys.executable, "-m", "postergenre", "predict"], capture_output=True, text=True
     )
     assert result.returncode == 2 and "POSTER" in result.stderr
+
+
+def test_explain_writes_overlay_and_raw_map(trained_run, tiny_folder, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    poster = tiny_folder / "test" / "Action" / "action0.png"
+    out = tmp_path / "heat.png"
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                str(trained_run),
+                str(poster),
+                "--genre",
+                "Comedy",
+                "--out",
+                str(out),
+                "--npy",
+            ]
+        )
+        == 0
+    )
+    assert "Comedy" in capsys.readouterr().out
+    assert Image.open(out).size == Image.open(poster).size
+    heatmap = np.load(tmp_path / "heat.npy")
+    assert heatmap.shape == (150, 150) and 0.0 <= heatmap.min() and heatmap.max() <= 1.0
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                str(trained_run),
+                str(poster),
+                "--genre",
+                "Western",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )

@@ -221,6 +221,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(handler=_cmd_similar)
 
+    p = commands.add_parser(
+        "explain",
+        help="Grad-CAM heatmap: where the model looked for a genre",
+        description="Write the poster with a Grad-CAM heatmap overlaid for a genre (default: the "
+        "most probable one).",
+    )
+    _add_model_arg(p)
+    p.add_argument("poster", type=Path, metavar="POSTER")
+    p.add_argument("--genre", help="genre to explain (default: the top prediction)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="PNG",
+        help="overlay image to write (default: POSTER_NAME.gradcam.png here)",
+    )
+    p.add_argument(
+        "--npy",
+        action="store_true",
+        help="also save the raw heatmap (model input size, [0, 1]) as .npy",
+    )
+    p.set_defaults(handler=_cmd_explain)
+
     p = commands.add_parser("models", help="list bundled models and architectures")
     p.set_defaults(handler=_cmd_models)
     return parser
@@ -395,6 +417,30 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     print(f"most similar to {args.poster} (of {len(index)} posters):")
     for rank, n in enumerate(neighbours, 1):
         print(f"{rank:>3}. {n.similarity:.3f}  {n.id:<14} {', '.join(n.genres):<32} {n.path}")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from postergenre.data.decode import decode_poster
+    from postergenre.explain import explain_poster
+    from postergenre.inference import Predictor
+
+    image = decode_poster(args.poster)
+    predictor = Predictor.from_pretrained(args.model)
+    explanation = explain_poster(predictor, image, args.genre)
+    out = args.out or Path(f"{args.poster.stem}.gradcam.png")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise UserError(f"--out must end in .png, .jpg or .webp: {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    explanation.overlay.save(tmp)
+    os.replace(tmp, out)
+    print(f"{explanation.genre} ({explanation.probability:.1%}): heatmap overlay written to {out}")
+    if args.npy:
+        np.save(out.with_suffix(".npy"), explanation.heatmap)
+        print(f"raw heatmap written to {out.with_suffix('.npy')}")
     return 0
 
 

@@ -80,9 +80,12 @@ def to_model_input(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """uint8 (B, H, W, 3) pixels -> normalised float (B, 3, H, W), augmented when asked."""
-    batch = (
-        torch.from_numpy(np.ascontiguousarray(pixels)) if isinstance(pixels, np.ndarray) else pixels
-    )
+    if isinstance(pixels, np.ndarray):
+        array = np.ascontiguousarray(pixels)
+        # torch cannot wrap read-only memory (memory-mapped cache rows, PIL-backed arrays)
+        batch = torch.from_numpy(array if array.flags.writeable else array.copy())
+    else:
+        batch = pixels
     if augment is None:
         return normalisation.apply(batch)
     x = batch.permute(0, 3, 1, 2).float().div_(255.0)

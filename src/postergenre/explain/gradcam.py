@@ -1,0 +1,129 @@
+"""Grad-CAM (Selvaraju et al., 2017) on the last convolutional feature map of any model.
+
+Every architecture exposes `forward_features(x) -> (B, C, h, w)` and `forward_head(fmap)`, so the
+backbone runs once without a graph and only the head is differentiated: frozen parameters
+(`requires_grad=False`) do not matter, and no parameter's `.grad` is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from PIL import Image
+from torch import nn
+
+from postergenre.data.transforms import to_model_input
+from postergenre.errors import UserError
+from postergenre.inference.predictor import Predictor
+from postergenre.models.knn import KNNClassifier
+
+OVERLAY_ALPHA = 0.45
+COLORMAP = "jet"
+
+
+@dataclass
+class Explanation:
+    """A Grad-CAM heatmap for one genre of one poster."""
+
+    genre: str
+    probability: float
+    heatmap: np.ndarray  # (H, W) float32 in [0, 1] at the model's input size
+    overlay: Image.Image  # the poster, original size, with the coloured heatmap blended in
+    raw: np.ndarray  # (h, w) float32 in [0, 1] at the feature map's resolution
+
+
+def _target_score(
+    model: nn.Module, fmap: torch.Tensor, logits: torch.Tensor, target: int
+) -> torch.Tensor:
+    """The scalar Grad-CAM differentiates: the target logit, except for k-NN."""
+    if isinstance(model, KNNClassifier):
+        # A unanimous neighbour vote is constant (zero gradient), so explain instead what makes
+        # the poster similar to its nearest training posters of the target genre.
+        members = model.bank[model.labels[:, target] > 0]
+        if not len(members):
+            return logits[0, target]
+        query = F.normalize(fmap.mean(dim=(2, 3)), dim=1)
+        sims = query @ members.T
+        return sims.topk(min(int(model.k), len(members)), dim=1).values.mean()
+    return logits[0, target]
+
+
+def _cam_and_logits(
+    model: nn.Module, x: torch.Tensor, target: int | None
+) -> tuple[np.ndarray, torch.Tensor, int]:
+    """Grad-CAM map (h, w), the logits (1, n) and the target used (None: the top logit)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            fmap = model.forward_features(x)
+        fmap = fmap.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model.forward_head(fmap)
+            if target is None:
+                target = int(logits[0].argmax())
+            score = _target_score(model, fmap, logits, target)
+            (grads,) = torch.autograd.grad(score, fmap)
+    finally:
+        model.train(was_training)
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * fmap.detach()).sum(dim=1))[0]
+    cam = torch.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(cam.max())
+    cam = cam / peak if peak > 0 else torch.zeros_like(cam)
+    return cam.numpy().astype(np.float32), logits.detach(), target
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    """Grad-CAM of output `target` for one normalised input (1, 3, H, W): (h, w) in [0, 1]."""
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"grad_cam expects one image (1, 3, H, W), got {tuple(x.shape)}")
+    return _cam_and_logits(model, x, target)[0]
+
+
+def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a map in [0, 1] to (height, width)."""
+    t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None]
+    out = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)
+    return out[0, 0].clamp(0.0, 1.0).numpy()
+
+
+def overlay_heatmap(
+    image: Image.Image, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA
+) -> Image.Image:
+    """The poster with `heatmap` (any size; stretched to the poster's) blended in colour."""
+    poster = image.convert("RGB")
+    stretched = upsample(heatmap, poster.height, poster.width)
+    colours = colormaps[COLORMAP](stretched)[..., :3]
+    heat = Image.fromarray((colours * 255).round().astype(np.uint8), "RGB")
+    return Image.blend(poster, heat, alpha)
+
+
+def explain_poster(
+    predictor: Predictor, image: Image.Image, genre: str | None = None
+) -> Explanation:
+    """Grad-CAM of `genre` (default: the top prediction) for one poster."""
+    target = None
+    if genre is not None:
+        if genre not in predictor.genres:
+            known = ", ".join(predictor.genres)
+            raise UserError(f"unknown genre {genre!r}; the model knows: {known}")
+        target = predictor.genres.index(genre)
+    image = image.convert("RGB")
+    pixels = predictor.preprocess(image)
+    x = to_model_input(np.stack([pixels]), predictor.input_spec.normalisation)
+    raw, logits, target = _cam_and_logits(predictor.model, x, target)
+    probs = logits.softmax(1) if predictor.task == "single" else logits.sigmoid()
+    # The model squashes the poster to its input size, so its map goes back by resizing too.
+    heatmap = upsample(raw, *pixels.shape[:2])
+    return Explanation(
+        genre=predictor.genres[target],
+        probability=float(probs[0, target]),
+        heatmap=heatmap,
+        overlay=overlay_heatmap(image, heatmap),
+        raw=raw,
+    )
