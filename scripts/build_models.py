@@ -20,8 +20,7 @@ from typing import Any
 from postergenre._allocator import tune_allocator
 from postergenre.data.labels import load_posters
 from postergenre.inference import Predictor
-from postergenre.inference.predictor import BUNDLED_DIR
-from postergenre.models.bundle import write_json_atomic
+from postergenre.models.bundle import BUNDLED_DIR, write_json_atomic
 from postergenre.training.run import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent

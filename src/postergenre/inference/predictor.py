@@ -23,37 +23,14 @@ from postergenre.data.targets import infer_task
 from postergenre.data.transforms import to_model_input
 from postergenre.errors import UserError
 from postergenre.evaluation.report import evaluate_multi_label, evaluate_single_label
-from postergenre.models.bundle import ModelBundle, load_bundle
+from postergenre.models.bundle import (
+    DEFAULT_MODEL,
+    ModelBundle,
+    load_bundle,
+    resolve_model,
+)
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
-DEFAULT_MODEL = "imdb-20"
-
-
-def bundled_models() -> list[str]:
-    """Names of the models shipped inside the package."""
-    if not BUNDLED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "model.json").is_file())
-
-
-def resolve_model(name_or_path: str | Path | None) -> Path:
-    """A bundle folder from a bundled name, a bundle folder, or a run folder (its `model/`)."""
-    if name_or_path is None:
-        name_or_path = DEFAULT_MODEL
-    text = str(name_or_path)
-    if text in bundled_models():
-        return BUNDLED_DIR / text
-    path = Path(text).expanduser()
-    if (path / "model.json").is_file():
-        return path
-    if (path / "model" / "model.json").is_file():
-        return path / "model"
-    if path.name == "model.json" and path.is_file():
-        return path.parent
-    known = ", ".join(bundled_models()) or "none installed"
-    raise UserError(
-        f"no model at {text!r}: give a bundle folder, a run folder, or a bundled name ({known})"
-    )
+RUNTIMES = ("torch", "onnx")
 
 
 @dataclass
@@ -75,7 +52,15 @@ class Prediction:
 class Predictor:
     """Predict genres with a model bundle: `Predictor.from_pretrained("imdb-20").predict(paths)`."""
 
-    def __init__(self, bundle: ModelBundle, name: str = ""):
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        name: str = "",
+        runtime: str = "torch",
+        bundle_dir: str | Path | None = None,
+    ):
+        if runtime not in RUNTIMES:
+            raise UserError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         self.bundle = bundle
         self.model = bundle.model
         self.meta = bundle.meta
@@ -85,12 +70,24 @@ class Predictor:
         self.name = name or str(bundle.meta.get("name", ""))
         thresholds = bundle.meta.get("thresholds") or {}
         self.thresholds = np.array([float(thresholds.get(g, 0.5)) for g in self.genres])
+        # runtime "onnx": predict_pixels runs the exported graph (cached per bundle content);
+        # `model` stays the torch model for Grad-CAM and anything else that needs it.
+        self.runtime = runtime
+        self.onnx_runner = None
+        if runtime == "onnx":
+            from postergenre.inference.onnx_runtime import OnnxRunner, onnx_for_bundle
+
+            self.onnx_runner = OnnxRunner(onnx_for_bundle(bundle_dir or bundle))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path | None = None) -> Predictor:
-        """Load a bundled model by name (default `imdb-20`) or a bundle/run folder by path."""
+    def from_pretrained(
+        cls, name_or_path: str | Path | None = None, runtime: str = "torch"
+    ) -> Predictor:
+        """Load a bundled model by name (default `imdb-20`) or a bundle/run folder by path;
+        `runtime` is "torch" (default) or "onnx" (ONNX Runtime, exported once and cached)."""
         path = resolve_model(name_or_path)
-        return cls(load_bundle(path), name=str(name_or_path or DEFAULT_MODEL))
+        name = str(name_or_path or DEFAULT_MODEL)
+        return cls(load_bundle(path), name=name, runtime=runtime, bundle_dir=path)
 
     # -- arrays -----------------------------------------------------------------------------
     def preprocess(self, image: Image.Image) -> np.ndarray:
@@ -104,6 +101,9 @@ class Predictor:
         out = []
         for start in range(0, len(pixels), batch_size):
             x = to_model_input(pixels[start : start + batch_size], self.input_spec.normalisation)
+            if self.onnx_runner is not None:  # the graph already outputs probabilities
+                out.append(self.onnx_runner(x.numpy()))
+                continue
             logits = self.model(x)
             out.append((logits.softmax(1) if self.task == "single" else logits.sigmoid()).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.genres)), np.float32)

@@ -135,3 +135,34 @@ def load_bundle(directory: Path) -> ModelBundle:
             raise UserError(f"{weights_path} does not match architecture {meta['architecture']}")
     model.eval()
     return ModelBundle(model, meta)
+
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
+DEFAULT_MODEL = "imdb-20"
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped inside the package."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "model.json").is_file())
+
+
+def resolve_model(name_or_path: str | Path | None) -> Path:
+    """A bundle folder from a bundled name, a bundle folder, or a run folder (its `model/`)."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    text = str(name_or_path)
+    if text in bundled_models():
+        return BUNDLED_DIR / text
+    path = Path(text).expanduser()
+    if (path / "model.json").is_file():
+        return path
+    if (path / "model" / "model.json").is_file():
+        return path / "model"
+    if path.name == "model.json" and path.is_file():
+        return path.parent
+    known = ", ".join(bundled_models()) or "none installed"
+    raise UserError(
+        f"no model at {text!r}: give a bundle folder, a run folder, or a bundled name ({known})"
+    )

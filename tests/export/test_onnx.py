@@ -1,0 +1,196 @@
+"""ONNX export and the ONNX Runtime predictor: same probabilities as PyTorch, dynamic batch,
+self-describing metadata, cached exports."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from postergenre.data.decode import decode_poster
+from postergenre.data.transforms import SYMMETRIC_RANGE, UNIT_RANGE, InputSpec, to_model_input
+from postergenre.errors import UserError
+from postergenre.inference import Predictor
+from postergenre.models import create_model
+from postergenre.models.bundle import save_bundle
+from tests.conftest import GENRE_COLOURS, make_poster
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from postergenre.export import export_onnx  # noqa: E402
+from postergenre.inference.onnx_runtime import OnnxRunner, onnx_for_bundle  # noqa: E402
+
+GENRES = list(GENRE_COLOURS)
+
+
+def _posters(root: Path) -> list[Path]:
+    """Like the `tiny_folder` fixture: {train,val,test}/{Action,Comedy,Drama}/*.png."""
+    seed = 0
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        for genre, colour in GENRE_COLOURS.items():
+            for i in range(n):
+                seed += 1
+                make_poster(root / split / genre / f"{genre.lower()}{i}.png", colour, seed)
+    return sorted((root / "test").rglob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("onnx") / "posters"
+    _posters(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def probe_bundle(tiny, tmp_path_factory) -> Path:
+    """A linear probe on EfficientNet-Lite0 (its bundle stores only the head), trained once."""
+    from postergenre.training.run import TrainConfig, train
+
+    base = tmp_path_factory.getbasetemp()
+    with pytest.MonkeyPatch.context() as mp:  # the autouse cache fixture is per test
+        mp.setenv("POSTERGENRE_CACHE", str(base / "cache"))
+        return train(
+            TrainConfig(
+                out=tmp_path_factory.mktemp("run"),
+                folder=tiny,
+                arch="efficientnet-lite0",
+                progress=False,
+            )
+        )
+
+
+@pytest.fixture
+def seed_bundle(tmp_path) -> Path:
+    torch.manual_seed(0)
+    model = create_model("seed-cnn", 3)
+    meta = {
+        "architecture": "seed-cnn",
+        "task": "single",
+        "genres": GENRES,
+        "input": InputSpec(150, 150, "squash", UNIT_RANGE).to_json(),
+    }
+    return save_bundle(tmp_path / "bundle", model, meta)
+
+
+def _torch_vs_onnx(bundle: Path, onnx_path: Path, paths: list[Path]) -> float:
+    """Largest probability difference between Predictor(torch) and the raw ONNX file."""
+    predictor = Predictor.from_pretrained(bundle)
+    spec = predictor.input_spec
+    pixels = np.stack([predictor.preprocess(decode_poster(p)) for p in paths])
+    expected = predictor.predict_pixels(pixels)
+    got = OnnxRunner(onnx_path)(to_model_input(pixels, spec.normalisation).numpy())
+    return float(np.abs(got - expected).max())
+
+
+def _check_file(path: Path, genres: list[str], task: str, shape: tuple[int, int]) -> None:
+    """Loads in ONNX Runtime, batch axis dynamic (1 and 3), probabilities, metadata."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    [inp] = session.get_inputs()
+    height, width = shape
+    assert isinstance(inp.shape[0], str) and inp.shape[1:] == [3, height, width]
+    assert isinstance(session.get_outputs()[0].shape[0], str)
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).normal(size=(batch, 3, height, width)).astype(np.float32)
+        [probs] = session.run(None, {inp.name: x})
+        assert probs.shape == (batch, len(genres))
+        assert np.all((probs >= 0) & (probs <= 1))
+        if task == "single":
+            np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["genres"]) == genres
+    assert meta["task"] == task
+    spec = json.loads(meta["input"])
+    assert (spec["width"], spec["height"]) == (width, height)
+    assert {"resize", "mean", "std"} <= set(spec)
+    assert {"architecture", "thresholds", "postergenre_version"} <= set(meta)
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def test_seed_cnn_export_matches_torch(seed_bundle, tiny, tmp_path):
+    paths = sorted((tiny / "test").rglob("*.png"))
+    out = tmp_path / "out" / "seed.onnx"
+    report = export_onnx(seed_bundle, out, images=paths[:4])
+    assert report["path"] == str(out) and out.stat().st_size == report["size_bytes"]
+    assert report["n_checked"] == 3 + 1 + 4 and report["max_abs_diff"] <= 1e-4
+    assert [p.name for p in out.parent.iterdir()] == ["seed.onnx"]  # no temporary left
+    _check_file(out, GENRES, "single", (150, 150))
+    assert _torch_vs_onnx(seed_bundle, out, paths) <= 1e-4
+
+
+def test_linear_probe_onnx_predictor_matches_torch(probe_bundle, tiny):
+    paths = sorted((tiny / "test").rglob("*.png"))
+    onnx_predictor = Predictor.from_pretrained(probe_bundle, runtime="onnx")  # exports to cache
+    assert onnx_predictor.runtime == "onnx" and onnx_predictor.model is not None
+    exported = onnx_predictor.onnx_runner.path
+    _check_file(exported, GENRES, "single", (336, 224))
+
+    torch_predictions = Predictor.from_pretrained(probe_bundle).predict(paths)
+    onnx_predictions = onnx_predictor.predict(paths)
+    worst = 0.0
+    for a, b in zip(torch_predictions, onnx_predictions, strict=True):
+        assert [g for g, _ in a.genres] == [g for g, _ in b.genres]  # same ranking
+        assert a.predicted == b.predicted
+        worst = max(worst, max(abs(p - dict(b.genres)[g]) for g, p in a.genres))
+    assert worst <= 1e-4
+    assert (
+        sum(p.predicted[0] == q.parent.name for p, q in zip(onnx_predictions, paths, strict=True))
+        >= 11
+    )
+
+    # exported once into the cache (keyed by the bundle's content), then reused
+    mtime = exported.stat().st_mtime_ns
+    assert onnx_for_bundle(probe_bundle) == exported and exported.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in exported.parent.iterdir()) == [exported.name]
+    assert exported.parent == Path(os.environ["POSTERGENRE_CACHE"]) / "onnx"
+
+
+def test_knn_export_is_exact(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("knn", 3)
+    labels = torch.nn.functional.one_hot(torch.arange(30) % 3, 3).float()
+    model.set_memory(torch.randn(30, 1280).abs(), labels, k=5, multi=True)
+    meta = {
+        "architecture": "knn",
+        "task": "multi",
+        "genres": GENRES,
+        "thresholds": {g: 0.4 for g in GENRES},
+        "input": InputSpec(224, 336, "squash", SYMMETRIC_RANGE).to_json(),
+    }
+    bundle = save_bundle(tmp_path / "knn", model, meta, model.bundle_tensors())
+    report = export_onnx(bundle, tmp_path / "knn.onnx")
+    assert report["max_abs_diff"] <= 1e-4
+    runner = OnnxRunner(tmp_path / "knn.onnx")
+    assert json.loads(runner.metadata["thresholds"]) == {g: 0.4 for g in GENRES}
+
+
+def test_export_of_a_missing_model_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no model at"):
+        export_onnx(tmp_path / "nothing", tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_unknown_runtime_is_a_user_error(seed_bundle):
+    with pytest.raises(UserError, match="unknown runtime"):
+        Predictor.from_pretrained(seed_bundle, runtime="tensorrt")
+
+
+def test_mismatch_writes_nothing_and_in_memory_bundles_export(seed_bundle, tmp_path):
+    from postergenre.export import OnnxMismatchError
+    from postergenre.models.bundle import load_bundle
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OnnxMismatchError, match="nothing written"):
+        export_onnx(seed_bundle, tmp_path / "out" / "x.onnx", tolerance=-1.0)
+    assert list((tmp_path / "out").iterdir()) == []
+    # A Predictor built from a loaded bundle (no folder) exports it from memory.
+    bundle = load_bundle(seed_bundle)
+    onnx_predictor = Predictor(bundle, runtime="onnx")
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 150, 150, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        onnx_predictor.predict_pixels(pixels), Predictor(bundle).predict_pixels(pixels), atol=1e-4
+    )

@@ -1,0 +1,54 @@
+"""The models shipped inside the package load and predict on a fresh install, offline."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from postergenre.cli import main
+from postergenre.inference import Predictor, bundled_models
+from postergenre.models.bundle import BUNDLED_DIR
+from tests.conftest import make_poster
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a bundled model tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_bundled_models_are_small():
+    assert set(bundled_models()) >= {"imdb-20", "three-genre"}
+    total = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
+    assert total < 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "name, n_genres, task", [("imdb-20", 20, "multi"), ("three-genre", 3, "single")]
+)
+def test_bundled_model_predicts_a_generated_poster(name, n_genres, task, tmp_path, no_network):
+    predictor = Predictor.from_pretrained(name)
+    assert predictor.task == task and len(predictor.genres) == n_genres
+    meta = predictor.meta
+    assert meta["name"] == name and "test" in meta["metrics"]
+    [prediction] = predictor.predict([make_poster(tmp_path / "p.png", (200, 30, 30))])
+    probs = [p for _, p in prediction.genres]
+    assert len(probs) == n_genres and all(0.0 <= p <= 1.0 for p in probs)
+    assert probs == sorted(probs, reverse=True)
+    if task == "single":
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+    else:
+        assert set(meta["thresholds"]) == set(predictor.genres)
+
+
+def test_predict_uses_the_default_bundled_model(tmp_path, capsys, no_network):
+    poster = make_poster(tmp_path / "p.png", (20, 30, 200))
+    assert main(["predict", str(poster), "--json"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert len(entry["genres"]) == 20
+    assert set(entry["predicted"]) <= {g["genre"] for g in entry["genres"]}
