@@ -18,8 +18,8 @@ from sklearn.multiclass import OneVsRestClassifier
 from postergenre.evaluation.metrics import mean_average_precision
 from postergenre.models.knn import KNNClassifier
 
-C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03)
-K_GRID = (5, 10, 20, 40, 80)
+C_GRID = (0.0001, 0.0003, 0.001, 0.003, 0.01)
+K_GRID = (5, 10, 20, 40, 80, 160)
 
 
 def _score(task: str, y: np.ndarray, probs: np.ndarray) -> float:
