@@ -11,7 +11,7 @@ export MALLOC_MMAP_THRESHOLD_ := 33554432
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 export MALLOC_TOP_PAD_ := 1073741824
 
-.PHONY: install install-test demo test lint bench clean
+.PHONY: install install-test demo serve test lint models bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
+	@# The browser test drives Debian's Chromium (Playwright never downloads a browser here).
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  >/dev/null) ; } || echo "note: chromium not installed; the browser test will be skipped"
 	touch $@
 
 install: $(VENV)/.installed
@@ -41,8 +45,19 @@ lint: install-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+serve: install
+	$(BIN)/postergenre serve $(if $(MODEL),--model $(MODEL)) $(if $(INDEX),--index $(INDEX))
+
+# Rebuild the bundled models from the shared posters (train split, val for selection).
+models: install
+	$(BIN)/python scripts/build_models.py --data "$(DATA)"
+
 bench: install
 	$(BIN)/python benchmarks/reproduce_article.py
+	$(BIN)/python benchmarks/backbones.py --archs efficientnet-lite0,efficientnet-lite1,efficientnet-lite2 --modes linear-probe,knn
+	$(BIN)/python benchmarks/probe_speed.py
+	$(BIN)/python benchmarks/runtime_speed.py --model imdb-20
+	$(BIN)/python benchmarks/serve_load.py --model imdb-20 --runtime onnx
 
 clean:
 	rm -rf $(VENV) runs build dist test-artifacts

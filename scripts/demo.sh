@@ -1,31 +1,31 @@
 #!/usr/bin/env bash
-# `make demo`: reproduce the article's pipeline end to end on the shared posters.
+# `make demo`: predict with the bundled default model, then serve the web app.
 set -euo pipefail
 DATA=${1:-../shared/data/imdb-posters-7k}
 PG=".venv/bin/postergenre"
-if [ ! -f "$DATA/three_genre.csv" ]; then
+echo "== The bundled default model =="
+$PG models
+echo
+if [ -f "$DATA/splits.csv" ]; then
+  echo "== Predicting three test posters from $DATA with the bundled imdb-20 model =="
+  posters=$(awk -F, '$2=="test"{print "'"$DATA"'/images/"$1".jpg"}' "$DATA/splits.csv" | head -n 3)
+  # shellcheck disable=SC2086
+  $PG predict $posters
+  INDEX=runs/demo-index
+  if [ ! -f "$INDEX/index.json" ]; then
+    echo
+    echo "== Indexing the training posters for similar-poster search (once; cached) =="
+    $PG index --labels "$DATA/train.csv" --splits "$DATA/splits.csv" --images "$DATA/images" \
+      --split train --out "$INDEX"
+  fi
+  echo
+  exec $PG serve --index "$INDEX" --runtime onnx
+else
   cat <<MSG
-The shared poster set was not found at $DATA.
-Point PosterGenre at your own posters instead, e.g. a folder per genre:
-  $PG train --folder path/to/posters --arch seed-cnn --out runs/mine
-  $PG predict --model runs/mine path/to/poster.jpg
-(or set DATA=... for 'make demo'; see README.md for the label-file formats)
+(The shared poster set was not found at $DATA: set DATA=... to use it.)
+Predict your own posters:      $PG predict path/to/poster.jpg
+Train on a folder per genre:   $PG train --folder path/to/posters --arch efficientnet-lite0 --out runs/mine
 MSG
-  exit 0
+  echo
+  exec $PG serve --runtime onnx
 fi
-RUN=runs/demo-seed-cnn
-rm -rf "$RUN"
-echo "== Training the article's CNN briefly (3 epochs) on Action/Comedy/Drama =="
-$PG train --labels "$DATA/three_genre.csv" --images "$DATA/images" --arch seed-cnn \
-  --genres Action,Comedy,Drama --epochs 3 --out "$RUN"
-echo
-echo "== Evaluating on the balanced 450-poster test split =="
-$PG evaluate --model "$RUN" --labels "$DATA/three_genre.csv" --images "$DATA/images" \
-  --split test --out "$RUN/eval-test"
-echo
-echo "== Predicting a few test posters =="
-posters=$(awk -F, '$3=="test"{print "'"$DATA"'/images/"$1".jpg"}' "$DATA/three_genre.csv" | head -n 3)
-# shellcheck disable=SC2086
-$PG predict --model "$RUN" $posters
-echo
-echo "Plots: $RUN/plots/training_curves.png, $RUN/eval-test/confusion_matrix.png"

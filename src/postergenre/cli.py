@@ -276,6 +276,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
     p.set_defaults(handler=_cmd_export)
 
+    p = commands.add_parser(
+        "serve",
+        help="a web page and JSON API: drop posters, see genres and heatmaps",
+        description="Serve a page to drop posters on: genre probabilities, a Grad-CAM heatmap "
+        "per genre and, with --index, the most similar indexed posters. The JSON API is "
+        "documented at /docs.",
+    )
+    _add_model_arg(p)
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="inference runtime (default torch; Grad-CAM always uses torch)",
+    )
+    p.add_argument(
+        "--index",
+        type=Path,
+        metavar="INDEX",
+        help="an index folder from 'postergenre index': enables similar posters",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1: this machine only)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=10,
+        metavar="MB",
+        help="largest upload per request (default 10)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=32,
+        help="most posters predicted together from concurrent requests (default 32)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="how long a request may wait for others to batch with (default 5)",
+    )
+    p.set_defaults(handler=_cmd_serve)
+
     p = commands.add_parser("models", help="list bundled models and architectures")
     p.set_defaults(handler=_cmd_models)
     return parser
@@ -490,6 +538,30 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"difference from PyTorch {report['max_abs_diff']:.2e} over "
             f"{report['n_checked']} posters"
         )
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from postergenre.serving.server import serve
+    except ImportError as exc:
+        raise UserError(
+            f"the web app needs {exc.name}: pip install fastapi uvicorn python-multipart"
+        ) from exc
+    from postergenre.inference import Predictor
+    from postergenre.inference.similarity import PosterIndex
+
+    predictor = Predictor.from_pretrained(args.model, runtime=args.runtime)
+    index = PosterIndex.load(args.index) if args.index is not None else None
+    serve(
+        predictor,
+        host=args.host,
+        port=args.port,
+        index=index,
+        max_upload_mb=args.max_upload_mb,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+    )
     return 0
 
 

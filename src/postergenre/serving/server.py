@@ -1,0 +1,84 @@
+"""Run the web app with uvicorn: `serve(Predictor.from_pretrained("imdb-20"))`."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+from postergenre.errors import UserError
+from postergenre.inference.predictor import Predictor
+from postergenre.inference.similarity import PosterIndex
+from postergenre.serving.app import MAX_FILES, create_app
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_for(host: str, port: int) -> str:
+    """The address to open in a browser for a server bound to `host`."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/"
+
+
+def serve(
+    predictor: Predictor,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    index: PosterIndex | None = None,
+    max_upload_mb: float = 10,
+    max_batch: int = 32,
+    max_wait_ms: float = 5.0,
+    max_files: int = MAX_FILES,
+    log_level: str = "warning",
+) -> None:
+    """Serve the page and API until interrupted (Ctrl+C); prints the URL to open first."""
+    import uvicorn
+
+    if max_upload_mb <= 0:
+        raise UserError(f"the upload limit must be positive, got {max_upload_mb} MB")
+    app = create_app(
+        predictor,
+        index=index,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_files=max_files,
+    )
+    sock = bind_socket(host, port)
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level=log_level, timeout_graceful_shutdown=5, server_header=False
+    )
+    server = uvicorn.Server(config)
+    details = f"{len(predictor.genres)} genres, {predictor.task}-label"
+    if index is not None:
+        details += f"; {len(index)} posters indexed for similar posters"
+    print(f"serving model {predictor.name} ({details})", flush=True)
+    print(f"open {url_for(host, bound_port)} in a browser (Ctrl+C to stop)", flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            "warning: listening beyond this machine; anyone who can reach it can upload posters",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises Ctrl+C once it has shut down gracefully
+    finally:
+        sock.close()
+    print("server stopped", flush=True)

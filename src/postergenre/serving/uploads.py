@@ -1,0 +1,160 @@
+"""Uploaded posters: read a bounded number of bytes and decode them with `decode_poster`'s rules."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+from starlette.datastructures import Headers, UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from postergenre.data.decode import MAX_PIXELS, _to_rgb
+from postergenre.errors import PosterDecodeError, UserError
+
+# Only the common raster formats: Pillow's other plugins (EPS runs Ghostscript, for one) have
+# no business touching bytes from the network.
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+READ_CHUNK = 1024 * 1024
+
+
+class EmptyUploadError(PosterDecodeError):
+    """An upload with no bytes at all."""
+
+
+class UploadTooLargeError(UserError):
+    """An upload over the server's size limit."""
+
+
+def describe_size(n_bytes: int) -> str:
+    """Bytes as a short human-readable size (10 MB, 512 KB)."""
+    for unit, size in (("MB", 1024 * 1024), ("KB", 1024)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n_bytes} bytes"
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """The bytes of one uploaded file, read in chunks and never more than `limit` + 1 of them."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await upload.read(min(READ_CHUNK, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            name = upload.filename or "upload"
+            raise UploadTooLargeError(f"{name}: larger than the {describe_size(limit)} limit")
+    return b"".join(chunks)
+
+
+def decode_poster_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode uploaded bytes as an RGB poster: EXIF orientation applied, first frame only.
+
+    Raises `EmptyUploadError` for no bytes and `PosterDecodeError` with a human-readable reason
+    for truncated, corrupt, oversized or non-image data.
+    """
+    if not data:
+        raise EmptyUploadError(f"{name}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise PosterDecodeError(
+                        f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} "
+                        "(possible decompression bomb)"
+                    )
+                if getattr(image, "n_frames", 1) > 1:
+                    image.seek(0)
+                image.load()
+                image = ImageOps.exif_transpose(image) or image
+                rgb = _to_rgb(image)
+                rgb.load()
+                return rgb
+    except PosterDecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        formats = ", ".join(UPLOAD_FORMATS)
+        raise PosterDecodeError(f"{name}: not an image (accepted formats: {formats})") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PosterDecodeError(f"{name}: too many pixels (possible decompression bomb)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise PosterDecodeError(f"{name}: corrupt or truncated image ({reason})") from exc
+
+
+class BodyLimitMiddleware:
+    """Answer 413 `{"error": ...}` to a request body over `max_body_size` bytes.
+
+    A too-large Content-Length is refused before any of the body is read; otherwise the bytes
+    are counted as they arrive and reading stops at the limit, so a huge upload (chunked, or
+    with a lying header) is never buffered whole.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_size: int, message: str = "upload too large"):
+        self.app = app
+        self.max_body_size = max_body_size
+        self.message = message
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_size:
+            await self._refuse(send)
+            return
+        total = 0
+        exceeded = False
+        replaced = started = False
+
+        async def counting_receive() -> Message:
+            nonlocal total, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                total += len(message.get("body", b""))
+                if total > self.max_body_size:
+                    exceeded = True
+                    raise UploadTooLargeError(self.message)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # Whatever the app made of the interrupted body (FastAPI calls it a parse error),
+            # the client gets the 413.
+            nonlocal replaced, started
+            if message["type"] == "http.response.start":
+                started = True
+                if exceeded:
+                    replaced = True
+                    await self._refuse(send)
+                    return
+            if not replaced:
+                await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if exceeded and not started:
+                await self._refuse(send)
+                return
+            raise
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"error": self.message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,91 @@
+"""Fixtures for the web app: a linear probe and an index trained once on tiny posters."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from postergenre.data.labels import read_folder
+from postergenre.inference import Predictor
+from postergenre.inference.similarity import PosterIndex
+from postergenre.serving.app import create_app
+from postergenre.training.run import TrainConfig, train
+from tests.conftest import GENRE_COLOURS, make_poster
+
+
+@pytest.fixture(scope="session")
+def serving_posters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny_folder layout, built once for all the serving tests."""
+    root = tmp_path_factory.mktemp("serving") / "posters"
+    seed = 0
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        for genre, colour in GENRE_COLOURS.items():
+            for i in range(n):
+                seed += 1
+                make_poster(root / split / genre / f"{genre.lower()}{i}.png", colour, seed)
+    return root
+
+
+@pytest.fixture(scope="session")
+def serving_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serving-cache")
+
+
+def _train(posters: Path, cache: Path, out: Path, task: str) -> Predictor:
+    cfg = TrainConfig(
+        out=out,
+        folder=posters,
+        arch="efficientnet-lite0",
+        task=task,
+        progress=False,
+        cache_dir=cache,
+    )
+    return Predictor.from_pretrained(train(cfg))
+
+
+@pytest.fixture(scope="session")
+def predictor(serving_posters, serving_cache, tmp_path_factory) -> Predictor:
+    """Single-label Action / Comedy / Drama linear probe on EfficientNet-Lite0."""
+    return _train(serving_posters, serving_cache, tmp_path_factory.mktemp("run") / "r", "single")
+
+
+@pytest.fixture(scope="session")
+def multi_predictor(serving_posters, serving_cache, tmp_path_factory) -> Predictor:
+    """The same data as a multi-label model (sigmoids and per-genre thresholds)."""
+    return _train(serving_posters, serving_cache, tmp_path_factory.mktemp("run") / "m", "multi")
+
+
+@pytest.fixture(scope="session")
+def poster_index(serving_posters, serving_cache) -> PosterIndex:
+    records = read_folder(serving_posters).records
+    return PosterIndex.build(records, cache_dir=serving_cache, progress=False)
+
+
+@pytest.fixture
+def client(predictor, poster_index):
+    """The app with an index and a 64 KB upload limit, lifespan running."""
+    app = create_app(predictor, poster_index, max_upload_bytes=64 * 1024, warmup=False)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def png_bytes(colour: tuple[int, int, int] = (230, 210, 40), size=(40, 60), seed: int = 0) -> bytes:
+    """A small noisy poster of one dominant colour, as PNG bytes."""
+    rng = np.random.default_rng(seed)
+    pixels = np.array(colour, dtype=np.float64) + rng.normal(0, 25, size=(size[1], size[0], 3))
+    out = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def jpeg_bytes(size=(200, 300), seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=90)
+    return out.getvalue()
