@@ -57,7 +57,7 @@ bench: install
 	$(BIN)/python benchmarks/backbones.py --archs efficientnet-lite0,efficientnet-lite1,efficientnet-lite2 --modes linear-probe,knn
 	$(BIN)/python benchmarks/probe_speed.py
 	$(BIN)/python benchmarks/runtime_speed.py --model imdb-20
-	$(BIN)/python benchmarks/serve_load.py --model imdb-20 --runtime onnx
+	$(BIN)/python benchmarks/serve_load.py --model imdb-20 --runtime onnx --name serve_load-onnx
 
 clean:
 	rm -rf $(VENV) runs build dist test-artifacts

@@ -153,14 +153,14 @@ def test_truncated_jpeg(tmp_path):
 def test_corrupt_bytes_named_jpg(tmp_path):
     (tmp_path / "corrupt.jpg").write_bytes(bytes(range(256)) * 4)
 
-    with pytest.raises(PosterDecodeError, match="not an image file"):
+    with pytest.raises(PosterDecodeError, match=r"not an image \(accepted formats"):
         decode_poster(tmp_path / "corrupt.jpg")
 
 
 def test_text_file_named_png(tmp_path):
     (tmp_path / "poster.png").write_text("<html>404 Not Found</html>")
 
-    with pytest.raises(PosterDecodeError, match="not an image file"):
+    with pytest.raises(PosterDecodeError, match=r"not an image \(accepted formats"):
         decode_poster(tmp_path / "poster.png")
 
 

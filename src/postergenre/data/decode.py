@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,28 +32,28 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def decode_poster(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open a poster as an RGB image: EXIF orientation applied, first frame of an animation.
+# Only the common raster formats: Pillow's other plugins (EPS runs Ghostscript, for one) have
+# no business touching a poster file or an upload.
+POSTER_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 
-    Raises `PosterDecodeError` with a human-readable reason for zero-byte, truncated, corrupt,
-    oversized or non-image files.
+
+def open_poster(
+    source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """Decode a file path or a binary stream as an RGB poster: EXIF orientation applied, first
+    frame of an animation, at most `max_pixels`. `name` is used in error messages.
+
+    Raises `PosterDecodeError` with a human-readable reason for truncated, corrupt, oversized
+    or non-image data.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise PosterDecodeError(f"{path}: is a directory, not an image")
-    try:
-        if path.stat().st_size == 0:
-            raise PosterDecodeError(f"{path}: empty file (0 bytes)")
-    except FileNotFoundError as exc:
-        raise PosterDecodeError(f"{path}: file not found") from exc
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source, formats=POSTER_FORMATS) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise PosterDecodeError(
-                        f"{path}: {width}x{height} pixels is over the limit of {max_pixels:,} "
+                        f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} "
                         "(possible decompression bomb)"
                     )
                 if getattr(image, "n_frames", 1) > 1:
@@ -65,12 +66,30 @@ def decode_poster(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image
     except PosterDecodeError:
         raise
     except UnidentifiedImageError as exc:
-        raise PosterDecodeError(f"{path}: not an image file Pillow can read") from exc
+        accepted = ", ".join(POSTER_FORMATS)
+        raise PosterDecodeError(f"{name}: not an image (accepted formats: {accepted})") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PosterDecodeError(f"{path}: too many pixels (possible decompression bomb)") from exc
+        raise PosterDecodeError(f"{name}: too many pixels (possible decompression bomb)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc) or type(exc).__name__
-        raise PosterDecodeError(f"{path}: corrupt or truncated image ({reason})") from exc
+        raise PosterDecodeError(f"{name}: corrupt or truncated image ({reason})") from exc
+
+
+def decode_poster(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open a poster file as an RGB image (see `open_poster`).
+
+    Raises `PosterDecodeError` with a human-readable reason for zero-byte, truncated, corrupt,
+    oversized or non-image files, directories and missing files.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise PosterDecodeError(f"{path}: is a directory, not an image")
+    try:
+        if path.stat().st_size == 0:
+            raise PosterDecodeError(f"{path}: empty file (0 bytes)")
+    except FileNotFoundError as exc:
+        raise PosterDecodeError(f"{path}: file not found") from exc
+    return open_poster(path, str(path), max_pixels)
 
 
 def resize_poster(image: Image.Image, width: int, height: int, mode: str = "squash") -> np.ndarray:

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-import warnings
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from starlette.datastructures import Headers, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from postergenre.data.decode import MAX_PIXELS, _to_rgb
+from postergenre.data.decode import MAX_PIXELS, open_poster
 from postergenre.errors import PosterDecodeError, UserError
 
-# Only the common raster formats: Pillow's other plugins (EPS runs Ghostscript, for one) have
-# no business touching bytes from the network.
-UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 READ_CHUNK = 1024 * 1024
 
 
@@ -52,40 +48,13 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 def decode_poster_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode uploaded bytes as an RGB poster: EXIF orientation applied, first frame only.
+    """Decode uploaded bytes with the same rules as poster files (`open_poster`).
 
-    Raises `EmptyUploadError` for no bytes and `PosterDecodeError` with a human-readable reason
-    for truncated, corrupt, oversized or non-image data.
+    Raises `EmptyUploadError` for no bytes and `PosterDecodeError` otherwise.
     """
     if not data:
         raise EmptyUploadError(f"{name}: empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise PosterDecodeError(
-                        f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} "
-                        "(possible decompression bomb)"
-                    )
-                if getattr(image, "n_frames", 1) > 1:
-                    image.seek(0)
-                image.load()
-                image = ImageOps.exif_transpose(image) or image
-                rgb = _to_rgb(image)
-                rgb.load()
-                return rgb
-    except PosterDecodeError:
-        raise
-    except UnidentifiedImageError as exc:
-        formats = ", ".join(UPLOAD_FORMATS)
-        raise PosterDecodeError(f"{name}: not an image (accepted formats: {formats})") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PosterDecodeError(f"{name}: too many pixels (possible decompression bomb)") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise PosterDecodeError(f"{name}: corrupt or truncated image ({reason})") from exc
+    return open_poster(io.BytesIO(data), name, max_pixels)
 
 
 class BodyLimitMiddleware:
