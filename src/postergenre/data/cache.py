@@ -139,12 +139,20 @@ class CachedArrays:
 
 def fill_store(
     store: ArrayStore,
-    keys: list[str | None],
+    paths: Sequence[Path],
     compute: Callable[[list[int]], Iterator[tuple[int, np.ndarray | None, str | None]]],
-    key_errors: dict[int, str],
 ) -> CachedArrays:
-    """Compute the rows missing from `store` (in batches, appended as they come), then map
-    every input to its row. `compute(indices)` yields (index, row or None, error or None)."""
+    """Compute the rows missing from `store` for `paths` (in batches, appended as they come),
+    then map every path to its row. `compute(indices)` yields (index, row or None, error or
+    None); a file that cannot even be stat'ed is an error without a key."""
+    keys: list[str | None] = []
+    key_errors: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            keys.append(file_key(Path(path)))
+        except OSError as exc:
+            keys.append(None)
+            key_errors[i] = f"{path}: cannot read file ({exc.strerror or exc})"
     known = store.lookup([k for k in keys if k is not None])
     missing = [i for i, k in enumerate(keys) if k is not None and k not in known]
     pending: list[tuple[str, np.ndarray | None, str | None]] = []
@@ -190,14 +198,6 @@ class PosterCache:
         self, paths: Sequence[Path], workers: int | None = None, progress: bool = True
     ) -> CachedArrays:
         """Pixels for `paths` (decoding only files not cached yet); failures land in `errors`."""
-        keys: list[str | None] = []
-        key_errors: dict[int, str] = {}
-        for i, path in enumerate(paths):
-            try:
-                keys.append(file_key(Path(path)))
-            except OSError as exc:
-                keys.append(None)
-                key_errors[i] = f"{path}: cannot read file ({exc.strerror or exc})"
         workers = workers or min(2, os.cpu_count() or 1)
 
         def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
@@ -217,4 +217,4 @@ class PosterCache:
                         yield result
                         bar.update()
 
-        return fill_store(self.store, keys, compute, key_errors)
+        return fill_store(self.store, paths, compute)

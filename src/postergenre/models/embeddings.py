@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from postergenre.data.cache import ArrayStore, CachedArrays, PosterCache, file_key, fill_store
+from postergenre.data.cache import ArrayStore, CachedArrays, PosterCache, fill_store
 from postergenre.data.transforms import InputSpec, to_model_input
 from postergenre.models._registry import create_model, get_arch
 
@@ -57,14 +57,6 @@ def compute_embeddings(
     """Embeddings for `paths` (decoding and embedding only posters not cached yet)."""
     spec = get_arch(arch).input
     store = embedding_store(arch, cache_dir)
-    keys: list[str | None] = []
-    key_errors: dict[int, str] = {}
-    for i, path in enumerate(paths):
-        try:
-            keys.append(file_key(Path(path)))
-        except OSError as exc:
-            keys.append(None)
-            key_errors[i] = f"{path}: cannot read file ({exc.strerror or exc})"
 
     def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
         if not indices:
@@ -84,4 +76,4 @@ def compute_embeddings(
                     yield indices[j], vector, None
                 bar.update(len(chunk))
 
-    return fill_store(store, keys, compute, key_errors)
+    return fill_store(store, paths, compute)
