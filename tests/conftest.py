@@ -35,10 +35,8 @@ def make_poster(
     return path
 
 
-@pytest.fixture
-def tiny_folder(tmp_path: Path) -> Path:
+def make_tiny_folder(root: Path) -> Path:
     """ROOT/{train,val,test}/{Action,Comedy,Drama}/*.png with 8/4/4 posters per genre."""
-    root = tmp_path / "posters"
     seed = 0
     for split, n in (("train", 8), ("val", 4), ("test", 4)):
         for genre, colour in GENRE_COLOURS.items():
@@ -46,6 +44,12 @@ def tiny_folder(tmp_path: Path) -> Path:
                 seed += 1
                 make_poster(root / split / genre / f"{genre.lower()}{i}.png", colour, seed)
     return root
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    """A fresh tiny poster folder per test (see `make_tiny_folder`)."""
+    return make_tiny_folder(tmp_path / "posters")
 
 
 @pytest.fixture(scope="session")

@@ -15,20 +15,13 @@ from postergenre.inference import Predictor
 from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.app import create_app
 from postergenre.training.run import TrainConfig, train
-from tests.conftest import GENRE_COLOURS, make_poster
+from tests.conftest import make_tiny_folder
 
 
 @pytest.fixture(scope="session")
 def serving_posters(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny_folder layout, built once for all the serving tests."""
-    root = tmp_path_factory.mktemp("serving") / "posters"
-    seed = 0
-    for split, n in (("train", 8), ("val", 4), ("test", 4)):
-        for genre, colour in GENRE_COLOURS.items():
-            for i in range(n):
-                seed += 1
-                make_poster(root / split / genre / f"{genre.lower()}{i}.png", colour, seed)
-    return root
+    return make_tiny_folder(tmp_path_factory.mktemp("serving") / "posters")
 
 
 @pytest.fixture(scope="session")
