@@ -55,7 +55,9 @@ models: install
 bench: install
 	$(BIN)/python benchmarks/reproduce_article.py
 	$(BIN)/python benchmarks/backbones.py --archs efficientnet-lite0,efficientnet-lite1,efficientnet-lite2 --modes linear-probe,knn
+	$(BIN)/python benchmarks/input_shape.py
 	$(BIN)/python benchmarks/probe_speed.py
+	$(BIN)/python benchmarks/similar_search.py
 	$(BIN)/python benchmarks/runtime_speed.py --model imdb-20
 	$(BIN)/python benchmarks/serve_load.py --model imdb-20 --runtime onnx --name serve_load-onnx
 
