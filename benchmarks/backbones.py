@@ -27,19 +27,47 @@ from postergenre.data.labels import load_posters
 from postergenre.inference import Predictor
 from postergenre.training.run import TrainConfig, train
 
-IMDB20 = ["Drama", "Comedy", "Action", "Romance", "Crime", "Thriller", "Adventure",
-          "Documentary", "Horror", "Fantasy", "Mystery", "Biography", "Family", "Sci-Fi",
-          "Music", "Animation", "History", "Sport", "War", "Musical"]
+IMDB20 = [
+    "Drama",
+    "Comedy",
+    "Action",
+    "Romance",
+    "Crime",
+    "Thriller",
+    "Adventure",
+    "Documentary",
+    "Horror",
+    "Fantasy",
+    "Mystery",
+    "Biography",
+    "Family",
+    "Sci-Fi",
+    "Music",
+    "Animation",
+    "History",
+    "Sport",
+    "War",
+    "Musical",
+]
 
 
 def task_data(task: str, data: Path) -> dict[str, Any]:
     """Training arguments of a task."""
     if task == "three":
-        return {"labels": data / "three_genre.csv", "images": data / "images",
-                "genres": ["Action", "Comedy", "Drama"], "task": "single"}
+        return {
+            "labels": data / "three_genre.csv",
+            "images": data / "images",
+            "genres": ["Action", "Comedy", "Drama"],
+            "task": "single",
+        }
     if task == "imdb20":
-        return {"labels": data / "train.csv", "images": data / "images",
-                "splits": data / "splits.csv", "genres": IMDB20, "task": "multi"}
+        return {
+            "labels": data / "train.csv",
+            "images": data / "images",
+            "splits": data / "splits.csv",
+            "genres": IMDB20,
+            "task": "multi",
+        }
     raise SystemExit(f"unknown task {task}")
 
 
@@ -47,34 +75,55 @@ def run_one(arch: str, mode: str, task: str, data: Path, work: Path, epochs: int
     out = work / f"{arch}-{mode}-{task}"
     shutil.rmtree(out, ignore_errors=True)
     args = task_data(task, data)
-    cfg = TrainConfig(out=out, arch=arch, mode=None if arch.startswith("knn") else mode,
-                      epochs=epochs, patience=max(2, epochs), progress=False, **args)
+    cfg = TrainConfig(
+        out=out,
+        arch=arch,
+        mode=None if arch.startswith("knn") else mode,
+        epochs=epochs,
+        patience=max(2, epochs),
+        progress=False,
+        **args,
+    )
     started = time.perf_counter()
     bundle = train(cfg)
     train_seconds = time.perf_counter() - started
-    test = load_posters(labels=args["labels"], images=args["images"],
-                        splits=args.get("splits")).split("test")
+    test = load_posters(
+        labels=args["labels"], images=args["images"], splits=args.get("splits")
+    ).split("test")
     predictor = Predictor.from_pretrained(bundle)
     predictor.predict_files([r.path for r in test.records[:32]], progress=False)  # warm-up
     started = time.perf_counter()
     metrics = predictor.evaluate(test.records, progress=False)
     throughput = len(test.records) / (time.perf_counter() - started)
     meta = json.loads((bundle / "model.json").read_text())
-    row = {"arch": arch, "mode": mode, "task": task, "n_test": metrics["n"],
-           "train_seconds": train_seconds, "posters_per_s": throughput,
-           "chosen": {k: meta["training"].get(k) for k in ("C", "k", "best_epoch")}}
+    row = {
+        "arch": arch,
+        "mode": mode,
+        "task": task,
+        "n_test": metrics["n"],
+        "train_seconds": train_seconds,
+        "posters_per_s": throughput,
+        "chosen": {k: meta["training"].get(k) for k in ("C", "k", "best_epoch")},
+    }
     if metrics["task"] == "single":
-        row.update(accuracy=metrics["accuracy"], balanced_accuracy=metrics["balanced_accuracy"],
-                   macro_f1=metrics["macro_f1"],
-                   val_accuracy=meta["metrics"]["val"]["accuracy"])
+        row.update(
+            accuracy=metrics["accuracy"],
+            balanced_accuracy=metrics["balanced_accuracy"],
+            macro_f1=metrics["macro_f1"],
+            val_accuracy=meta["metrics"]["val"]["accuracy"],
+        )
     else:
-        row.update(map=metrics["map"], micro_f1=metrics["micro_f1"],
-                   macro_f1=metrics["macro_f1"], samples_f1=metrics["samples_f1"],
-                   micro_f1_at_05=metrics["at_0.5"]["micro_f1"],
-                   macro_f1_at_05=metrics["at_0.5"]["macro_f1"],
-                   val_map=meta["metrics"]["val"]["map"],
-                   baseline_top2_micro_f1=metrics["baselines"]["top2_genres"]["micro_f1"],
-                   baseline_frequency_map=metrics["baselines"]["frequency_score"]["map"])
+        row.update(
+            map=metrics["map"],
+            micro_f1=metrics["micro_f1"],
+            macro_f1=metrics["macro_f1"],
+            samples_f1=metrics["samples_f1"],
+            micro_f1_at_05=metrics["at_0.5"]["micro_f1"],
+            macro_f1_at_05=metrics["at_0.5"]["macro_f1"],
+            val_map=meta["metrics"]["val"]["map"],
+            baseline_top2_micro_f1=metrics["baselines"]["top2_genres"]["micro_f1"],
+            baseline_frequency_map=metrics["baselines"]["frequency_score"]["map"],
+        )
     print(json.dumps({k: v for k, v in row.items()}), flush=True)
     return row
 
@@ -103,12 +152,36 @@ def main() -> None:
     single = [r for r in rows if r["task"] == "three"]
     multi = [r for r in rows if r["task"] == "imdb20"]
     if single:
-        print_table(single, ["arch", "mode", "accuracy", "balanced_accuracy", "macro_f1",
-                             "val_accuracy", "train_seconds", "posters_per_s"])
+        print_table(
+            single,
+            [
+                "arch",
+                "mode",
+                "accuracy",
+                "balanced_accuracy",
+                "macro_f1",
+                "val_accuracy",
+                "train_seconds",
+                "posters_per_s",
+            ],
+        )
     if multi:
         print()
-        print_table(multi, ["arch", "mode", "map", "micro_f1", "macro_f1", "samples_f1",
-                            "micro_f1_at_05", "val_map", "train_seconds", "posters_per_s"])
+        print_table(
+            multi,
+            [
+                "arch",
+                "mode",
+                "map",
+                "micro_f1",
+                "macro_f1",
+                "samples_f1",
+                "micro_f1_at_05",
+                "val_map",
+                "train_seconds",
+                "posters_per_s",
+            ],
+        )
     print(f"\nwrote {write_result(args.name, {'rows': rows})}")
 
 

@@ -41,13 +41,19 @@ def main() -> None:
     for name, spec in VARIANTS.items():
         arch = base.name if name == "portrait" else f"{base.name}-{name}"
         if arch != base.name:  # the same network, fed differently: a benchmark-only entry
-            register(ArchSpec(name=arch, build=base.build, input=spec,
-                              description=f"{base.description} ({name})", pretrained=True,
-                              embedding_arch=arch))
+            register(
+                ArchSpec(
+                    name=arch,
+                    build=base.build,
+                    input=spec,
+                    description=f"{base.description} ({name})",
+                    pretrained=True,
+                    embedding_arch=arch,
+                )
+            )
         for task in args.tasks.split(","):
             row = run_one(arch, "linear-probe", task, data, work, epochs=1)
-            rows.append({"input": name, "size": f"{spec.width}x{spec.height} {spec.resize}",
-                         **row})
+            rows.append({"input": name, "size": f"{spec.width}x{spec.height} {spec.resize}", **row})
     single = [r for r in rows if r["task"] == "three"]
     multi = [r for r in rows if r["task"] == "imdb20"]
     if single:

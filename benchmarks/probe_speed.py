@@ -27,12 +27,26 @@ from _common import print_table, require_data, write_result
 def timed_train(data: Path, arch: str, cache: Path, out: Path) -> float:
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "POSTERGENRE_CACHE": str(cache)}
-    command = [sys.executable, "-m", "postergenre", "train", "--labels",
-               str(data / "three_genre.csv"), "--images", str(data / "images"), "--arch", arch,
-               "--genres", "Action,Comedy,Drama", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "postergenre",
+        "train",
+        "--labels",
+        str(data / "three_genre.csv"),
+        "--images",
+        str(data / "images"),
+        "--arch",
+        arch,
+        "--genres",
+        "Action,Comedy,Drama",
+        "--out",
+        str(out),
+    ]
     started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return time.perf_counter() - started
 
 
@@ -47,8 +61,10 @@ def main() -> None:
         warm = timed_train(data, args.arch, work / "cache", work / "run")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rows = [{"arch": args.arch, "run": "cold cache", "seconds": cold, "target": 180.0},
-            {"arch": args.arch, "run": "warm cache", "seconds": warm, "target": 20.0}]
+    rows = [
+        {"arch": args.arch, "run": "cold cache", "seconds": cold, "target": 180.0},
+        {"arch": args.arch, "run": "warm cache", "seconds": warm, "target": 20.0},
+    ]
     print_table(rows, ["arch", "run", "seconds", "target"])
     print(f"\nwrote {write_result('probe_speed', {'rows': rows})}")
 
