@@ -38,12 +38,12 @@ demo: install
 	@bash scripts/demo.sh "$(DATA)"
 
 test: install-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest
 
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 serve: install
 	$(BIN)/postergenre serve $(if $(MODEL),--model $(MODEL)) $(if $(INDEX),--index $(INDEX))
