@@ -8,7 +8,7 @@ $PG models
 echo
 if [ -f "$DATA/splits.csv" ]; then
   echo "== Predicting three test posters from $DATA with the bundled imdb-20 model =="
-  posters=$(awk -F, '$2=="test"{print "'"$DATA"'/images/"$1".jpg"}' "$DATA/splits.csv" | head -n 3)
+  posters=$(awk -F, '{sub(/\r$/, "")} $2=="test"{print "'"$DATA"'/images/"$1".jpg"}' "$DATA/splits.csv" | head -n 3)
   # shellcheck disable=SC2086
   $PG predict $posters
   INDEX=runs/demo-index
