@@ -23,52 +23,19 @@ from typing import Any
 from _common import print_table, require_data, write_result
 
 from postergenre._allocator import tune_allocator
+from postergenre.data.benchmark import task_sources
 from postergenre.data.labels import load_posters
 from postergenre.inference import Predictor
 from postergenre.training.run import TrainConfig, train
 
-IMDB20 = [
-    "Drama",
-    "Comedy",
-    "Action",
-    "Romance",
-    "Crime",
-    "Thriller",
-    "Adventure",
-    "Documentary",
-    "Horror",
-    "Fantasy",
-    "Mystery",
-    "Biography",
-    "Family",
-    "Sci-Fi",
-    "Music",
-    "Animation",
-    "History",
-    "Sport",
-    "War",
-    "Musical",
-]
+TASK_NAMES = {"three": "three-genre", "imdb20": "imdb-20"}
 
 
 def task_data(task: str, data: Path) -> dict[str, Any]:
-    """Training arguments of a task."""
-    if task == "three":
-        return {
-            "labels": data / "three_genre.csv",
-            "images": data / "images",
-            "genres": ["Action", "Comedy", "Drama"],
-            "task": "single",
-        }
-    if task == "imdb20":
-        return {
-            "labels": data / "train.csv",
-            "images": data / "images",
-            "splits": data / "splits.csv",
-            "genres": IMDB20,
-            "task": "multi",
-        }
-    raise SystemExit(f"unknown task {task}")
+    """Training arguments of a task (`three` or `imdb20`)."""
+    if task not in TASK_NAMES:
+        raise SystemExit(f"unknown task {task}; expected one of {', '.join(TASK_NAMES)}")
+    return task_sources(TASK_NAMES[task], data)
 
 
 def run_one(arch: str, mode: str, task: str, data: Path, work: Path, epochs: int) -> dict:

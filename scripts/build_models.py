@@ -15,56 +15,23 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 from postergenre._allocator import tune_allocator
+from postergenre.data.benchmark import task_sources
 from postergenre.data.labels import load_posters
 from postergenre.inference import Predictor
 from postergenre.models.bundle import BUNDLED_DIR, write_json_atomic
 from postergenre.training.run import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
-IMDB20 = [
-    "Drama",
-    "Comedy",
-    "Action",
-    "Romance",
-    "Crime",
-    "Thriller",
-    "Adventure",
-    "Documentary",
-    "Horror",
-    "Fantasy",
-    "Mystery",
-    "Biography",
-    "Family",
-    "Sci-Fi",
-    "Music",
-    "Animation",
-    "History",
-    "Sport",
-    "War",
-    "Musical",
-]
-
-MODELS: dict[str, dict[str, Any]] = {
+MODELS: dict[str, dict[str, str]] = {
     "imdb-20": {
         "description": "multi-label, the 20 IMDb genres with >= 90 posters in the shared set",
         "arch": "efficientnet-lite0",
-        "data": lambda d: {
-            "labels": d / "train.csv",
-            "splits": d / "splits.csv",
-            "images": d / "images",
-        },
-        "genres": IMDB20,
-        "task": "multi",
     },
     "three-genre": {
         "description": "the article's task: Action / Comedy / Drama, single-label",
         "arch": "efficientnet-lite0",
-        "data": lambda d: {"labels": d / "three_genre.csv", "images": d / "images"},
-        "genres": ["Action", "Comedy", "Drama"],
-        "task": "single",
     },
 }
 
@@ -72,17 +39,19 @@ MODELS: dict[str, dict[str, Any]] = {
 def build(name: str, data: Path, work: Path) -> Path:
     """Train, evaluate on test, and install one bundled model."""
     recipe = MODELS[name]
-    sources = recipe["data"](data)
+    sources = task_sources(name, data)
     run = work / name
     shutil.rmtree(run, ignore_errors=True)
-    bundle = train(
-        TrainConfig(
-            out=run, arch=recipe["arch"], genres=recipe["genres"], task=recipe["task"], **sources
-        )
-    )
-    test = load_posters(**sources).split("test")
+    bundle = train(TrainConfig(out=run, arch=recipe["arch"], **sources))
+    files = {k: sources[k] for k in ("labels", "images", "splits")}
+    test = load_posters(**files).split("test")
     metrics = Predictor.from_pretrained(bundle).evaluate(test.records)
     meta = json.loads((bundle / "model.json").read_text())
+    # Name the data set, not this machine's path to it.
+    source = Path(meta["training"]["data"])
+    meta["training"]["data"] = (
+        str(source.relative_to(data.parent)) if source.is_relative_to(data.parent) else source.name
+    )
     meta["name"] = name
     meta["description"] = recipe["description"]
     meta["metrics"]["test"] = {k: v for k, v in metrics.items() if k not in ("genres", "plot")}
