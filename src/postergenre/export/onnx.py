@@ -106,6 +106,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+RUN_CHUNK = 4
+
+
 class OnnxRunner:
     """An ONNX Runtime session (CPU, all graph optimisations, `threads` intra-op threads,
     default: every available core) over an exported bundle."""
@@ -155,7 +158,18 @@ class OnnxRunner:
             raise ValueError(
                 f"expected input (batch, {', '.join(map(str, expected))}), got {x.shape}"
             )
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        # ONNX Runtime's CPU kernels run these networks fastest on a few posters at a time
+        # (their activations stay in cache): measured 122 posters/s at 4 vs 96 at 32 for Lite0.
+        return (
+            np.concatenate(
+                [
+                    self.session.run([self.output_name], {self.input_name: x[i : i + RUN_CHUNK]})[0]
+                    for i in range(0, len(x), RUN_CHUNK)
+                ]
+            )
+            if len(x)
+            else self.session.run([self.output_name], {self.input_name: x})[0]
+        )
 
 
 @contextlib.contextmanager
