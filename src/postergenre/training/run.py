@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,6 @@ from postergenre.training.data import assign_splits, prepare_split
 from postergenre.training.probe import fit_knn, fit_linear_probe
 from postergenre.training.trainer import LoopConfig, fit, predict_split
 
-MODES = ("linear-probe", "finetune")
-
 
 @dataclass
 class TrainConfig:
@@ -71,7 +69,6 @@ class TrainConfig:
     cache_dir: Path | None = None
     resume: bool = False
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
