@@ -189,6 +189,10 @@ def test_training_skips_unreadable_posters(tiny_folder, tmp_path, capsys):
             "not in the data",
         ),
         (
+            ["train", "--folder", "{folder}", "--out", "{tmp}/x", "--mode", "linear-probe"],
+            "no pretrained backbone",
+        ),
+        (
             ["evaluate", "--model", "{run}", "--folder", "{folder}", "--split", "holdout"],
             "no posters in split",
         ),

@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder")
     p.add_argument("--arch", default="seed-cnn", help="architecture (see 'postergenre models')")
     p.add_argument(
+        "--mode",
+        choices=["linear-probe", "finetune"],
+        help="for EfficientNet-Lite: a head on frozen, cached embeddings (linear-probe, the "
+        "default; seconds once cached) or the whole network (finetune; minutes per epoch)",
+    )
+    p.add_argument(
         "--task",
         choices=["single", "multi"],
         help="single-label (softmax) or multi-label (sigmoid); default: from the data",
@@ -344,6 +350,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         folder=args.folder,
         genres=args.genres,
         min_count=args.min_count,
+        mode=args.mode,
         task=args.task,
         epochs=args.epochs,
         batch_size=args.batch_size,
