@@ -52,6 +52,24 @@ def tiny_folder(tmp_path: Path) -> Path:
     return make_tiny_folder(tmp_path / "posters")
 
 
+def make_seed_bundle(directory: Path, genres: tuple[str, ...] = ("Action", "Comedy", "Drama")):
+    """An untrained (seeded) seed-cnn bundle: enough to test loading, predicting, exporting."""
+    import torch
+
+    from postergenre.data.transforms import UNIT_RANGE, InputSpec
+    from postergenre.models import create_model
+    from postergenre.models.bundle import save_bundle
+
+    torch.manual_seed(0)
+    meta = {
+        "architecture": "seed-cnn",
+        "task": "single",
+        "genres": list(genres),
+        "input": InputSpec(150, 150, "squash", UNIT_RANGE).to_json(),
+    }
+    return save_bundle(directory, create_model("seed-cnn", len(genres)), meta)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real poster set in ../shared; tests that need it skip cleanly without it."""

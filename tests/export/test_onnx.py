@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from postergenre.data.decode import decode_poster
-from postergenre.data.transforms import SYMMETRIC_RANGE, UNIT_RANGE, InputSpec, to_model_input
+from postergenre.data.transforms import SYMMETRIC_RANGE, InputSpec, to_model_input
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
 from postergenre.models import create_model
 from postergenre.models.bundle import save_bundle
-from tests.conftest import GENRE_COLOURS, make_poster
+from tests.conftest import GENRE_COLOURS, make_poster, make_seed_bundle
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -66,15 +66,7 @@ def probe_bundle(tiny, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def seed_bundle(tmp_path) -> Path:
-    torch.manual_seed(0)
-    model = create_model("seed-cnn", 3)
-    meta = {
-        "architecture": "seed-cnn",
-        "task": "single",
-        "genres": GENRES,
-        "input": InputSpec(150, 150, "squash", UNIT_RANGE).to_json(),
-    }
-    return save_bundle(tmp_path / "bundle", model, meta)
+    return make_seed_bundle(tmp_path / "bundle")
 
 
 def _torch_vs_onnx(bundle: Path, onnx_path: Path, paths: list[Path]) -> float:

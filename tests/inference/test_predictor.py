@@ -13,22 +13,14 @@ from postergenre.errors import PosterDecodeError, UserError
 from postergenre.inference import Predictor, resolve_model
 from postergenre.models import create_model
 from postergenre.models.bundle import load_bundle, save_bundle
-from tests.conftest import make_poster
+from tests.conftest import make_poster, make_seed_bundle
 
 GENRES = ["Action", "Comedy", "Drama"]
 
 
 @pytest.fixture
 def bundle_dir(tmp_path):
-    torch.manual_seed(0)
-    model = create_model("seed-cnn", 3)
-    meta = {
-        "architecture": "seed-cnn",
-        "task": "single",
-        "genres": GENRES,
-        "input": InputSpec(150, 150, "squash", UNIT_RANGE).to_json(),
-    }
-    return save_bundle(tmp_path / "bundle", model, meta)
+    return make_seed_bundle(tmp_path / "bundle")
 
 
 def test_bundle_round_trip_is_exact_and_pickle_free(bundle_dir):

@@ -139,10 +139,11 @@ class Predictor:
             )
         return results
 
-    def predict_files(
+    def predict_cached(
         self, paths: Sequence[Path], cache_dir: Path | None = None, progress: bool = True
-    ) -> tuple[list[Prediction], dict[int, str]]:
-        """Predict many files through the decode cache; unreadable files are returned as errors."""
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        """Probabilities for many files through the decode cache: (indices of the readable
+        paths, their probabilities, {index: error} for the unreadable ones)."""
         spec = self.input_spec
         cached = PosterCache(cache_dir, spec.width, spec.height, spec.resize).load(
             paths, progress=progress
@@ -155,8 +156,15 @@ class Predictor:
                 index = ok[start : start + 64]
                 probs[start : start + len(index)] = self.predict_pixels(cached[index])
                 bar.update(len(index))
+        return ok, probs, cached.errors
+
+    def predict_files(
+        self, paths: Sequence[Path], cache_dir: Path | None = None, progress: bool = True
+    ) -> tuple[list[Prediction], dict[int, str]]:
+        """Predict many files through the decode cache; unreadable files are returned as errors."""
+        ok, probs, errors = self.predict_cached(paths, cache_dir, progress)
         predictions = [self.to_prediction(str(paths[i]), p) for i, p in zip(ok, probs, strict=True)]
-        return predictions, cached.errors
+        return predictions, errors
 
     def evaluate(
         self,
@@ -168,15 +176,9 @@ class Predictor:
     ) -> dict[str, Any]:
         """Metrics on labelled records (genres may be a subset or superset of the model's);
         with `plots_dir`, also the confusion matrix or precision-recall picture."""
-        predictions, errors = self.predict_files([r.path for r in records], cache_dir, progress)
+        ok, probs, errors = self.predict_cached([r.path for r in records], cache_dir, progress)
         report_skipped(errors)
-        failed = set(errors)
-        kept = [r for i, r in enumerate(records) if i not in failed]
-        index = {g: i for i, g in enumerate(self.genres)}
-        probs = np.zeros((len(kept), len(self.genres)), dtype=np.float32)
-        for row, prediction in enumerate(predictions):
-            for genre, p in prediction.genres:
-                probs[row, index[genre]] = p
+        kept = [records[i] for i in ok]
         shared = [g for g in self.genres if any(g in r.genres for r in kept)]
         if self.task == "multi" and infer_task(kept, shared) == "multi":
             prevalence = self.meta.get("training", {}).get("train_prevalence")
