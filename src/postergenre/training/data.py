@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from postergenre.console import echo, report_skipped, warn
-from postergenre.data.cache import CachedArrays, PosterCache
+from postergenre.data.cache import CachedArrays
 from postergenre.data.records import PosterCollection, PosterRecord
 from postergenre.data.targets import encode_targets
 from postergenre.errors import UserError
@@ -17,19 +19,19 @@ VAL_FRACTION = 0.1
 
 @dataclass
 class SplitData:
-    """One split's kept records, targets and cached pixels (all aligned)."""
+    """One split's kept records, targets and cached rows: pixels or embeddings (all aligned)."""
 
     name: str
     records: list[PosterRecord]
     y: np.ndarray
-    pixels: CachedArrays
+    arrays: CachedArrays
 
     def __len__(self) -> int:
         return len(self.records)
 
     def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pixels (uint8, B x H x W x 3) and targets for `indices`."""
-        return self.pixels[indices], self.y[indices]
+        """Rows (e.g. uint8 B x H x W x 3 pixels) and targets for `indices`."""
+        return self.arrays[indices], self.y[indices]
 
 
 def assign_splits(collection: PosterCollection, seed: int) -> dict[str, list[PosterRecord]]:
@@ -54,18 +56,17 @@ def prepare_split(
     records: list[PosterRecord],
     genres: list[str],
     task: str,
-    cache: PosterCache,
-    progress: bool = True,
+    load: Callable[[list[Path]], CachedArrays],
 ) -> SplitData:
-    """Encode targets, decode (or reuse) pixels, and drop posters that cannot be read."""
+    """Encode targets, load the cached rows (pixels or embeddings) of the posters through
+    `load`, and drop the posters that cannot be read."""
     targets = encode_targets(records, genres, task)
     if targets.dropped:
         warn(f"{name}: {targets.dropped} posters carry none or several of the genres; left out")
-    pixels = cache.load([r.path for r in targets.records], progress=progress)
-    report_skipped(pixels.errors)
-    keep = pixels.ok
-    kept = CachedArrays(pixels.data, pixels.rows[keep], {})
-    records_kept = [targets.records[i] for i in keep]
-    if not records_kept:
+    arrays = load([r.path for r in targets.records])
+    report_skipped(arrays.errors)
+    keep = arrays.ok
+    if not len(keep):
         raise UserError(f"no usable posters in the {name} split")
-    return SplitData(name, records_kept, targets.y[keep], kept)
+    kept = CachedArrays(arrays.data, arrays.rows[keep], {})
+    return SplitData(name, [targets.records[i] for i in keep], targets.y[keep], kept)

@@ -20,14 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from postergenre.console import echo, report_skipped, warn
-from postergenre.data.cache import PosterCache
+from postergenre.console import echo, warn
+from postergenre.data.cache import CachedArrays, PosterCache
 from postergenre.data.labels import load_posters
 from postergenre.data.records import PosterRecord
 from postergenre.data.targets import (
     class_counts,
     describe_counts,
-    encode_targets,
     infer_task,
     resolve_genres,
 )
@@ -42,6 +41,8 @@ from postergenre.models.embeddings import compute_embeddings
 from postergenre.training.data import assign_splits, prepare_split
 from postergenre.training.probe import fit_knn, fit_linear_probe
 from postergenre.training.trainer import LoopConfig, fit, predict_split
+
+SPLITS = ("train", "val")
 
 
 @dataclass
@@ -118,41 +119,6 @@ def _check_run_dir(cfg: TrainConfig, gradient: bool) -> None:
                 )
 
 
-@dataclass
-class Embedded:
-    """One split as frozen embeddings: kept records, targets, vectors."""
-
-    records: list[PosterRecord]
-    y: np.ndarray
-    x: np.ndarray
-
-
-def embed_split(
-    name: str,
-    records: list[PosterRecord],
-    genres: list[str],
-    task: str,
-    arch: str,
-    cfg: TrainConfig,
-) -> Embedded:
-    """Targets and cached embeddings for a split; unreadable posters are reported and dropped."""
-    targets = encode_targets(records, genres, task)
-    if targets.dropped:
-        warn(f"{name}: {targets.dropped} posters carry none or several of the genres; left out")
-    vectors = compute_embeddings(
-        arch, [r.path for r in targets.records], cfg.cache_dir, cfg.progress
-    )
-    report_skipped(vectors.errors)
-    keep = vectors.ok
-    if not len(keep):
-        raise UserError(f"no usable posters in the {name} split")
-    return Embedded(
-        [targets.records[i] for i in keep],
-        targets.y[keep],
-        np.asarray(vectors[keep], dtype=np.float32),
-    )
-
-
 def _probabilities(logits: torch.Tensor, task: str) -> np.ndarray:
     return (logits.softmax(1) if task == "single" else logits.sigmoid()).numpy()
 
@@ -179,24 +145,28 @@ def fit_on_embeddings(
 ) -> Fitted:
     """Linear probe or k-NN on cached frozen embeddings."""
     arch = spec.embedding_arch or spec.name
-    train = embed_split("train", by_split["train"], genres, task, arch, cfg)
-    val = embed_split("val", by_split["val"], genres, task, arch, cfg)
+
+    def load(paths: list[Path]) -> CachedArrays:
+        return compute_embeddings(arch, paths, cfg.cache_dir, cfg.progress)
+
+    train, val = (prepare_split(name, by_split[name], genres, task, load) for name in SPLITS)
+    x_train, x_val = (split.batch(np.arange(len(split)))[0] for split in (train, val))
     model = create_model(cfg.arch, len(genres), pretrained=True)
     started = time.perf_counter()
     if mode == "knn":
-        info = fit_knn(model, train.x, train.y, val.x, val.y, task, len(genres))
+        info = fit_knn(model, x_train, train.y, x_val, val.y, task, len(genres))
         tensors = model.bundle_tensors()
-        val_probs = model.vote(torch.from_numpy(val.x)).numpy()
+        val_probs = model.vote(torch.from_numpy(x_val)).numpy()
         echo(f"k-NN: k={info['k']} chosen on val (score {info['val_score']:.4f})")
     else:
         weight, bias, info = fit_linear_probe(
-            train.x, train.y, val.x, val.y, task, len(genres), balanced=cfg.balance != "none"
+            x_train, train.y, x_val, val.y, task, len(genres), balanced=cfg.balance != "none"
         )
         with torch.no_grad():
             model.classifier.weight.copy_(weight)
             model.classifier.bias.copy_(bias)
         tensors = {"classifier.weight": weight, "classifier.bias": bias}
-        val_probs = _probabilities(torch.from_numpy(val.x) @ weight.T + bias, task)
+        val_probs = _probabilities(torch.from_numpy(x_val) @ weight.T + bias, task)
         echo(f"linear probe: C={info['C']} chosen on val (score {info['val_score']:.4f})")
     info["fit_seconds"] = round(time.perf_counter() - started, 2)
     return Fitted(model, tensors, train.y, val.y, val_probs, info)
@@ -214,7 +184,13 @@ def fit_with_gradients(
     fitted as a linear probe, so fine-tuning starts from a sensible head)."""
     cache = PosterCache(cfg.cache_dir, spec.input.width, spec.input.height, spec.input.resize)
     splits = {
-        name: prepare_split(name, by_split[name], genres, task, cache, cfg.progress)
+        name: prepare_split(
+            name,
+            by_split[name],
+            genres,
+            task,
+            lambda paths: cache.load(paths, progress=cfg.progress),
+        )
         for name in ("train", "val")
     }
     counts = describe_counts(genres, class_counts(splits["train"].y, len(genres)))
