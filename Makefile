@@ -5,13 +5,20 @@ BIN := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 DATA ?= ../shared/data/imdb-posters-7k
+# `make demo PORT=8001` or `PORT=8001 make demo`: where the demo serves (default 8000).
+PORT ?= 8000
+# `make demo HOST=0.0.0.0`: only from make's command line, since tcsh exports HOST=hostname.
+DEMO_HOST = $(if $(filter command line,$(origin HOST)),$(HOST))
 
-# glibc's allocator costs torch 1.8-2.6x here unless tuned (read at process start-up).
+# glibc's allocator costs torch 1.8-2.6x here unless tuned (read at process start-up). The same
+# values as src/postergenre/_allocator.py sets through mallopt (tests/test_demo_script.py checks):
+# mallopt takes a C int, so 2**31-1 is the largest trim threshold it can set; the same value
+# here means `make ...` and a plain `postergenre ...` run with the same allocator settings.
 export MALLOC_MMAP_THRESHOLD_ := 33554432
-export MALLOC_TRIM_THRESHOLD_ := 68719476736
+export MALLOC_TRIM_THRESHOLD_ := 2147483647
 export MALLOC_TOP_PAD_ := 1073741824
 
-.PHONY: install install-test demo serve test lint models bench clean
+.PHONY: install install-test demo serve test lint models bench cold-start clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +42,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	@bash scripts/demo.sh "$(DATA)"
+	@PORT="$(PORT)" HOST="$(DEMO_HOST)" bash scripts/demo.sh "$(DATA)"
 
 test: install-test
 	$(BIN)/ruff check src tests benchmarks scripts
@@ -46,7 +53,8 @@ lint: install-test
 	$(BIN)/ruff format --check src tests benchmarks scripts
 
 serve: install
-	$(BIN)/postergenre serve $(if $(MODEL),--model $(MODEL)) $(if $(INDEX),--index $(INDEX))
+	$(BIN)/postergenre serve $(if $(MODEL),--model $(MODEL)) $(if $(INDEX),--index $(INDEX)) \
+	  --port "$(PORT)" $(if $(DEMO_HOST),--host "$(DEMO_HOST)")
 
 # Rebuild the bundled models from the shared posters (train split, val for selection).
 models: install
@@ -60,6 +68,11 @@ bench: install
 	$(BIN)/python benchmarks/similar_search.py
 	$(BIN)/python benchmarks/runtime_speed.py --model imdb-20
 	$(BIN)/python benchmarks/serve_load.py --model imdb-20 --runtime onnx --name serve_load-onnx
+	$(BIN)/python benchmarks/cold_start.py
+
+# Wall time of whole commands as a user runs them (--help, errors, predicting one poster).
+cold-start: install
+	$(BIN)/python benchmarks/cold_start.py
 
 clean:
 	rm -rf $(VENV) runs build dist test-artifacts
