@@ -3,6 +3,11 @@
 An `ArrayStore` is an append-only file of fixed-shape rows plus a SQLite index from a string key
 to a row. Keys include a file's size and modification time, so a changed poster simply gets a
 new key (and a new row); deleting the cache folder only costs time.
+
+Maintenance: `cache_info` reports what the cache holds (and how much is stale), `prune_cache`
+drops the entries of changed or deleted files and compacts the row files, `clear_cache` empties
+the cache. Writers take a store's `lock` exclusively; `fill_store` takes it shared while it maps
+the rows, so a compaction never swaps the file between its index lookup and its memory map.
 """
 
 from __future__ import annotations
@@ -10,22 +15,46 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from postergenre import console
+from postergenre.atomic import write_json
 from postergenre.data.decode import load_poster_array
 from postergenre.errors import PosterDecodeError, UserError
 
 CACHE_ENV = "POSTERGENRE_CACHE"
 _APPEND_BATCH = 256
+_DATA_FILE = "rows.bin"
+_INDEX_FILE = "index.sqlite"
+_SPEC_FILE = "store.json"
+_LOCK_FILE = "lock"
+# A compaction writes the live rows here, then renames it over rows.bin (see `_compact`).
+_COMPACT_FILE = "rows.bin.compact"
+# Everything an ArrayStore folder may hold: SQLite's side files and our temporary files too.
+_STORE_FILES = frozenset(
+    {
+        _DATA_FILE,
+        _INDEX_FILE,
+        _SPEC_FILE,
+        _LOCK_FILE,
+        _COMPACT_FILE,
+        "store.tmp",
+        f"{_INDEX_FILE}-journal",
+        f"{_INDEX_FILE}-wal",
+        f"{_INDEX_FILE}-shm",
+    }
+)
+_STORE_PREFIXES = {"posters-": "posters", "embeddings-": "embeddings"}
+_ONNX_DIR = "onnx"
 
 
 def default_cache_dir() -> Path:
@@ -52,29 +81,53 @@ class ArrayStore:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create cache folder {self.directory}: {exc}") from exc
-        self._data_path = self.directory / "rows.bin"
+        self._data_path = self.directory / _DATA_FILE
+        self._compact_path = self.directory / _COMPACT_FILE
         spec = {"row_shape": list(self.row_shape), "dtype": self.dtype.str}
-        spec_path = self.directory / "store.json"
+        spec_path = self.directory / _SPEC_FILE
         if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
             raise UserError(f"cache folder {self.directory} holds rows of another shape; delete it")
         if not spec_path.exists():
-            tmp = spec_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(spec))
-            os.replace(tmp, spec_path)
-        self._db = sqlite3.connect(self.directory / "index.sqlite", timeout=60)
+            write_json(spec_path, spec, indent=None)
+        self._db = sqlite3.connect(self.directory / _INDEX_FILE, timeout=60)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, row INTEGER, error TEXT)"
         )
+        # `compacting` is set, in the same transaction as the renumbered rows, while
+        # rows.bin.compact waits to replace rows.bin (see `_compact`).
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
         self._db.commit()
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.directory / "lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    def _locked(self, shared: bool = False) -> Iterator[None]:
+        """Hold the store's lock: exclusive for writers, shared for readers that must see the
+        index and rows.bin agree. Not re-entrant: never nest two `_locked` in one process."""
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        with open(self.directory / _LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, mode)
             try:
+                if self._compact_path.exists():  # a compaction died halfway: finish or undo it
+                    if shared:  # converting drops the lock first, so two readers cannot deadlock
+                        fcntl.flock(lock, fcntl.LOCK_EX)
+                    self._recover()
+                    if shared:
+                        fcntl.flock(lock, fcntl.LOCK_SH)
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _recover(self) -> None:
+        """Under the exclusive lock: settle a compaction that was interrupted. The committed
+        `compacting` flag says whether the index already holds the new row numbers."""
+        flagged = self._db.execute("SELECT 1 FROM meta WHERE name = 'compacting'").fetchone()
+        if flagged:
+            if self._compact_path.exists():
+                os.replace(self._compact_path, self._data_path)
+                _fsync_dir(self.directory)
+            self._db.execute("DELETE FROM meta WHERE name = 'compacting'")
+            self._db.commit()
+        elif self._compact_path.exists():  # the index still numbers the old file's rows
+            self._compact_path.unlink()
 
     def lookup(self, keys: Sequence[str]) -> dict[str, tuple[int, str | None]]:
         """{key: (row, error)} for the keys already stored (row is -1 for a recorded failure)."""
@@ -113,11 +166,84 @@ class ArrayStore:
             self._db.commit()
 
     def rows(self) -> np.ndarray:
-        """All stored rows, memory-mapped read-only."""
+        """All stored rows, memory-mapped read-only. Call it under `_locked(shared=True)` together
+        with `lookup`: a map keeps its file alive, so rows mapped there stay valid after a
+        compaction replaces rows.bin."""
         if not self._data_path.exists() or self._data_path.stat().st_size < self.row_bytes:
             return np.zeros((0, *self.row_shape), dtype=self.dtype)
         n = self._data_path.stat().st_size // self.row_bytes
         return np.memmap(self._data_path, self.dtype, "r", shape=(n, *self.row_shape))
+
+    def prune(self) -> tuple[int, int]:
+        """Drop the entries of files that are gone or changed, and compact rows.bin so only rows
+        an entry refers to remain; returns (entries removed, bytes freed)."""
+        with self._locked():
+            before = _tree_bytes(self.directory)
+            n_rows = self._row_count()
+            dead: list[str] = []
+            live: set[int] = set()
+            for key, row in self._db.execute("SELECT key, row FROM rows").fetchall():
+                # A row past the end of rows.bin cannot be read back: its entry goes too.
+                if row >= n_rows or _is_stale(key):
+                    dead.append(key)
+                elif row >= 0:
+                    live.add(row)
+            live_rows = sorted(live)
+            # Rows nothing refers to (a key stored twice by racing writers) or a partial row
+            # left by a crash also justify rewriting the file; otherwise only the index changes.
+            tidy = live_rows == list(range(n_rows)) and self._data_size() == n_rows * self.row_bytes
+            if tidy and not dead:
+                return 0, 0
+            if tidy:
+                with self._db:
+                    self._db.executemany("DELETE FROM rows WHERE key = ?", [(k,) for k in dead])
+            else:
+                self._compact(dead, live_rows)
+            if dead:
+                self._db.execute("VACUUM")  # give the deleted index pages back to the disk too
+            return len(dead), max(before - _tree_bytes(self.directory), 0)
+
+    def close(self) -> None:
+        """Close the index connection."""
+        self._db.close()
+
+    def _data_size(self) -> int:
+        try:
+            return self._data_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _row_count(self) -> int:
+        return self._data_size() // self.row_bytes
+
+    def _compact(self, dead: list[str], live_rows: list[int]) -> None:
+        """Under the exclusive lock: copy `live_rows` (sorted old row numbers) into a new file,
+        renumber the index, and swap the file in.
+
+        The commit that renumbers the index also sets the `compacting` flag, so a crash at any
+        point leaves a state `_recover` settles: before the commit, the old file still matches
+        the index and the new one is deleted; after it, the new file is renamed into place."""
+        mapping = {old: new for new, old in enumerate(live_rows)}
+        chunk = max(1, (64 << 20) // self.row_bytes)  # copy ~64 MB at a time
+        old_rows = self.rows() if live_rows else None
+        with open(self._compact_path, "wb") as out:
+            for start in range(0, len(live_rows), chunk):
+                assert old_rows is not None
+                picked = np.asarray(old_rows[live_rows[start : start + chunk]])
+                out.write(np.ascontiguousarray(picked).tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+        del old_rows
+        _fsync_dir(self.directory)
+        keep = self._db.execute("SELECT key, row FROM rows WHERE row >= 0").fetchall()
+        with self._db:  # one transaction: stale entries out, rows renumbered, flag set
+            self._db.executemany("DELETE FROM rows WHERE key = ?", [(k,) for k in dead])
+            self._db.executemany(
+                "UPDATE rows SET row = ? WHERE key = ?",
+                [(mapping[row], k) for k, row in keep if row in mapping],
+            )
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('compacting', '1')")
+        self._recover()
 
 
 @dataclass
@@ -163,24 +289,33 @@ def fill_store(
         if len(pending) >= _APPEND_BATCH:
             store.append(pending)
             pending = []
-    store.append(pending)
-    known = store.lookup([k for k in keys if k is not None])
+    store.append(pending)  # before the shared lock below: append takes it exclusively
+    # Shared: a compaction (exclusive) cannot renumber the index or swap rows.bin between the
+    # lookup and the map; once mapped, the rows stay those of the file the lookup described.
+    with store._locked(shared=True):
+        known = store.lookup([k for k in keys if k is not None])
+        data = store.rows()
     rows = np.full(len(keys), -1, dtype=np.int64)
     errors = dict(key_errors)
     for i, key in enumerate(keys):
         if key is None:
             continue
+        if key not in known:  # pruned as stale: the file changed after we read its key
+            errors[i] = f"{paths[i]}: changed while it was being cached; run again"
+            continue
         row, error = known[key]
         rows[i] = row
         if row < 0:
             errors[i] = error or "unreadable"
-    return CachedArrays(store.rows(), rows, errors)
+    return CachedArrays(data, rows, errors)
 
 
-def _decode_job(args: tuple[int, str, int, int, str]) -> tuple[int, np.ndarray | None, str | None]:
-    index, path, width, height, mode = args
+def _decode_job(
+    args: tuple[int, str, int, int, str, str],
+) -> tuple[int, np.ndarray | None, str | None]:
+    index, path, width, height, mode, interpolation = args
     try:
-        return index, load_poster_array(path, width, height, mode), None
+        return index, load_poster_array(path, width, height, mode, interpolation), None
     except PosterDecodeError as exc:
         return index, None, str(exc)
 
@@ -188,10 +323,20 @@ def _decode_job(args: tuple[int, str, int, int, str]) -> tuple[int, np.ndarray |
 class PosterCache:
     """Posters decoded and resized once to `width` x `height`, reused by every epoch and run."""
 
-    def __init__(self, cache_dir: Path | None, width: int, height: int, resize: str = "squash"):
+    def __init__(
+        self,
+        cache_dir: Path | None,
+        width: int,
+        height: int,
+        resize: str = "squash",
+        interpolation: str = "bilinear",
+    ):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.width, self.height, self.resize = width, height, resize
-        folder = self.cache_dir / f"posters-{width}x{height}-{resize}"
+        self.interpolation = interpolation
+        # bilinear, the default, keeps the folder name caches had before interpolation was read
+        method = "" if interpolation == "bilinear" else f"-{interpolation}"
+        folder = self.cache_dir / f"posters-{width}x{height}-{resize}{method}"
         self.store = ArrayStore(folder, (height, width, 3), "uint8")
 
     def load(
@@ -201,10 +346,12 @@ class PosterCache:
         workers = workers or min(2, os.cpu_count() or 1)
 
         def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
-            jobs = [(i, str(paths[i]), self.width, self.height, self.resize) for i in indices]
-            # disable=None: a bar on a terminal, silence in logs.
-            quiet = True if not progress or not jobs else None
-            bar = tqdm(total=len(jobs), desc="decoding posters", unit="img", disable=quiet)
+            jobs = [
+                (i, str(paths[i]), self.width, self.height, self.resize, self.interpolation)
+                for i in indices
+            ]
+            # A bar on a terminal, periodic lines in logs (console.progress).
+            bar = console.progress(len(jobs), "decoding posters", "img", enabled=progress)
             with bar:
                 if len(jobs) < 64 or workers <= 1:
                     for job in jobs:
@@ -218,3 +365,253 @@ class PosterCache:
                         bar.update()
 
         return fill_store(self.store, paths, compute)
+
+
+# --- maintenance: info, prune, clear -------------------------------------------------------
+
+
+@dataclass
+class FolderInfo:
+    """One folder of the cache root: `kind` is posters, embeddings, onnx or other."""
+
+    name: str
+    kind: str
+    entries: int = 0
+    failed: int = 0
+    stale: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class CacheInfo:
+    """What a cache root holds, folder by folder (see `cache_info`)."""
+
+    root: Path
+    folders: list[FolderInfo] = field(default_factory=list)
+
+    @property
+    def entries(self) -> int:
+        return sum(f.entries for f in self.folders)
+
+    @property
+    def failed(self) -> int:
+        return sum(f.failed for f in self.folders)
+
+    @property
+    def stale(self) -> int:
+        return sum(f.stale for f in self.folders)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.folders)
+
+    def format(self) -> str:
+        """A small table: one line per folder, then the totals."""
+        if not self.folders:
+            return f"cache {self.root}: empty"
+        header = ("folder", "kind", "entries", "failed", "stale", "size")
+        lines = [
+            (
+                f.name,
+                f.kind,
+                f"{f.entries:,}",
+                f"{f.failed:,}",
+                f"{f.stale:,}",
+                format_bytes(f.bytes),
+            )
+            for f in self.folders
+        ]
+        total = (
+            "total",
+            "",
+            f"{self.entries:,}",
+            f"{self.failed:,}",
+            f"{self.stale:,}",
+            format_bytes(self.bytes),
+        )
+        table = [header, *lines, total]
+        widths = [max(len(row[c]) for row in table) for c in range(len(header))]
+
+        def render(row: tuple[str, ...]) -> str:
+            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+            cells += [cell.rjust(width) for cell, width in zip(row[2:], widths[2:], strict=True)]
+            return "  ".join(cells).rstrip()
+
+        return "\n".join([f"cache {self.root}", *(render(row) for row in table)])
+
+
+@dataclass
+class PruneReport:
+    """What `prune_cache` removed."""
+
+    entries_removed: int = 0
+    bytes_freed: int = 0
+
+    def format(self) -> str:
+        freed = format_bytes(self.bytes_freed)
+        return f"removed {self.entries_removed:,} stale entries, freed {freed}"
+
+
+def format_bytes(n: int) -> str:
+    """`512 B`, `3.4 kB`, `1.6 GB` (powers of 1000, like `du --si`)."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def cache_info(cache_dir: Path | None = None) -> CacheInfo:
+    """Entries, failures, stale entries and bytes of each folder of the cache root (default
+    `default_cache_dir()`). Only reads: a missing root is reported empty, not created."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    info = CacheInfo(root)
+    if not root.is_dir():
+        return info
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        kind = _folder_kind(entry)
+        folder = FolderInfo(entry.name, kind, bytes=_tree_bytes(Path(entry.path)))
+        if kind in ("posters", "embeddings"):
+            for key, row in _read_index(Path(entry.path) / _INDEX_FILE):
+                folder.entries += 1
+                folder.failed += row < 0
+                folder.stale += _is_stale(key)
+        elif kind == "onnx":
+            folder.entries = sum(1 for p in Path(entry.path).glob("*.onnx") if p.is_file())
+        info.folders.append(folder)
+    return info
+
+
+def prune_cache(cache_dir: Path | None = None) -> PruneReport:
+    """Drop the entries of posters that changed or are gone from every store of the cache root,
+    compacting their row files (ONNX exports are left alone: only `clear_cache` removes them)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    report = PruneReport()
+    if not root.is_dir():
+        return report
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        spec_path = Path(entry.path) / _SPEC_FILE
+        if _folder_kind(entry) not in ("posters", "embeddings") or not spec_path.is_file():
+            continue
+        spec = json.loads(spec_path.read_text())
+        store = ArrayStore(Path(entry.path), tuple(spec["row_shape"]), spec["dtype"])
+        with closing(store):
+            removed, freed = store.prune()
+        report.entries_removed += removed
+        report.bytes_freed += freed
+    return report
+
+
+def clear_cache(cache_dir: Path | None = None) -> int:
+    """Remove every store and ONNX export of the cache root (the root folder itself stays);
+    returns the bytes freed. Refuses, deleting nothing, when the root holds anything else:
+    a mistyped `--cache-dir` must not empty someone's home folder."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not root.exists():
+        return 0
+    if not root.is_dir():
+        raise UserError(f"cache folder {root} is not a folder")
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    foreign = [e.name for e in entries if not _is_ours(e)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise UserError(
+            f"{root} does not look like a postergenre cache (it holds {shown}); "
+            "not clearing it — delete the folder by hand if it really is the cache"
+        )
+    freed = 0
+    for entry in entries:
+        folder = Path(entry.path)
+        freed += _tree_bytes(folder)
+        if _folder_kind(entry) == "onnx":
+            shutil.rmtree(folder)
+            continue
+        # Under the store's lock, so no writer is halfway through an append or a compaction.
+        with open(folder / _LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for name in os.listdir(folder):
+                if name != _LOCK_FILE:
+                    (folder / name).unlink()
+            (folder / _LOCK_FILE).unlink()
+        folder.rmdir()
+    return freed
+
+
+def _folder_kind(entry: os.DirEntry[str]) -> str:
+    if not entry.is_dir(follow_symlinks=False):
+        return "other"
+    if entry.name == _ONNX_DIR:
+        return "onnx"
+    for prefix, kind in _STORE_PREFIXES.items():
+        if entry.name.startswith(prefix):
+            return kind
+    return "other"
+
+
+def _is_ours(entry: os.DirEntry[str]) -> bool:
+    """A folder `clear_cache` may delete: one of our kinds, holding only files we write."""
+    kind = _folder_kind(entry)
+    if kind == "other":
+        return False
+    for child in os.scandir(entry.path):
+        if not child.is_file(follow_symlinks=False):
+            return False
+        if kind == "onnx":
+            # Exports are `ARCH-HASH.onnx`, written via a `.NAME.XXXX.tmp` file first.
+            if not (child.name.endswith(".onnx") or child.name.endswith(".tmp")):
+                return False
+        elif child.name not in _STORE_FILES:
+            return False
+    return True
+
+
+def _read_index(path: Path) -> list[tuple[str, int]]:
+    """(key, row) of every entry of a store's index, opened read-only (nothing is created)."""
+    if not path.is_file():
+        return []
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT key, row FROM rows").fetchall()
+    except sqlite3.Error as exc:
+        raise UserError(f"cannot read cache index {path}: {exc}") from exc
+
+
+def _is_stale(key: str) -> bool:
+    """Whether a `file_key` no longer describes its file (gone, or another size or mtime).
+    A key of any other form can never be looked up by `fill_store`, so it is stale too."""
+    parts = key.rsplit("|", 2)
+    if len(parts) != 3:
+        return True
+    path, size, mtime_ns = parts
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return True
+    return f"{stat.st_size}|{stat.st_mtime_ns}" != f"{size}|{mtime_ns}"
+
+
+def _tree_bytes(path: Path) -> int:
+    """Total size of the files under `path` (links not followed)."""
+    if path.is_symlink() or not path.is_dir():
+        try:
+            return path.lstat().st_size
+        except OSError:
+            return 0
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with suppress(OSError):  # removed meanwhile
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
