@@ -8,8 +8,9 @@ screenshots to test-artifacts/.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,9 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = REPO / "test-artifacts"
 TIMEOUT_MS = 90_000  # the CPU may be busy with benchmarks
+ALL_FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF"
+MULTI_RULE = "✓ marks genres at or above their threshold (the tick on each bar)"
+SINGLE_RULE = "✓ marks the most probable genre"
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.is_file(), reason="needs Debian's Chromium at /usr/bin/chromium"
@@ -88,10 +92,13 @@ def posters(tmp_path_factory) -> list[Path]:
     ]
 
 
-def _open(browser, url: str, **context_options):
+def _open(browser, url: str, setup: Callable[[Any], None] | None = None, **context_options):
+    """A new page at URL; SETUP(page) runs first (e.g. to route API calls)."""
     context = browser.new_context(**context_options)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
+    if setup is not None:
+        setup(page)
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on(
@@ -134,6 +141,8 @@ def test_page_predicts_explains_and_finds_similar_posters(
     context, page, problems = _open(browser, server_url, viewport={"width": 1280, "height": 900})
     try:
         assert page.locator("#model .genre-list li").count() == n_genres
+        limits = page.locator("#drop-limits").inner_text()
+        assert all(name in limits for name in ("BMP", "TIFF", "AVIF")), limits
         page.set_input_files("#file-input", [str(p) for p in posters])
         _wait_for_results(page, len(posters), n_genres)
 
@@ -141,6 +150,13 @@ def test_page_predicts_explains_and_finds_similar_posters(
         assert card.locator(".bar").count() == n_genres
         assert card.locator(".bar-threshold").count() == n_genres  # multi-label: thresholds
         assert card.locator(".bar[aria-pressed='true']").count() == 1
+        assert card.locator(".rule").inner_text() == MULTI_RULE
+        for each in page.locator("#results .card").all():
+            # bars come most probable first: the chips follow the same order
+            bars = [b.get_attribute("data-genre") for b in each.locator(".bar").all()]
+            chips = each.locator(".chips li").all_inner_texts()
+            assert chips == [g for g in bars if g in chips]
+        assert page.locator("#summary").inner_text() == f"{len(posters)} posters analysed"
         natural = card.locator(".heat-img").evaluate("img => img.naturalWidth")
         assert natural > 0
 
@@ -206,5 +222,111 @@ def test_page_shows_api_errors(browser, server_url, tmp_path):
         assert "notes.txt: not an image" in alert.inner_text()
         assert page.locator("#results .card").get_attribute("aria-busy") == "false"
         page.screenshot(path=str(ARTIFACTS / "serve-error.png"))
+    finally:
+        context.close()
+
+
+def test_page_counts_only_readable_posters_as_analysed(browser, server_url, posters, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a poster")
+    context, page, _ = _open(browser, server_url, viewport={"width": 1280, "height": 900})
+    try:
+        page.set_input_files("#file-input", [str(posters[0]), str(notes)])
+        page.wait_for_function(
+            """() => {
+                const cards = [...document.querySelectorAll('#results .card')];
+                return cards.length === 2
+                    && cards.every((c) => c.getAttribute('aria-busy') === 'false');
+            }"""
+        )
+        assert page.locator("#results .card.failed").count() == 1
+        summary = page.locator("#summary")
+        assert summary.inner_text() == "1 poster analysed · 1 could not be read"
+        page.locator("#results .card:not(.failed) .remove").click()
+        assert summary.inner_text() == "1 poster could not be read"
+    finally:
+        context.close()
+
+
+def test_chips_are_ordered_by_probability(browser, server_url, posters, multi_predictor):
+    """The API lists `predicted` in vocabulary order; the chips put the most probable first."""
+    genres = list(multi_predictor.genres)
+    probabilities = [0.2 + 0.6 * (i % 2) + 0.01 * i for i in range(len(genres))]
+    body = {
+        "model": "stub",
+        "results": [
+            {
+                "filename": posters[0].name,
+                "genres": [
+                    {"genre": g, "probability": p}
+                    for g, p in zip(genres, probabilities, strict=True)
+                ],
+                "predicted": genres,
+            }
+        ],
+    }
+
+    def setup(page) -> None:
+        page.route("**/api/predict", lambda route: route.fulfill(json=body))
+
+    context, page, _ = _open(browser, server_url, setup, viewport={"width": 1280, "height": 900})
+    try:
+        page.set_input_files("#file-input", str(posters[0]))
+        chips = page.locator("#results .card .chips li")
+        chips.first.wait_for()
+        by_probability = [g for _, g in sorted(zip(probabilities, genres, strict=True))][::-1]
+        assert by_probability != genres  # vocabulary order would fail this test
+        assert chips.all_inner_texts() == by_probability
+    finally:
+        context.close()
+
+
+def _change_model_info(change: Callable[[dict[str, Any]], None]) -> Callable[[Any], None]:
+    """A page set-up that edits the /api/model answer before the page sees it."""
+
+    def handle(route) -> None:
+        response = route.fetch()
+        info = response.json()
+        change(info)
+        route.fulfill(response=response, json=info)
+
+    return lambda page: page.route("**/api/model", handle)
+
+
+def test_page_lists_the_formats_the_server_accepts(browser, server_url):
+    def only_two(info: dict[str, Any]) -> None:
+        info["server"]["formats"] = ["JPEG", "WEBP"]
+
+    def without_formats(info: dict[str, Any]) -> None:
+        info["server"].pop("formats", None)
+
+    for change, expected in ((only_two, "JPEG or WebP"), (without_formats, ALL_FORMATS)):
+        context, page, problems = _open(browser, server_url, _change_model_info(change))
+        try:
+            assert page.locator("#drop-limits").inner_text().startswith(f"{expected} · up to ")
+            assert problems == []
+        finally:
+            context.close()
+    context, page, _ = _open(browser, server_url)
+    try:
+        html = page.request.get(server_url).text()  # before app.js rewrites it
+        assert f'id="drop-limits">{ALL_FORMATS}<' in html
+    finally:
+        context.close()
+
+
+def test_single_label_page_explains_its_rule(browser, server_url, posters, multi_predictor):
+    def single(info: dict[str, Any]) -> None:
+        info["task"] = "single"
+        info.pop("thresholds", None)
+
+    context, page, problems = _open(browser, server_url, _change_model_info(single))
+    try:
+        page.set_input_files("#file-input", str(posters[0]))
+        _wait_for_results(page, 1, len(multi_predictor.genres))
+        card = page.locator("#results .card").first
+        assert card.locator(".rule").inner_text() == SINGLE_RULE
+        assert card.locator(".bar-threshold").count() == 0
+        assert problems == []
     finally:
         context.close()

@@ -2,7 +2,15 @@
 // similar posters. Plain DOM, no build step; untrusted text only ever goes into textContent.
 "use strict";
 
-const state = { model: null, maxUpload: 10 * 1024 * 1024, similar: false, thresholds: null };
+// What the server decodes, when /api/model does not say (server.formats).
+const DEFAULT_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF"];
+const state = {
+  model: null,
+  maxUpload: 10 * 1024 * 1024,
+  similar: false,
+  thresholds: null,
+  formats: DEFAULT_FORMATS,
+};
 const cards = new Set();
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -21,6 +29,13 @@ function el(tag, attrs = {}, ...children) {
 function percent(p) {
   if (p > 0 && p < 0.001) return "<0.1%";
   return `${(p * 100).toFixed(1)}%`;
+}
+
+// ["JPEG", "PNG", "WEBP"] -> "JPEG, PNG or WebP"
+function formatList(formats) {
+  const names = formats.map((f) => (String(f).toUpperCase() === "WEBP" ? "WebP" : String(f)));
+  if (names.length < 2) return names.join("");
+  return `${names.slice(0, -1).join(", ")} or ${names[names.length - 1]}`;
 }
 
 function formatBytes(n) {
@@ -68,6 +83,8 @@ async function loadModel() {
     state.maxUpload = model.server?.max_upload_bytes ?? state.maxUpload;
     state.similar = Boolean(model.server?.similar);
     state.thresholds = model.task === "multi" ? model.thresholds || {} : null;
+    const formats = model.server?.formats;
+    if (Array.isArray(formats) && formats.length) state.formats = formats;
     const task = model.task === "multi" ? "multi-label" : "single-label";
     const name = el("span", { class: "model-name", title: model.name, text: shortName(model.name) });
     const facts = [model.architecture, task, `${model.genres.length} genres`];
@@ -76,7 +93,7 @@ async function loadModel() {
     const list = el("ul", { class: "genre-list" }, ...model.genres.map((g) => el("li", { text: g })));
     const details = el("details", {}, el("summary", { text: "Genres it knows" }), list);
     box.replaceChildren(line, details);
-    $("#drop-limits").textContent = `JPEG, PNG, WebP or GIF · up to ${formatBytes(state.maxUpload)} each`;
+    $("#drop-limits").textContent = `${formatList(state.formats)} · up to ${formatBytes(state.maxUpload)} each`;
   } catch (error) {
     box.replaceChildren(el("p", { class: "model-error", role: "alert", text: `Cannot load the model: ${error.message}` }));
   }
@@ -152,12 +169,18 @@ class PosterCard {
   render(result) {
     this.node.setAttribute("aria-busy", "false");
     const predicted = new Set(result.predicted);
-    $(".chips", this.node).replaceChildren(...result.predicted.map((g) => el("li", { text: g })));
+    // Chips from the most probable genre down (the API lists them in vocabulary order).
+    const probability = new Map(result.genres.map((g) => [g.genre, g.probability]));
+    const chips = [...result.predicted].sort((a, b) => (probability.get(b) ?? 0) - (probability.get(a) ?? 0));
+    $(".chips", this.node).replaceChildren(...chips.map((g) => el("li", { text: g })));
     const legend = $(".legend", this.node);
+    const rule = $(".rule", this.node);
     if (state.thresholds) {
       legend.replaceChildren("✓ predicted · ", el("span", { class: "tick" }), " threshold · click for its heatmap");
+      rule.textContent = "✓ marks genres at or above their threshold (the tick on each bar)";
     } else {
       legend.textContent = "✓ predicted · click a genre for its heatmap";
+      rule.textContent = "✓ marks the most probable genre";
     }
     const bars = result.genres.map(({ genre, probability }) => {
       const isPredicted = predicted.has(genre);
@@ -272,9 +295,12 @@ function updateSummary() {
   $("#toolbar").hidden = total === 0;
   $("#upload").classList.toggle("compact", total > 0);
   const failed = [...cards].filter((card) => card.failed).length;
-  const noun = total === 1 ? "poster" : "posters";
-  let text = busy ? `Analysing ${busy} of ${total} ${noun}…` : `${total} ${noun} analysed`;
-  if (failed) text += ` · ${failed} could not be read`;
+  const analysed = total - busy - failed; // a poster that could not be read was not analysed
+  const posters = (n) => `${n} ${n === 1 ? "poster" : "posters"}`;
+  let text;
+  if (busy) text = `Analysing ${busy} of ${posters(total)}…`;
+  else if (analysed || !failed) text = `${posters(analysed)} analysed`;
+  if (failed) text = text ? `${text} · ${failed} could not be read` : `${posters(failed)} could not be read`;
   $("#summary").textContent = text;
 }
 
