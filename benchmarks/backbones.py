@@ -57,10 +57,10 @@ def run_one(arch: str, mode: str, task: str, data: Path, work: Path, epochs: int
     test = load_posters(
         labels=args["labels"], images=args["images"], splits=args.get("splits")
     ).split("test")
-    predictor = Predictor.from_pretrained(bundle)
-    predictor.predict_files([r.path for r in test.records[:32]], progress=False)  # warm-up
+    predictor = Predictor.from_pretrained(bundle, runtime="torch")
+    predictor.predict([r.path for r in test.records[:32]], progress_bar=False)  # warm-up
     started = time.perf_counter()
-    metrics = predictor.evaluate(test.records, progress=False)
+    metrics = predictor.evaluate(test.records, progress_bar=False)
     throughput = len(test.records) / (time.perf_counter() - started)
     meta = json.loads((bundle / "model.json").read_text())
     row = {

@@ -18,7 +18,7 @@ from _common import print_table, require_data, write_result
 from backbones import run_one
 
 from postergenre._allocator import tune_allocator
-from postergenre.data.transforms import SYMMETRIC_RANGE, InputSpec
+from postergenre.data.preprocess import SYMMETRIC_RANGE, InputSpec
 from postergenre.models import get_arch, register
 from postergenre.models._registry import ArchSpec
 

@@ -50,7 +50,9 @@ def run_variant(name: str, data: Path, epochs: int, patience: int, seed: int, wo
     with (out / "history.csv").open() as handle:
         history = list(csv.DictReader(handle))
     test = load_posters(labels=data / "three_genre.csv", images=data / "images").split("test")
-    metrics = Predictor.from_pretrained(bundle).evaluate(test.records, progress=False)
+    metrics = Predictor.from_pretrained(bundle, runtime="torch").evaluate(
+        test.records, progress_bar=False
+    )
     return {
         "variant": name,
         "epochs_run": len(history),

@@ -99,7 +99,7 @@ def main() -> None:
 
         try:
             started = time.perf_counter()
-            predictors = {"torch": Predictor.from_pretrained(args.model)}
+            predictors = {"torch": Predictor.from_pretrained(args.model, runtime="torch")}
             load_torch = time.perf_counter() - started
             started = time.perf_counter()
             predictors["onnx"] = Predictor.from_pretrained(args.model, runtime="onnx")
@@ -146,10 +146,10 @@ def main() -> None:
         rate_key: onnx_row[rate_key] / torch_row[rate_key],
     }
     max_diff = float(np.abs(probs["onnx"] - probs["torch"]).max())
-    meta = torch_predictor.meta
+    card = torch_predictor.card
     print(
-        f"model {args.model or 'default'} ({meta['architecture']}, {meta['task']}-label, "
-        f"{meta['input']['width']}x{meta['input']['height']}), posters: {source}"
+        f"model {args.model or 'default'} ({card.architecture}, {card.task}-label, "
+        f"{card.input.width}x{card.input.height}), posters: {source}"
     )
     print_table(
         [*rows, ratio],
@@ -163,7 +163,7 @@ def main() -> None:
     )
     payload = {
         "model": str(args.model),
-        "architecture": meta["architecture"],
+        "architecture": card.architecture,
         "posters": source,
         "n_latency": args.n,
         "n_throughput": len(pixels),

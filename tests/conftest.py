@@ -52,22 +52,32 @@ def tiny_folder(tmp_path: Path) -> Path:
     return make_tiny_folder(tmp_path / "posters")
 
 
+def make_card(
+    arch: str = "seed-cnn",
+    genres: tuple[str, ...] | list[str] = ("Action", "Comedy", "Drama"),
+    task: str = "single",
+    kind: str = "network",
+    **fields,
+):
+    """A model card for `arch` with its registered input spec (thresholds 0.5 if multi)."""
+    from postergenre.models import ModelCard, get_arch
+
+    fields.setdefault("input", get_arch(arch).input)
+    if task == "multi":
+        fields.setdefault("thresholds", (0.5,) * len(genres))
+    return ModelCard(architecture=arch, kind=kind, task=task, genres=tuple(genres), **fields)
+
+
 def make_seed_bundle(directory: Path, genres: tuple[str, ...] = ("Action", "Comedy", "Drama")):
     """An untrained (seeded) seed-cnn bundle: enough to test loading, predicting, exporting."""
     import torch
 
-    from postergenre.data.transforms import UNIT_RANGE, InputSpec
     from postergenre.models import create_model
     from postergenre.models.bundle import save_bundle
 
     torch.manual_seed(0)
-    meta = {
-        "architecture": "seed-cnn",
-        "task": "single",
-        "genres": list(genres),
-        "input": InputSpec(150, 150, "squash", UNIT_RANGE).to_json(),
-    }
-    return save_bundle(directory, create_model("seed-cnn", len(genres)), meta)
+    model = create_model("seed-cnn", len(genres))
+    return save_bundle(directory, model, make_card("seed-cnn", genres, name="seed"))
 
 
 @pytest.fixture(scope="session")

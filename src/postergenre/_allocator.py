@@ -2,7 +2,6 @@
 cost 40-50% of CPU time in page faults on small machines (1.8-2.6x slower training/inference)."""
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -27,12 +26,10 @@ def tune_allocator() -> bool:
     global _done
     if _done or not sys.platform.startswith("linux"):
         return _done
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        # The running program's own symbols include libc's: no library search (which would
+        # start a subprocess) on the way to a fast `postergenre predict`.
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
     for env_name, (param, value) in _SETTINGS.items():

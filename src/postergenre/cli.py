@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from postergenre import __version__
 from postergenre.errors import UserError
@@ -50,18 +50,19 @@ def _add_cache_arg(parser: argparse.ArgumentParser) -> None:
         "--cache-dir",
         type=Path,
         metavar="DIR",
-        help="decoded-poster cache (default $POSTERGENRE_CACHE or "
-        "~/.cache/postergenre); deleting it only costs time",
+        help="cache of decoded posters, embeddings and exported models (default "
+        "$POSTERGENRE_CACHE or ~/.cache/postergenre); see 'postergenre cache info'",
     )
 
 
 def _add_runtime_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
-        choices=["torch", "onnx"],
-        default="torch",
-        help="inference engine: PyTorch (default) or ONNX Runtime (exported "
-        "once, cached, ~3x faster on CPU)",
+        choices=["auto", "onnx", "torch"],
+        default="auto",
+        help="inference engine: ONNX Runtime (the model is exported once, then cached; ~3x "
+        "faster on CPU and quick to start) or PyTorch; auto (default): ONNX Runtime where "
+        "installed",
     )
 
 
@@ -172,8 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "evaluate",
         help="metrics of a model on labelled posters",
-        description="Accuracy, balanced accuracy, macro F1, per-genre "
-        "precision/recall/F1 and the confusion matrix.",
+        description="Score a model on labelled posters. Single-label data (one genre per "
+        "poster, e.g. the article's three genres): accuracy, balanced accuracy, macro F1, "
+        "per-genre precision/recall/F1 and the confusion matrix. Multi-label data (several "
+        "genres per poster) with a multi-label model: mAP, micro/macro/samples F1 at the "
+        "model's thresholds and at 0.5, per-genre AP/F1/threshold, next to trivial baselines, "
+        "and precision-recall curves. Genres the model or the data lack are listed, not "
+        "guessed.",
     )
     _add_model_arg(p)
     _add_runtime_arg(p)
@@ -184,29 +190,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         metavar="DIR",
-        help="also write metrics.json and confusion_matrix.png here",
+        help="also write metrics.json and the picture (confusion_matrix.png or pr_curves.png) here",
     )
     _add_cache_arg(p)
     p.set_defaults(handler=_cmd_evaluate)
 
     p = commands.add_parser(
         "predict",
-        help="genres for posters (files or folders)",
-        description="Rank genres for each poster. A folder argument writes "
-        "a CSV of predictions (see --csv).",
+        help="genres for posters (files, folders, globs)",
+        description="Rank genres for each poster. One poster prints a table; a folder, a "
+        "glob or several files are a collection: unreadable files are skipped and reported on "
+        "stderr, and with --out (or a folder without it, into predictions.csv) every "
+        "prediction is written to a file: one row per readable poster with its path, a "
+        "probability per genre and the predicted genres.",
     )
     _add_model_arg(p)
     _add_runtime_arg(p)
     p.add_argument(
-        "posters", nargs="+", type=Path, metavar="POSTER", help="image files, or folders of images"
+        "posters",
+        nargs="+",
+        metavar="POSTER",
+        help="image files, folders of images (searched recursively) or quoted globs "
+        "('posters/*.jpg')",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.add_argument("--top", type=_positive_int, default=5, help="genres shown per poster (table)")
+    p.add_argument("--json", action="store_true", help="print a JSON list on stdout")
     p.add_argument(
+        "--top",
+        type=_positive_int,
+        help="genres shown per poster: the N most probable (default: 5 in the table, all in "
+        "--json and files)",
+    )
+    p.add_argument(
+        "--out",
         "--csv",
+        dest="out",
         type=Path,
         metavar="FILE",
-        help="predictions CSV for folder input (default: predictions.csv)",
+        help="write all predictions to FILE: .csv, .json, .jsonl or .parquet (a folder "
+        "without --out writes predictions.csv)",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not keep decoded posters in the cache (one-off scoring of a collection)",
     )
     _add_cache_arg(p)
     p.set_defaults(handler=_cmd_predict)
@@ -247,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_arg(p)
     p.add_argument("poster", type=Path, metavar="POSTER")
-    p.add_argument("--genre", help="genre to explain (default: the top prediction)")
+    p.add_argument("--genre", help="genre to explain, in any case (default: the top prediction)")
     p.add_argument(
         "--out",
         type=Path,
@@ -290,12 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "documented at /docs.",
     )
     _add_model_arg(p)
-    p.add_argument(
-        "--runtime",
-        choices=["torch", "onnx"],
-        default="torch",
-        help="inference runtime (default torch; Grad-CAM always uses torch)",
-    )
+    _add_runtime_arg(p)
     p.add_argument(
         "--index",
         type=Path,
@@ -330,12 +351,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_serve)
 
-    p = commands.add_parser("models", help="list bundled models and architectures")
+    p = commands.add_parser(
+        "models",
+        help="list bundled models and architectures",
+        description="The models shipped with PosterGenre (task, architecture, genres, test "
+        "metrics) and the architectures 'train --arch' accepts.",
+    )
     p.set_defaults(handler=_cmd_models)
+
+    p = commands.add_parser(
+        "cache",
+        help="show, prune or clear the cache",
+        description="The cache keeps decoded posters, backbone embeddings and exported ONNX "
+        "models, so repeated work is fast; deleting it only costs time. 'info' shows what it "
+        "holds, 'prune' drops entries of posters that are gone or changed (and frees their "
+        "space), 'clear' empties it.",
+    )
+    p.add_argument("action", choices=["info", "prune", "clear"])
+    _add_cache_arg(p)
+    p.set_defaults(handler=_cmd_cache)
     return parser
 
 
 # -- commands -------------------------------------------------------------------------------
+# Each parses nothing and computes nothing: it calls the library and prints. Heavy modules are
+# imported inside the command, so `--help` and argument errors stay instant.
+
+
+def _load_collection(args: argparse.Namespace) -> Any:
+    from postergenre.console import warn
+    from postergenre.data.labels import load_posters
+
+    collection = load_posters(
+        labels=args.labels, images=args.images, splits=args.splits, folder=args.folder
+    )
+    for message in collection.warnings:
+        warn(message)
+    return collection
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -375,114 +427,56 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from postergenre.console import warn
-    from postergenre.data.labels import load_posters
     from postergenre.evaluation.report import format_multi_label, format_single_label
     from postergenre.inference import Predictor
-    from postergenre.models.bundle import write_json_atomic
 
-    predictor = Predictor.from_pretrained(args.model, runtime=args.runtime)
-    collection = load_posters(
-        labels=args.labels, images=args.images, splits=args.splits, folder=args.folder
-    )
-    for message in collection.warnings:
-        warn(message)
-    subset = collection.split(args.split)
-    if not subset.records:
-        known = ", ".join(collection.splits) or "none"
-        raise UserError(f"no posters in split {args.split!r} (splits: {known})")
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-    metrics = predictor.evaluate(
-        subset.records, args.cache_dir, plots_dir=args.out, title=args.split or "all posters"
-    )
-    if metrics["n"] == 0:
-        raise UserError(
-            "none of the posters carries a genre the model knows "
-            f"(model genres: {', '.join(predictor.genres)})"
-        )
-    multi = metrics["task"] == "multi"
-    if args.out is not None:
-        write_json_atomic(args.out / "metrics.json", metrics)
+    collection = _load_collection(args)
+    predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
+    metrics = predictor.evaluate(collection, split=args.split, out=args.out)
     if args.json:
         print(json.dumps(metrics))
-    else:
-        print(format_multi_label(metrics) if multi else format_single_label(metrics))
-        if args.out is not None:
-            print(f"\nwrote metrics.json and {metrics['plot']} in {args.out}")
+        return 0
+    multi = metrics["task"] == "multi"
+    print(format_multi_label(metrics) if multi else format_single_label(metrics))
+    if args.out is not None:
+        print(f"\nwrote metrics.json and {metrics['plot']} in {args.out}")
     return 0
 
 
-def _expand_posters(paths: Sequence[Path]) -> tuple[list[Path], bool]:
-    from postergenre.data.formats import is_image_name
-
-    files: list[Path] = []
-    any_folder = False
-    for path in paths:
-        if path.is_dir():
-            any_folder = True
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
-            if not found:
-                raise UserError(f"no images found in folder {path}")
-            files += found
-        elif path.exists():
-            files.append(path)
-        else:
-            raise UserError(f"no such file: {path}")
-    return files, any_folder
+def _print_table(prediction: Any, top: int) -> None:
+    print(prediction.path)
+    for genre, probability in prediction.genres[:top]:
+        mark = "*" if genre in prediction.predicted else " "
+        bar = "#" * round(probability * 30)
+        print(f"  {mark} {genre:<14}{probability:7.1%}  {bar}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import csv
-
-    from postergenre.console import echo, report_skipped
+    from postergenre.console import echo
+    from postergenre.data.sources import find_posters
     from postergenre.inference import Predictor
 
-    files, any_folder = _expand_posters(args.posters)
-    predictor = Predictor.from_pretrained(args.model, runtime=args.runtime)
-    if any_folder:
-        predictions, errors = predictor.predict_files(files, args.cache_dir)
-        report_skipped(errors)
-        out = args.csv or Path("predictions.csv")
-        tmp = out.with_name(f".{out.name}.tmp")
-        with tmp.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "predicted", *predictor.genres])
-            for prediction in predictions:
-                probs = dict(prediction.genres)
-                writer.writerow(
-                    [
-                        prediction.path,
-                        "|".join(prediction.predicted),
-                        *(f"{probs[g]:.6f}" for g in predictor.genres),
-                    ]
-                )
-        os.replace(tmp, out)
+    files = find_posters(args.posters)  # a missing file fails before any model loads
+    predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
+    predictions = predictor.predict(files, cache=False if args.no_cache else None)
+    folder_given = any(Path(p).is_dir() for p in args.posters)
+    out = args.out or (Path("predictions.csv") if folder_given else None)
+    if out is not None:
+        predictions.write(out, top=args.top)
         echo(f"wrote {len(predictions)} predictions to {out}")
-    else:
-        predictions = predictor.predict(files)
     if args.json:
-        print(json.dumps([p.to_json() for p in predictions]))
-    elif not any_folder:
+        print(json.dumps(predictions.to_json(top=args.top)))
+    elif out is None:
         for prediction in predictions:
-            print(prediction.path)
-            for genre, probability in prediction.genres[: args.top]:
-                mark = "*" if genre in prediction.predicted else " "
-                bar = "#" * round(probability * 30)
-                print(f"  {mark} {genre:<14}{probability:7.1%}  {bar}")
+            _print_table(prediction, args.top or 5)
     return 0
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from postergenre.console import echo, warn
-    from postergenre.data.labels import load_posters
+    from postergenre.console import echo
     from postergenre.inference.similarity import PosterIndex
 
-    collection = load_posters(
-        labels=args.labels, images=args.images, splits=args.splits, folder=args.folder
-    )
-    for message in collection.warnings:
-        warn(message)
+    collection = _load_collection(args)
     records = collection.split(args.split).records
     if not records:
         raise UserError(f"no posters in split {args.split!r}")
@@ -493,12 +487,10 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_similar(args: argparse.Namespace) -> int:
-    from postergenre.data.decode import decode_poster
     from postergenre.inference.similarity import PosterIndex
 
     index = PosterIndex.load(args.index)
-    query = index.embed_images([decode_poster(args.poster)])
-    [neighbours] = index.search(query, args.k)
+    neighbours = index.similar(args.poster, args.k)
     if args.json:
         print(json.dumps([n.to_json() for n in neighbours]))
         return 0
@@ -509,33 +501,24 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from postergenre.data.decode import decode_poster
-    from postergenre.explain import explain_poster
     from postergenre.inference import Predictor
 
-    image = decode_poster(args.poster)
-    predictor = Predictor.from_pretrained(args.model)
-    explanation = explain_poster(predictor, image, args.genre)
     out = args.out or Path(f"{args.poster.stem}.gradcam.png")
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise UserError(f"--out must end in .png, .jpg or .webp: {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    explanation.overlay.save(tmp)
-    os.replace(tmp, out)
+    predictor = Predictor.from_pretrained(args.model, runtime="torch")  # Grad-CAM needs torch
+    explanation = predictor.explain(args.poster, args.genre)
+    written = explanation.save(out, npy=args.npy)
     print(f"{explanation.genre} ({explanation.probability:.1%}): heatmap overlay written to {out}")
     if args.npy:
-        np.save(out.with_suffix(".npy"), explanation.heatmap)
-        print(f"raw heatmap written to {out.with_suffix('.npy')}")
+        print(f"raw heatmap written to {written[1]}")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from postergenre.export.onnx import export_onnx
+    from postergenre.inference import Predictor
 
-    report = export_onnx(args.model, args.out, images=args.check)
+    report = Predictor.from_pretrained(args.model, runtime="torch").export(args.out, args.check)
     if args.json:
         print(json.dumps(report))
     else:
@@ -558,7 +541,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from postergenre.inference import Predictor
     from postergenre.inference.similarity import PosterIndex
 
-    predictor = Predictor.from_pretrained(args.model, runtime=args.runtime)
+    predictor = Predictor.from_pretrained(args.model, args.runtime)
     index = PosterIndex.load(args.index) if args.index is not None else None
     serve(
         predictor,
@@ -573,25 +556,40 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from postergenre.inference import bundled_models
     from postergenre.models import available_archs, get_arch
-    from postergenre.models.bundle import read_meta
+    from postergenre.models.catalog import describe_bundled
 
     print("bundled models:")
-    from postergenre.models.bundle import BUNDLED_DIR
-
-    for name in bundled_models():
-        meta = read_meta(BUNDLED_DIR / name)
-        print(
-            f"  {name:<14}{meta['architecture']}, {meta['task']}-label, "
-            f"{len(meta['genres'])} genres"
-        )
-    if not bundled_models():
-        print("  (none)")
+    lines = describe_bundled()
+    for line in lines or ["(none)"]:
+        print(f"  {line}")
     print("architectures:")
     for name in available_archs():
         print(f"  {name:<20}{get_arch(name).description}")
     return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from postergenre.data import cache
+
+    if args.action == "info":
+        print(cache.cache_info(args.cache_dir).format())
+    elif args.action == "prune":
+        report = cache.prune_cache(args.cache_dir)
+        print(report.format())
+    else:
+        freed = cache.clear_cache(args.cache_dir)
+        print(f"cleared the cache: {freed / 1e6:.1f} MB freed")
+    return 0
+
+
+# Library errors say what is wrong; the command line adds which flag changes it.
+_FLAG_HINTS = {
+    "RunFolderInUse": "pass --resume to continue it, or choose another --out",
+    "NothingToResume": "run without --resume to start it",
+    "PortInUse": "choose another with --port (make demo PORT=N)",
+    "PosterSourceMissing": "use --labels CSV or --folder DIR",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -605,7 +603,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except UserError as exc:
-        print(f"postergenre {args.command}: error: {exc}", file=sys.stderr)
+        hint = _FLAG_HINTS.get(type(exc).__name__)
+        message = (f"{exc}; {hint}" if hint else str(exc)).replace("\n", " ")
+        print(f"postergenre {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from postergenre.data.preprocess import SYMMETRIC_RANGE, UNIT_RANGE
 from postergenre.data.records import PosterCollection, PosterRecord
 from postergenre.data.targets import encode_targets, infer_task, resolve_genres
-from postergenre.data.transforms import (
-    SYMMETRIC_RANGE,
-    UNIT_RANGE,
-    Augmentation,
-    to_model_input,
-)
+from postergenre.data.transforms import Augmentation, to_model_input
 from postergenre.errors import UserError
 
 

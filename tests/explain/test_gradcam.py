@@ -8,13 +8,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from postergenre.data.transforms import UNIT_RANGE, InputSpec, to_model_input
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec
+from postergenre.data.transforms import to_model_input
 from postergenre.errors import UserError
-from postergenre.explain import explain_poster, grad_cam
+from postergenre.explain import grad_cam
 from postergenre.inference import Predictor
 from postergenre.models.bundle import ModelBundle
 from postergenre.models.seed_cnn import SeedCNN
 from postergenre.training.run import TrainConfig, train
+from tests.conftest import make_card
 
 SIZE = 96  # a smaller seed-cnn input than the article's 150 keeps training to a few seconds
 QUADRANTS = [(0, 0), (0, 1), (1, 0), (1, 1)]  # (row, column): top-left ... bottom-right
@@ -55,8 +57,8 @@ def corner_predictor() -> Predictor:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     spec = InputSpec(SIZE, SIZE, "squash", UNIT_RANGE)
-    meta = {"genres": ["Corner", "Plain"], "task": "single", "input": spec.to_json()}
-    predictor = Predictor(ModelBundle(SeedCNN(2, (SIZE, SIZE)), meta))
+    card = make_card("seed-cnn", ["Corner", "Plain"], input=spec)
+    predictor = Predictor(ModelBundle(SeedCNN(2, (SIZE, SIZE)), card))
     images = [corner_poster(rng, QUADRANTS[i // 2 % 4] if i % 2 == 0 else None) for i in range(64)]
     x = to_model_input(np.stack([predictor.preprocess(im) for im in images]), UNIT_RANGE)
     y = torch.tensor([i % 2 for i in range(64)])
@@ -75,9 +77,7 @@ def corner_predictor() -> Predictor:
 
 @pytest.mark.parametrize("quadrant", [(0, 0), (1, 1)], ids=["top-left", "bottom-right"])
 def test_heatmap_lights_up_where_the_evidence_is(corner_predictor, quadrant):
-    explanation = explain_poster(
-        corner_predictor, corner_poster(np.random.default_rng(99), quadrant)
-    )
+    explanation = corner_predictor.explain(corner_poster(np.random.default_rng(99), quadrant))
     assert explanation.genre == "Corner"
     assert explanation.probability > 0.9  # the model did learn the task
     means = quadrant_means(explanation.heatmap)
@@ -123,18 +123,24 @@ def test_an_all_zero_map_stays_zero():
 
 def test_unknown_genre_is_a_user_error_listing_the_known_ones(corner_predictor):
     with pytest.raises(UserError, match="Corner, Plain"):
-        explain_poster(corner_predictor, corner_poster(np.random.default_rng(1), None), "Horror")
+        corner_predictor.explain(corner_poster(np.random.default_rng(1), None), "Horror")
+
+
+def test_genre_names_are_matched_without_case(corner_predictor):
+    poster = corner_poster(np.random.default_rng(2), (0, 0))
+    assert corner_predictor.explain(poster, "corner").genre == "Corner"
+    assert corner_predictor.explain(poster, "PLAIN").genre == "Plain"
 
 
 def test_explains_efficientnet_lite_probe_and_knn(tiny_folder, tmp_path):
     poster = Image.open(next((tiny_folder / "test" / "Drama").glob("*.png"))).convert("RGB")
     for arch in ("efficientnet-lite0", "knn"):  # same backbone: embeddings are cached once
         config = TrainConfig(out=tmp_path / arch, folder=tiny_folder, arch=arch, progress=False)
-        predictor = Predictor.from_pretrained(train(config))
-        expected = predictor.predict_images([poster], ["p"])[0]
+        predictor = Predictor.from_pretrained(train(config), runtime="torch")
+        expected = predictor.predict(poster)[0]
         spec = predictor.input_spec
 
-        explanation = explain_poster(predictor, poster)
+        explanation = predictor.explain(poster)
         assert explanation.genre == expected.predicted[0], arch
         assert explanation.probability == pytest.approx(expected.genres[0][1], abs=1e-5), arch
         heatmap = explanation.heatmap
@@ -146,6 +152,6 @@ def test_explains_efficientnet_lite_probe_and_knn(tiny_folder, tmp_path):
 
         other = next(g for g in predictor.genres if g != explanation.genre)
         probabilities = dict(expected.genres)
-        assert explain_poster(predictor, poster, other).probability == pytest.approx(
+        assert predictor.explain(poster, other).probability == pytest.approx(
             probabilities[other], abs=1e-5
         )

@@ -12,18 +12,17 @@ import pytest
 import torch
 
 from postergenre.data.decode import decode_poster
-from postergenre.data.transforms import SYMMETRIC_RANGE, InputSpec, to_model_input
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
 from postergenre.models import create_model
 from postergenre.models.bundle import save_bundle
-from tests.conftest import GENRE_COLOURS, make_poster, make_seed_bundle
+from tests.conftest import GENRE_COLOURS, make_card, make_poster, make_seed_bundle
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from postergenre.export import export_onnx  # noqa: E402
-from postergenre.inference.onnx_runtime import OnnxRunner, onnx_for_bundle  # noqa: E402
+from postergenre.inference.onnx_runtime import OnnxRunner, graph_cache_path  # noqa: E402
 
 GENRES = list(GENRE_COLOURS)
 
@@ -71,11 +70,11 @@ def seed_bundle(tmp_path) -> Path:
 
 def _torch_vs_onnx(bundle: Path, onnx_path: Path, paths: list[Path]) -> float:
     """Largest probability difference between Predictor(torch) and the raw ONNX file."""
-    predictor = Predictor.from_pretrained(bundle)
+    predictor = Predictor.from_pretrained(bundle, runtime="torch")
     spec = predictor.input_spec
     pixels = np.stack([predictor.preprocess(decode_poster(p)) for p in paths])
     expected = predictor.predict_pixels(pixels)
-    got = OnnxRunner(onnx_path)(to_model_input(pixels, spec.normalisation).numpy())
+    got = OnnxRunner(onnx_path)(spec.normalise(pixels))
     return float(np.abs(got - expected).max())
 
 
@@ -121,7 +120,7 @@ def test_linear_probe_onnx_predictor_matches_torch(probe_bundle, tiny):
     exported = onnx_predictor.onnx_runner.path
     _check_file(exported, GENRES, "single", (336, 224))
 
-    torch_predictions = Predictor.from_pretrained(probe_bundle).predict(paths)
+    torch_predictions = Predictor.from_pretrained(probe_bundle, runtime="torch").predict(paths)
     onnx_predictions = onnx_predictor.predict(paths)
     worst = 0.0
     for a, b in zip(torch_predictions, onnx_predictions, strict=True):
@@ -136,8 +135,10 @@ def test_linear_probe_onnx_predictor_matches_torch(probe_bundle, tiny):
 
     # exported once into the cache (keyed by the bundle's content), then reused
     mtime = exported.stat().st_mtime_ns
-    assert onnx_for_bundle(probe_bundle) == exported and exported.stat().st_mtime_ns == mtime
-    assert sorted(p.name for p in exported.parent.iterdir()) == [exported.name]
+    again = Predictor.from_pretrained(probe_bundle, runtime="onnx").onnx_runner.path
+    assert again == exported and exported.stat().st_mtime_ns == mtime
+    assert graph_cache_path("efficientnet-lite0", probe_bundle, None, None) == exported
+    assert not [p for p in exported.parent.iterdir() if p.suffix != ".onnx"]  # no temporaries
     assert exported.parent == Path(os.environ["POSTERGENRE_CACHE"]) / "onnx"
 
 
@@ -146,14 +147,8 @@ def test_knn_export_is_exact(tmp_path):
     model = create_model("knn", 3)
     labels = torch.nn.functional.one_hot(torch.arange(30) % 3, 3).float()
     model.set_memory(torch.randn(30, 1280).abs(), labels, k=5, multi=True)
-    meta = {
-        "architecture": "knn",
-        "task": "multi",
-        "genres": GENRES,
-        "thresholds": {g: 0.4 for g in GENRES},
-        "input": InputSpec(224, 336, "squash", SYMMETRIC_RANGE).to_json(),
-    }
-    bundle = save_bundle(tmp_path / "knn", model, meta, model.bundle_tensors())
+    card = make_card("knn", GENRES, "multi", "knn", thresholds=(0.4,) * len(GENRES))
+    bundle = save_bundle(tmp_path / "knn", model, card)
     report = export_onnx(bundle, tmp_path / "knn.onnx")
     assert report["max_abs_diff"] <= 1e-4
     runner = OnnxRunner(tmp_path / "knn.onnx")

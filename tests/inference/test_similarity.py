@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -48,3 +49,36 @@ def test_similar_cli_finds_same_genre_posters(tiny_folder, tmp_path, capsys):
     assert len(neighbours) == 4
     assert all(n["genres"] == ["Comedy"] for n in neighbours)
     assert main(["similar", str(query), "--index", str(tmp_path / "nothing")]) == 2
+
+
+def test_posters_are_found_from_any_folder_and_when_index_and_posters_move(
+    tiny_folder, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tiny_folder.parent)  # index with a relative --folder, as a user would
+    assert main(["index", "--folder", tiny_folder.name, "--out", "idx"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    index = PosterIndex.load(tiny_folder.parent / "idx")
+    assert all(Path(item["path"]).is_file() for item in index.items)
+    query = tiny_folder / "test" / "Drama" / "drama0.png"
+    [first, *_] = index.similar(query, k=3)
+    assert Path(first.path).is_file()
+
+    # move the index and the posters together: the relative paths still find them
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tiny_folder.parent / "idx").rename(moved / "idx")
+    tiny_folder.rename(moved / tiny_folder.name)
+    index = PosterIndex.load(moved / "idx")
+    assert all(Path(item["path"]).is_file() for item in index.items)
+    assert all(str(moved) in item["path"] for item in index.items)
+
+
+def test_rebuilding_an_index_swaps_it_whole(tiny_folder, tmp_path):
+    records = read_folder(tiny_folder).records
+    target = tmp_path / "index"
+    PosterIndex.build(records[:5], progress=False).save(target)
+    PosterIndex.build(records, progress=False).save(target)
+    assert len(PosterIndex.load(target)) == len(records)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary

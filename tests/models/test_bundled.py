@@ -9,7 +9,7 @@ import pytest
 
 from postergenre.cli import main
 from postergenre.inference import Predictor, bundled_models
-from postergenre.models.bundle import BUNDLED_DIR
+from postergenre.models.catalog import BUNDLED_DIR
 from tests.conftest import make_poster
 
 
@@ -34,8 +34,8 @@ def test_bundled_models_are_small():
 def test_bundled_model_predicts_a_generated_poster(name, n_genres, task, tmp_path, no_network):
     predictor = Predictor.from_pretrained(name)
     assert predictor.task == task and len(predictor.genres) == n_genres
-    meta = predictor.meta
-    assert meta["name"] == name and "test" in meta["metrics"]
+    card = predictor.card
+    assert card.name == name and "test" in card.metrics
     [prediction] = predictor.predict([make_poster(tmp_path / "p.png", (200, 30, 30))])
     probs = [p for _, p in prediction.genres]
     assert len(probs) == n_genres and all(0.0 <= p <= 1.0 for p in probs)
@@ -43,7 +43,7 @@ def test_bundled_model_predicts_a_generated_poster(name, n_genres, task, tmp_pat
     if task == "single":
         assert sum(probs) == pytest.approx(1.0, abs=1e-4)
     else:
-        assert set(meta["thresholds"]) == set(predictor.genres)
+        assert len(card.thresholds) == len(predictor.genres)
 
 
 def test_predict_uses_the_default_bundled_model(tmp_path, capsys, no_network):
@@ -52,3 +52,6 @@ def test_predict_uses_the_default_bundled_model(tmp_path, capsys, no_network):
     [entry] = json.loads(capsys.readouterr().out)
     assert len(entry["genres"]) == 20
     assert set(entry["predicted"]) <= {g["genre"] for g in entry["genres"]}
+    assert main(["predict", str(poster), "--json", "--top", "2"]) == 0
+    [top2] = json.loads(capsys.readouterr().out)
+    assert [g["genre"] for g in top2["genres"]] == [g["genre"] for g in entry["genres"][:2]]

@@ -267,7 +267,7 @@ def test_concurrent_requests_are_batched(predictor):
 def test_batched_and_single_predictions_agree(client, predictor):
     poster = png_bytes(YELLOW, seed=3)
     [result] = client.post("/api/predict", files={"files": ("p.png", poster)}).json()["results"]
-    [direct] = predictor.predict_images([Image.open(io.BytesIO(poster)).convert("RGB")], ["p"])
+    [direct] = predictor.predict(Image.open(io.BytesIO(poster)).convert("RGB"))
     served = {g["genre"]: g["probability"] for g in result["genres"]}
     for genre, probability in direct.genres:
         assert served[genre] == pytest.approx(probability, abs=1e-5)

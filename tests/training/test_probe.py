@@ -23,7 +23,7 @@ def test_linear_probe_bundle_stores_only_the_head(tiny_folder, tmp_path):
         )
     )
     meta = json.loads((bundle / "model.json").read_text())
-    assert meta["mode"] == "linear-probe" and meta["weights"] == "head"
+    assert meta["mode"] == "linear-probe" and meta["kind"] == "linear-head"
     assert meta["input"]["height"] == 336 and meta["input"]["width"] == 224
     assert meta["input"]["mean"] == pytest.approx([127 / 255] * 3)
     assert set(load_file(str(bundle / "model.safetensors"))) == {
@@ -159,7 +159,7 @@ def test_finetune_starts_from_the_probe_and_saves_the_whole_network(tiny_folder,
         )
     )
     meta = json.loads((bundle / "model.json").read_text())
-    assert meta["mode"] == "finetune" and meta["weights"] == "full"
+    assert meta["mode"] == "finetune" and meta["kind"] == "network"
     stored = load_file(str(bundle / "model.safetensors"))
     assert "stem.conv.weight" in stored and "classifier.weight" in stored
     assert (tmp_path / "run" / "checkpoints" / "last.safetensors").is_file()

@@ -14,6 +14,12 @@ from postergenre.errors import PosterDecodeError
 # Posters are at most a few megapixels; anything far larger is a decompression bomb or a mistake.
 MAX_PIXELS = 40_000_000
 RESIZE_MODES = ("squash", "crop", "pad")
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -92,25 +98,41 @@ def decode_poster(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image
     return open_poster(path, str(path), max_pixels)
 
 
-def resize_poster(image: Image.Image, width: int, height: int, mode: str = "squash") -> np.ndarray:
+def resize_poster(
+    image: Image.Image,
+    width: int,
+    height: int,
+    mode: str = "squash",
+    interpolation: str = "bilinear",
+) -> np.ndarray:
     """Resize to exactly `width` x `height` and return a uint8 (height, width, 3) array.
 
     squash: stretch to the target (posters are ~2:3, so a 2:3 target barely distorts);
     crop: centre-crop to the target's aspect first; pad: letterbox on black.
     """
+    try:
+        resample = INTERPOLATIONS[interpolation]
+    except KeyError:
+        raise ValueError(
+            f"unknown interpolation {interpolation!r}; expected one of {tuple(INTERPOLATIONS)}"
+        ) from None
     if mode == "squash":
-        out = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
+        out = image.resize((width, height), resample, reducing_gap=None)
     elif mode == "crop":
-        out = ImageOps.fit(image, (width, height), Image.Resampling.BILINEAR)
+        out = ImageOps.fit(image, (width, height), resample)
     elif mode == "pad":
-        out = ImageOps.pad(image, (width, height), Image.Resampling.BILINEAR, color=(0, 0, 0))
+        out = ImageOps.pad(image, (width, height), resample, color=(0, 0, 0))
     else:
         raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
     return np.asarray(out, dtype=np.uint8)
 
 
 def load_poster_array(
-    path: str | Path, width: int, height: int, mode: str = "squash"
+    path: str | Path,
+    width: int,
+    height: int,
+    mode: str = "squash",
+    interpolation: str = "bilinear",
 ) -> np.ndarray:
     """Decode and resize in one call: the unit of work the cache runs once per file."""
-    return resize_poster(decode_poster(path), width, height, mode)
+    return resize_poster(decode_poster(path), width, height, mode, interpolation)

@@ -24,6 +24,10 @@ MISSING_LABELS = {"", "n/a", "na", "none", "nan", "null"}
 _ONE_HOT_VALUES = {"0", "1", "0.0", "1.0", "true", "false"}
 
 
+class PosterSourceMissing(UserError):
+    """Neither or both of a label file and a folder layout were given."""
+
+
 def parse_genres(value: str) -> tuple[str, ...]:
     """Parse one label cell: a Python-list string, `A|B`, `A, B` or a single genre.
 
@@ -274,7 +278,7 @@ def load_posters(
 ) -> PosterCollection:
     """Read posters from a label CSV (`labels`, `images`, `splits`) or a genre folder layout."""
     if (labels is None) == (folder is None):
-        raise UserError("give exactly one of --labels CSV or --folder DIR")
+        raise PosterSourceMissing("give exactly one source of posters: a label CSV or a folder")
     if folder is not None:
         collection = read_folder(Path(folder))
         if splits is not None:

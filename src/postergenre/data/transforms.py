@@ -1,4 +1,4 @@
-"""From cached uint8 pixels to the float tensors a model reads, with training augmentation.
+"""Training augmentation, and cached uint8 pixels to the float tensors a model reads.
 
 Augmentation works on batches already decoded and resized by the cache, so no epoch touches a
 JPEG. There is no horizontal flip by default: posters carry text, and mirrored titles are not
@@ -13,25 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Per-channel `(x / 255 - mean) / std`, as stored in a model bundle."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def apply(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) -> normalised float32 (B, 3, H, W)."""
-        x = pixels.permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
-        return x.sub_(mean).div_(std)
-
-
-UNIT_RANGE = Normalisation((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-# EfficientNet-Lite weights were trained on (x * 255 - 127) / 128, i.e. [-1, 1].
-SYMMETRIC_RANGE = Normalisation((127 / 255,) * 3, (128 / 255,) * 3)
+from postergenre.data.preprocess import Normalisation
 
 
 @dataclass(frozen=True)
@@ -79,44 +61,13 @@ def to_model_input(
     augment: Augmentation | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """uint8 (B, H, W, 3) pixels -> normalised float (B, 3, H, W), augmented when asked."""
-    if isinstance(pixels, np.ndarray):
-        array = np.ascontiguousarray(pixels)
-        # torch cannot wrap read-only memory (memory-mapped cache rows, PIL-backed arrays)
-        batch = torch.from_numpy(array if array.flags.writeable else array.copy())
-    else:
-        batch = pixels
+    """uint8 (B, H, W, 3) pixels -> normalised float (B, 3, H, W), augmented when asked.
+
+    Normalisation is the one NumPy rule every runtime uses; augmentation works in between."""
     if augment is None:
-        return normalisation.apply(batch)
+        array = pixels.numpy() if isinstance(pixels, torch.Tensor) else pixels
+        return torch.from_numpy(normalisation(array))
+    batch = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.array(pixels))
     x = batch.permute(0, 3, 1, 2).float().div_(255.0)
     x = augment(x, generator if generator is not None else torch.Generator())
-    back = (x * 255.0).permute(0, 2, 3, 1)  # normalise through the one code path
-    return normalisation.apply(back)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """Everything needed to turn a poster into model input; travels inside every bundle."""
-
-    width: int
-    height: int
-    resize: str
-    normalisation: Normalisation
-
-    def to_json(self) -> dict:
-        """The `input` section of model.json."""
-        return {
-            "width": self.width,
-            "height": self.height,
-            "resize": self.resize,
-            "interpolation": "bilinear",
-            "mean": list(self.normalisation.mean),
-            "std": list(self.normalisation.std),
-            "pixel_scale": "x / 255 then (x - mean) / std",
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> InputSpec:
-        """Read the `input` section of model.json."""
-        norm = Normalisation(tuple(data["mean"]), tuple(data["std"]))  # type: ignore[arg-type]
-        return cls(int(data["width"]), int(data["height"]), str(data["resize"]), norm)
+    return torch.from_numpy(normalisation((x * 255.0).permute(0, 2, 3, 1).numpy()))

@@ -14,6 +14,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from postergenre.models.card import decide
+
 
 def single_label_metrics(
     y_true: np.ndarray, probs: np.ndarray, genres: list[str]
@@ -91,8 +93,8 @@ def multi_label_metrics(
     y_true = y_true.astype(np.int64)
     columns = [j for j in range(len(genres)) if y_true[:, j].any()]
     ap = {j: float(average_precision_score(y_true[:, j], probs[:, j])) for j in columns}
-    tuned = (probs >= thresholds[None, :]).astype(np.int64)
-    half = (probs >= 0.5).astype(np.int64)
+    tuned = decide(probs, "multi", thresholds).astype(np.int64)
+    half = decide(probs, "multi", 0.5).astype(np.int64)
     per_genre_f1 = f1_score(y_true, tuned, average=None, zero_division=0)
     result: dict[str, Any] = {
         "task": "multi",

@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from postergenre.atomic import atomic_path
+
+# Figures are built with matplotlib's object API (a Figure renders itself to a file with the
+# Agg canvas), so no pyplot state and no global backend change: importing this is side-free.
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _subplots(ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.8)) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     return path
 
 
 def plot_training_curves(history: Sequence[dict[str, float]], path: Path, metric: str) -> Path:
     """The article's chart: train vs validation `metric` and loss per epoch."""
     epochs = [int(row["epoch"]) for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = _subplots(2, figsize=(11, 4))
     for axis, key, title in ((left, metric, metric.replace("_", " ")), (right, "loss", "loss")):
         axis.plot(epochs, [row[f"train_{key}"] for row in history], "o-", label="training")
         axis.plot(epochs, [row[f"val_{key}"] for row in history], "s-", label="validation")
@@ -45,7 +51,7 @@ def plot_confusion_matrix(
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     size = max(4.0, 0.6 * len(genres) + 2)
-    fig, axis = plt.subplots(figsize=(size + 1, size))
+    fig, axis = _subplots(figsize=(size + 1, size))
     image = axis.imshow(share, cmap="Blues", vmin=0, vmax=1)
     axis.set_xticks(range(len(genres)), genres, rotation=45, ha="right")
     axis.set_yticks(range(len(genres)), genres)
@@ -79,9 +85,9 @@ def plot_pr_curves(
     """Micro-averaged precision-recall curve (bold) over per-genre curves (thin), with AP."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    fig, axis = plt.subplots(figsize=(7.5, 6))
+    fig, axis = _subplots(figsize=(7.5, 6))
     columns = [j for j in range(len(genres)) if y_true[:, j].any()]
-    cmap = plt.get_cmap("tab20")
+    cmap = colormaps["tab20"]
     for n, j in enumerate(columns):
         precision, recall, _ = precision_recall_curve(y_true[:, j], probs[:, j])
         ap = average_precision_score(y_true[:, j], probs[:, j])

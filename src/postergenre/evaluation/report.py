@@ -10,7 +10,6 @@ import numpy as np
 
 from postergenre.data.records import PosterRecord
 from postergenre.evaluation.metrics import multi_label_metrics, single_label_metrics
-from postergenre.evaluation.plots import plot_confusion_matrix, plot_pr_curves
 
 
 def evaluate_single_label(
@@ -51,6 +50,8 @@ def evaluate_single_label(
         skipped={"unknown_genre": skipped_unknown, "several_genres": skipped_multi},
     )
     if plots_dir is not None:
+        from postergenre.evaluation.plots import plot_confusion_matrix
+
         path = plot_confusion_matrix(
             metrics["confusion_matrix"],
             present,
@@ -122,6 +123,8 @@ def evaluate_multi_label(
         unknown_genres=sorted(data_genres - set(model_genres)),
     )
     if plots_dir is not None:
+        from postergenre.evaluation.plots import plot_pr_curves
+
         path = plot_pr_curves(
             y,
             probs[:, columns],

@@ -8,17 +8,17 @@ backbone runs once without a graph and only the head is differentiated: frozen p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib import colormaps
 from PIL import Image
 from torch import nn
 
-from postergenre.data.transforms import to_model_input
+from postergenre.atomic import atomic_path
 from postergenre.errors import UserError
-from postergenre.inference.predictor import Predictor
+from postergenre.models.card import ModelCard, to_probabilities
 from postergenre.models.knn import KNNClassifier
 
 OVERLAY_ALPHA = 0.45
@@ -34,6 +34,22 @@ class Explanation:
     heatmap: np.ndarray  # (H, W) float32 in [0, 1] at the model's input size
     overlay: Image.Image  # the poster, original size, with the coloured heatmap blended in
     raw: np.ndarray  # (h, w) float32 in [0, 1] at the feature map's resolution
+
+    def save(self, out: str | Path, npy: bool = False) -> list[Path]:
+        """Write the overlay (.png, .jpg or .webp) and, with `npy`, the heatmap beside it as
+        .npy; both atomically. Returns the paths written."""
+        out = Path(out)
+        formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+        if out.suffix.lower() not in formats:
+            raise UserError(f"a heatmap overlay is written as .png, .jpg or .webp, not {out.name}")
+        with atomic_path(out) as tmp:
+            self.overlay.save(tmp, format=formats[out.suffix.lower()])
+        written = [out]
+        if npy:
+            with atomic_path(out.with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, self.heatmap)
+            written.append(out.with_suffix(".npy"))
+        return written
 
 
 def _target_score(
@@ -96,6 +112,8 @@ def overlay_heatmap(
     image: Image.Image, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA
 ) -> Image.Image:
     """The poster with `heatmap` (any size; stretched to the poster's) blended in colour."""
+    from matplotlib import colormaps
+
     poster = image.convert("RGB")
     stretched = upsample(heatmap, poster.height, poster.width)
     colours = colormaps[COLORMAP](stretched)[..., :3]
@@ -104,24 +122,19 @@ def overlay_heatmap(
 
 
 def explain_poster(
-    predictor: Predictor, image: Image.Image, genre: str | None = None
+    model: nn.Module, card: ModelCard, image: Image.Image, genre: str | None = None
 ) -> Explanation:
-    """Grad-CAM of `genre` (default: the top prediction) for one poster."""
-    target = None
-    if genre is not None:
-        if genre not in predictor.genres:
-            known = ", ".join(predictor.genres)
-            raise UserError(f"unknown genre {genre!r}; the model knows: {known}")
-        target = predictor.genres.index(genre)
+    """Grad-CAM of `genre` (any case; default: the most probable genre) for one poster."""
+    target = None if genre is None else card.find_genre(genre)
     image = image.convert("RGB")
-    pixels = predictor.preprocess(image)
-    x = to_model_input(np.stack([pixels]), predictor.input_spec.normalisation)
-    raw, logits, target = _cam_and_logits(predictor.model, x, target)
-    probs = logits.softmax(1) if predictor.task == "single" else logits.sigmoid()
+    pixels = card.input.resize_image(image)
+    x = torch.from_numpy(card.input.normalise(pixels[None]))
+    raw, logits, target = _cam_and_logits(model, x, target)
+    probs = to_probabilities(logits, card.task)
     # The model squashes the poster to its input size, so its map goes back by resizing too.
     heatmap = upsample(raw, *pixels.shape[:2])
     return Explanation(
-        genre=predictor.genres[target],
+        genre=card.genres[target],
         probability=float(probs[0, target]),
         heatmap=heatmap,
         overlay=overlay_heatmap(image, heatmap),

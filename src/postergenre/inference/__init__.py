@@ -1,6 +1,6 @@
-"""Inference: load a model bundle and predict."""
+"""Inference: load a model bundle and predict (see `Predictor`)."""
 
-from postergenre.inference.predictor import Prediction, Predictor
-from postergenre.models.bundle import bundled_models, resolve_model
+from postergenre.inference.predictor import Prediction, Predictions, Predictor
+from postergenre.models.catalog import bundled_models, resolve_model
 
-__all__ = ["Prediction", "Predictor", "bundled_models", "resolve_model"]
+__all__ = ["Prediction", "Predictions", "Predictor", "bundled_models", "resolve_model"]

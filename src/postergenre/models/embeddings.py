@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from postergenre import console
 from postergenre.data.cache import ArrayStore, CachedArrays, PosterCache, fill_store
-from postergenre.data.transforms import InputSpec, to_model_input
+from postergenre.data.preprocess import InputSpec
 from postergenre.models._registry import create_model, get_arch
 
 EMBED_BATCH = 32
@@ -37,7 +37,7 @@ def embed_pixels(arch: str, pixels: np.ndarray, spec: InputSpec | None = None) -
     spec = spec or get_arch(arch).input
     backbone = frozen_backbone(arch)
     out = [
-        backbone.embed(to_model_input(pixels[i : i + EMBED_BATCH], spec.normalisation)).numpy()
+        backbone.embed(torch.from_numpy(spec.normalise(pixels[i : i + EMBED_BATCH]))).numpy()
         for i in range(0, len(pixels), EMBED_BATCH)
     ]
     return np.concatenate(out) if out else np.zeros((0, backbone.num_features), np.float32)
@@ -46,7 +46,7 @@ def embed_pixels(arch: str, pixels: np.ndarray, spec: InputSpec | None = None) -
 def embedding_store(arch: str, cache_dir: Path | None) -> ArrayStore:
     """The on-disk store of `arch`'s embeddings (one folder per architecture and input)."""
     spec = get_arch(arch).input
-    pixels = PosterCache(cache_dir, spec.width, spec.height, spec.resize)
+    pixels = PosterCache(cache_dir, spec.width, spec.height, spec.resize, spec.interpolation)
     folder = pixels.cache_dir / f"embeddings-{arch}-{spec.width}x{spec.height}-{spec.resize}"
     return ArrayStore(folder, (frozen_backbone(arch).num_features,), "float32")
 
@@ -61,14 +61,13 @@ def compute_embeddings(
     def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
         if not indices:
             return
-        pixels = PosterCache(cache_dir, spec.width, spec.height, spec.resize).load(
-            [paths[i] for i in indices], progress=progress
-        )
+        pixels = PosterCache(
+            cache_dir, spec.width, spec.height, spec.resize, spec.interpolation
+        ).load([paths[i] for i in indices], progress=progress)
         for j, error in pixels.errors.items():
             yield indices[j], None, error
         ok = pixels.ok
-        quiet = True if not progress else None
-        with tqdm(total=len(ok), desc=f"embedding ({arch})", unit="img", disable=quiet) as bar:
+        with console.progress(len(ok), f"embedding ({arch})", "img", enabled=progress) as bar:
             for start in range(0, len(ok), EMBED_BATCH):
                 chunk = ok[start : start + EMBED_BATCH]
                 vectors = embed_pixels(arch, pixels[chunk], spec)

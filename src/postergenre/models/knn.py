@@ -7,7 +7,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from postergenre.models.efficientnet_lite import EfficientNetLite, efficientnet_lite
+from postergenre.models._registry import ArchSpec, register
+from postergenre.models.efficientnet_lite import (
+    PORTRAIT_SIZES,
+    EfficientNetLite,
+    efficientnet_lite,
+    portrait_input,
+)
 
 
 class KNNClassifier(nn.Module):
@@ -67,3 +73,22 @@ def knn_classifier(variant: str, num_outputs: int, pretrained: bool = True) -> K
     backbone = efficientnet_lite(variant, 1000, pretrained=pretrained)
     backbone.eval()
     return KNNClassifier(backbone, num_outputs)
+
+
+def _builder(variant: str):
+    return lambda n, pretrained: knn_classifier(variant, n, pretrained=pretrained)
+
+
+for _variant in PORTRAIT_SIZES:
+    register(
+        ArchSpec(
+            name="knn" if _variant == "lite0" else f"knn-{_variant}",
+            build=_builder(_variant),
+            input=portrait_input(_variant),
+            description=f"k-nearest neighbours (cosine) over EfficientNet-{_variant.title()} "
+            "embeddings",
+            modes=("knn",),
+            pretrained=True,
+            embedding_arch=f"efficientnet-{_variant}",
+        )
+    )

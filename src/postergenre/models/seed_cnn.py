@@ -6,6 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec
+from postergenre.models._registry import ArchSpec, register
+
 
 class SeedCNN(nn.Module):
     """18.97M parameters for 3 genres, almost all in the 18,496 x 1024 dense layer."""
@@ -35,3 +38,18 @@ class SeedCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+register(
+    ArchSpec(
+        name="seed-cnn",
+        build=lambda n, pretrained: SeedCNN(n),
+        input=InputSpec(150, 150, "squash", UNIT_RANGE),
+        description="the article's small CNN (150x150, Conv 16/32/64, Dense 1024), from scratch",
+        modes=("scratch",),
+        default_task="single",  # the article's network is single-label unless asked otherwise
+        optimizer="rmsprop",
+        lr=1e-3,
+        batch_size=32,
+    )
+)

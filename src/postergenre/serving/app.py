@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from postergenre import __version__
-from postergenre.data.decode import MAX_PIXELS
+from postergenre.data.decode import MAX_PIXELS, POSTER_FORMATS
 from postergenre.errors import PosterDecodeError, UserError
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
@@ -80,7 +80,8 @@ class PosterResult(BaseModel):
     filename: str
     genres: list[GenreProbability] = Field(description="every genre, most probable first")
     predicted: list[str] = Field(
-        description="the top genre (single-label) or the genres over their thresholds"
+        description="the top genre (single-label) or the genres at or above their thresholds "
+        "(multi-label), most probable first"
     )
 
 
@@ -103,6 +104,7 @@ class SimilarResponse(BaseModel):
 class ServerInfo(BaseModel):
     max_upload_bytes: int
     max_files: int
+    formats: list[str] = Field(description="image formats an upload may be in")
     similar: bool = Field(description="whether /api/similar has an index to search")
     index_size: int
     version: str
@@ -221,19 +223,13 @@ def _image_media_type(path: FilePath) -> str | None:
 def _model_info(
     predictor: Predictor, index: PosterIndex | None, max_upload_bytes: int, max_files: int
 ) -> dict[str, Any]:
-    info: dict[str, Any] = dict(predictor.meta)
+    info: dict[str, Any] = predictor.card.to_json()
     info["name"] = predictor.name
-    runtime = getattr(predictor, "runtime", None)
-    if runtime is not None:
-        info["runtime"] = str(runtime)
-    if predictor.task == "multi":
-        info["thresholds"] = {
-            g: round(float(t), 6)
-            for g, t in zip(predictor.genres, predictor.thresholds, strict=True)
-        }
+    info["runtime"] = predictor.runtime
     info["server"] = {
         "max_upload_bytes": max_upload_bytes,
         "max_files": max_files,
+        "formats": list(POSTER_FORMATS),
         "similar": index is not None,
         "index_size": len(index) if index is not None else 0,
         "version": __version__,
@@ -261,7 +257,6 @@ def create_app(
     if max_upload_bytes < 1:
         raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
     batcher = MicroBatcher(predictor.predict_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    genres = set(predictor.genres)
     info = _model_info(predictor, index, max_upload_bytes, max_files)
     positions = (
         {(item["id"], item["path"]): i for i, item in enumerate(index.items)} if index else {}
@@ -419,7 +414,7 @@ def create_app(
         "`X-Probability` say which genre and how probable.",
         responses={
             200: {"content": {"image/png": {}}, "description": "The overlay image"},
-            **_errors(400, 404, 413, 415, 422, 501, 503),
+            **_errors(400, 404, 413, 415, 422, 503),
         },
     )
     async def explain(
@@ -429,15 +424,13 @@ def create_app(
             str | None, Query(max_length=200, description="a genre of the model")
         ] = None,
     ) -> Response:
-        if genre is not None and genre not in genres:
-            known = ", ".join(predictor.genres)
-            raise HTTPException(404, f"unknown genre {genre!r}; the model knows: {known}")
-        if not hasattr(predictor.model, "forward_features"):
-            raise HTTPException(501, "this model's runtime cannot compute Grad-CAM heatmaps")
-        from postergenre.explain.gradcam import explain_poster
-
+        if genre is not None:
+            try:
+                genre = predictor.genres[predictor.card.find_genre(genre)]
+            except UserError as exc:
+                raise HTTPException(404, str(exc)) from None
         image = await decode_upload(file)
-        explanation = await run_model(request, explain_poster, predictor, image, genre)
+        explanation = await run_model(request, predictor.explain, image, genre)
         png = await asyncio.to_thread(_encode_png, explanation.overlay)
         headers = {
             "X-Genre": quote(explanation.genre),

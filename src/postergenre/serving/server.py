@@ -5,10 +5,15 @@ from __future__ import annotations
 import socket
 import sys
 
+from postergenre._allocator import tune_allocator
 from postergenre.errors import UserError
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.app import MAX_FILES, create_app
+
+
+class PortInUse(UserError):
+    """The address cannot be listened on (taken by another server, or not this machine's)."""
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -20,7 +25,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -48,8 +53,10 @@ def serve(
     """Serve the page and API until interrupted (Ctrl+C); prints the URL to open first."""
     import uvicorn
 
+    tune_allocator()
     if max_upload_mb <= 0:
         raise UserError(f"the upload limit must be positive, got {max_upload_mb} MB")
+    _ = predictor.onnx_runner  # export (once) and load now: a failure stops before listening
     app = create_app(
         predictor,
         index=index,

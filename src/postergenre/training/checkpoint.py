@@ -6,7 +6,6 @@ Written to a temporary file and renamed, so an interrupted run never leaves half
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from postergenre.atomic import atomic_path
 
 _STATE_KEY = "postergenre_state"
 
@@ -52,9 +53,8 @@ def save_checkpoint(
     tensors.update(opt_tensors)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     header = {_STATE_KEY: json.dumps({"state": state, "optimizer": opt_info})}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
 
 
 def load_checkpoint(

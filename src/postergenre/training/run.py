@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from postergenre.atomic import write_json
 from postergenre.console import echo, warn
 from postergenre.data.cache import CachedArrays, PosterCache
 from postergenre.data.labels import load_posters
@@ -35,14 +36,27 @@ from postergenre.errors import UserError
 from postergenre.evaluation.metrics import multi_label_metrics, single_label_metrics
 from postergenre.evaluation.plots import plot_confusion_matrix, plot_pr_curves
 from postergenre.evaluation.thresholds import tune_thresholds
-from postergenre.models import ArchSpec, create_model, get_arch
-from postergenre.models.bundle import save_bundle, write_json_atomic
+from postergenre.models import ArchSpec, ModelCard, create_model, get_arch, to_probabilities
+from postergenre.models.bundle import save_bundle
 from postergenre.models.embeddings import compute_embeddings
 from postergenre.training.data import assign_splits, prepare_split
 from postergenre.training.probe import fit_knn, fit_linear_probe
 from postergenre.training.trainer import LoopConfig, fit, predict_split
 
 SPLITS = ("train", "val")
+# What each way of fitting stores (the card's `kind`).
+KIND_OF_MODE = {"scratch": "network", "finetune": "network", "linear-probe": "linear-head",
+                "knn": "knn"}  # fmt: skip
+# Settings only gradient training reads: a probe or k-NN run does not record them.
+GRADIENT_ONLY = ("epochs", "batch_size", "lr", "patience", "monitor", "augment")
+
+
+class RunFolderInUse(UserError):
+    """The output folder already holds a run (resume it, or train into another folder)."""
+
+
+class NothingToResume(UserError):
+    """Asked to resume, but the folder holds no run to continue."""
 
 
 @dataclass
@@ -72,7 +86,20 @@ class TrainConfig:
     progress: bool = True
 
     def to_json(self) -> dict[str, Any]:
+        """Every setting, paths as strings."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def used(self) -> dict[str, Any]:
+        """The settings this run actually uses (config.json): a linear probe or k-NN has no
+        epochs, learning rate or augmentation, so they are not recorded as if it had."""
+        data = self.to_json()
+        data.pop("progress", None)
+        if self.mode in ("linear-probe", "knn"):
+            for key in GRADIENT_ONLY:
+                data.pop(key, None)
+        if self.mode == "knn":
+            data.pop("balance", None)
+        return data
 
 
 def make_optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -89,16 +116,19 @@ def make_optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimi
 
 
 def resolve_mode(spec: ArchSpec, mode: str | None) -> str:
-    """`scratch` (seed-cnn), `linear-probe` / `finetune` (Lite), or `knn`."""
-    if spec.name.startswith("knn"):
-        if mode not in (None, "linear-probe"):
-            raise UserError(f"--mode {mode} does not apply to {spec.name}")
-        return "knn"
+    """The way to fit `spec`: the asked mode if the architecture has it, else its default
+    (`scratch` for seed-cnn, `linear-probe` for Lite, `knn` for k-NN)."""
+    if mode is None or mode in spec.modes:
+        return mode or spec.modes[0]
+    if mode == "finetune" and spec.modes == ("scratch",):
+        return "scratch"  # training a from-scratch network end to end is what finetune means
+    if mode == "linear-probe" and spec.modes == ("knn",):
+        return "knn"  # k-NN is the probe-like way of fitting for these architectures
     if not spec.pretrained:
-        if mode not in (None, "finetune"):
-            raise UserError(f"{spec.name} has no pretrained backbone; --mode {mode} needs one")
-        return "scratch"
-    return mode or "linear-probe"
+        raise UserError(f"{spec.name} has no pretrained backbone; mode {mode!r} needs one")
+    raise UserError(
+        f"mode {mode!r} does not apply to {spec.name} (it trains with: {', '.join(spec.modes)})"
+    )
 
 
 def _check_run_dir(cfg: TrainConfig, gradient: bool) -> None:
@@ -106,21 +136,17 @@ def _check_run_dir(cfg: TrainConfig, gradient: bool) -> None:
     config = cfg.out / "config.json"
     resumable = last.exists() if gradient else config.exists()
     if cfg.resume and not resumable:
-        raise UserError(f"nothing to resume in {cfg.out}")
+        raise NothingToResume(f"nothing to resume in {cfg.out}")
     if not cfg.resume and (last.exists() or config.exists()):
-        raise UserError(f"{cfg.out} already holds a run; pass --resume or choose another --out")
+        raise RunFolderInUse(f"{cfg.out} already holds a run")
     if cfg.resume:
         saved = json.loads(config.read_text())
         for key in ("arch", "task", "genres", "seed", "mode"):
             if key in saved and saved[key] != cfg.to_json()[key]:
                 raise UserError(
-                    f"--resume with a different {key} ({cfg.to_json()[key]!r}) than the run "
-                    f"in {cfg.out} ({saved[key]!r})"
+                    f"cannot resume with a different {key} ({cfg.to_json()[key]!r}) than the "
+                    f"run in {cfg.out} ({saved[key]!r})"
                 )
-
-
-def _probabilities(logits: torch.Tensor, task: str) -> np.ndarray:
-    return (logits.softmax(1) if task == "single" else logits.sigmoid()).numpy()
 
 
 @dataclass
@@ -128,7 +154,6 @@ class Fitted:
     """What any way of fitting hands to the finishing step."""
 
     model: nn.Module
-    tensors: dict[str, torch.Tensor] | None  # what the bundle stores (None: everything)
     y_train: np.ndarray
     y_val: np.ndarray
     val_probs: np.ndarray
@@ -155,7 +180,6 @@ def fit_on_embeddings(
     started = time.perf_counter()
     if mode == "knn":
         info = fit_knn(model, x_train, train.y, x_val, val.y, task, len(genres))
-        tensors = model.bundle_tensors()
         val_probs = model.vote(torch.from_numpy(x_val)).numpy()
         echo(f"k-NN: k={info['k']} chosen on val (score {info['val_score']:.4f})")
     else:
@@ -165,11 +189,10 @@ def fit_on_embeddings(
         with torch.no_grad():
             model.classifier.weight.copy_(weight)
             model.classifier.bias.copy_(bias)
-        tensors = {"classifier.weight": weight, "classifier.bias": bias}
-        val_probs = _probabilities(torch.from_numpy(x_val) @ weight.T + bias, task)
+        val_probs = to_probabilities(torch.from_numpy(x_val) @ weight.T + bias, task).numpy()
         echo(f"linear probe: C={info['C']} chosen on val (score {info['val_score']:.4f})")
     info["fit_seconds"] = round(time.perf_counter() - started, 2)
-    return Fitted(model, tensors, train.y, val.y, val_probs, info)
+    return Fitted(model, train.y, val.y, val_probs, info)
 
 
 def fit_with_gradients(
@@ -182,7 +205,10 @@ def fit_with_gradients(
 ) -> Fitted:
     """Seed CNN from scratch, or a Lite backbone fine-tuned end to end (its classifier first
     fitted as a linear probe, so fine-tuning starts from a sensible head)."""
-    cache = PosterCache(cfg.cache_dir, spec.input.width, spec.input.height, spec.input.resize)
+    spec_in = spec.input
+    cache = PosterCache(
+        cfg.cache_dir, spec_in.width, spec_in.height, spec_in.resize, spec_in.interpolation
+    )
     splits = {
         name: prepare_split(
             name,
@@ -200,7 +226,10 @@ def fit_with_gradients(
     if mode == "finetune" and not cfg.resume:
         echo("fitting a linear probe first to initialise the classifier")
         probe = fit_on_embeddings(cfg, spec, "linear-probe", by_split, genres, task)
-        model.load_state_dict(probe.tensors, strict=False)
+        model.load_state_dict(
+            {k: v for k, v in probe.model.state_dict().items() if k.startswith("classifier.")},
+            strict=False,
+        )
     optimizer = make_optimizer(spec.optimizer, model, cfg.lr if cfg.lr is not None else spec.lr)
     monitor = cfg.monitor or ("val_balanced_accuracy" if task == "single" else "val_map")
     loop = LoopConfig(
@@ -226,7 +255,7 @@ def fit_with_gradients(
         "monitor": monitor,
         "stopped": state["stopped"],
     }
-    return Fitted(model, None, splits["train"].y, splits["val"].y, val_probs, info)
+    return Fitted(model, splits["train"].y, splits["val"].y, val_probs, info)
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -241,13 +270,13 @@ def train(cfg: TrainConfig) -> Path:
         warn(message)
     genres = resolve_genres(collection, cfg.genres, cfg.min_count)
     task = cfg.task or infer_task(collection.records, genres)
-    if task == "multi" and cfg.arch == "seed-cnn" and cfg.task is None:
-        task = "single"  # the article's network is single-label unless asked otherwise
+    if cfg.task is None and spec.default_task is not None:
+        task = spec.default_task  # e.g. the article's network: single-label unless asked
     cfg.genres, cfg.task, cfg.mode = genres, task, mode
     gradient = mode in ("scratch", "finetune")
     _check_run_dir(cfg, gradient)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cfg.out / "config.json", cfg.to_json())
+    write_json(cfg.out / "config.json", cfg.used())
     echo(f"{task}-label task over {len(genres)} genres: {', '.join(genres)} ({mode})")
 
     by_split = assign_splits(collection, cfg.seed)
@@ -255,13 +284,7 @@ def train(cfg: TrainConfig) -> Path:
     fitted = fitter(cfg, spec, mode, by_split, genres, task)
 
     plots = cfg.out / "plots"
-    meta: dict[str, Any] = {
-        "architecture": cfg.arch,
-        "mode": mode,
-        "task": task,
-        "genres": genres,
-        "input": spec.input.to_json(),
-    }
+    thresholds: tuple[float, ...] = ()
     if task == "single":
         val_metrics = single_label_metrics(fitted.y_val, fitted.val_probs, genres)
         plot_confusion_matrix(
@@ -275,14 +298,10 @@ def train(cfg: TrainConfig) -> Path:
             f"{val_metrics['balanced_accuracy']:.3f}"
         )
     else:
-        thresholds = tune_thresholds(fitted.y_val, fitted.val_probs)
+        tuned = tune_thresholds(fitted.y_val, fitted.val_probs)
         prevalence = fitted.y_train.mean(axis=0)
-        val_metrics = multi_label_metrics(
-            fitted.y_val, fitted.val_probs, genres, thresholds, prevalence
-        )
-        meta["thresholds"] = {
-            g: round(float(t), 6) for g, t in zip(genres, thresholds, strict=True)
-        }
+        val_metrics = multi_label_metrics(fitted.y_val, fitted.val_probs, genres, tuned, prevalence)
+        thresholds = tuple(round(float(t), 6) for t in tuned)
         plot_pr_curves(
             fitted.y_val,
             fitted.val_probs,
@@ -295,7 +314,7 @@ def train(cfg: TrainConfig) -> Path:
             f"macro F1 {val_metrics['macro_f1']:.3f}"
         )
     counts = class_counts(fitted.y_train, len(genres))
-    meta["training"] = {
+    training = {
         "data": collection.source,
         "splits": {"train": len(fitted.y_train), "val": len(fitted.y_val)},
         "train_genre_counts": describe_counts(genres, counts),
@@ -307,9 +326,18 @@ def train(cfg: TrainConfig) -> Path:
         "seconds": round(time.perf_counter() - started, 1),
         **fitted.info,
     }
-    meta["metrics"] = {"val": {k: v for k, v in val_metrics.items() if k != "genres"}}
-    if fitted.tensors is not None:
-        meta["weights"] = "head"
-    bundle = save_bundle(cfg.out / "model", fitted.model, meta, fitted.tensors)
+    card = ModelCard(
+        architecture=cfg.arch,
+        kind=KIND_OF_MODE[mode],
+        task=task,
+        genres=tuple(genres),
+        input=spec.input,
+        thresholds=thresholds,
+        name=cfg.out.name,
+        mode=mode,
+        training=training,
+        metrics={"val": {k: v for k, v in val_metrics.items() if k != "genres"}},
+    )
+    bundle = save_bundle(cfg.out / "model", fitted.model, card)
     echo(f"val {headline}; model bundle written to {bundle}")
     return bundle

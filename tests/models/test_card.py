@@ -1,0 +1,115 @@
+"""The model card: one validated reader and writer of model.json, and the rules it owns."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from postergenre.cli import main
+from postergenre.errors import UserError
+from postergenre.inference import Predictor
+from postergenre.models import ModelCard
+from postergenre.models.card import CardError
+from postergenre.models.catalog import BUNDLED_DIR
+from tests.conftest import make_card, make_poster
+
+FORMAT_1 = Path(__file__).parent / "data" / "imdb-20-format1.json"
+
+
+def test_card_round_trips_through_json(tmp_path):
+    card = make_card(
+        "efficientnet-lite0", ["A", "B"], "multi", "linear-head", thresholds=(0.2, 0.7)
+    )
+    card.write(tmp_path)
+    again = ModelCard.read(tmp_path)
+    assert again == card
+    assert json.loads((tmp_path / "model.json").read_text())["thresholds"] == {"A": 0.2, "B": 0.7}
+
+
+def test_a_format_1_bundle_loads_and_predicts_like_the_bundled_one(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(FORMAT_1, old / "model.json")
+    shutil.copy(BUNDLED_DIR / "imdb-20" / "model.safetensors", old)
+    card = ModelCard.read(old)
+    assert card.kind == "linear-head" and card.task == "multi" and len(card.thresholds) == 20
+    poster = make_poster(tmp_path / "p.png", (40, 160, 90), size=(60, 90))
+    then = Predictor.from_pretrained(old, runtime="torch").predict(poster)
+    now = Predictor.from_pretrained("imdb-20", runtime="torch").predict(poster)
+    np.testing.assert_array_equal(then.probabilities, now.probabilities)
+    assert then[0].predicted == now[0].predicted
+
+
+def _bad(tmp_path: Path, change) -> str:
+    data = json.loads((BUNDLED_DIR / "three-genre" / "model.json").read_text())
+    change(data)
+    folder = tmp_path / "bad"
+    folder.mkdir(exist_ok=True)
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(CardError) as caught:
+        ModelCard.read(folder)
+    message = str(caught.value)
+    assert "\n" not in message and str(folder / "model.json") in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda d: d.pop("genres"), "genres"),
+        (lambda d: d.update(genres="Action"), "genres"),
+        (lambda d: d.update(genres=["Action", "action"]), "genres"),
+        (lambda d: d.pop("task"), "task"),
+        (lambda d: d.update(task="regression"), "task"),
+        (lambda d: d.update(kind="magic"), "kind"),
+        (lambda d: d.pop("input"), "input"),
+        (lambda d: d["input"].update(width=-3), "input.width"),
+        (lambda d: d["input"].update(resize="stretch"), "input.resize"),
+        (lambda d: d["input"].update(interpolation="sinc"), "input.interpolation"),
+        (lambda d: d["input"].update(std=[0, 0, 0]), "input.std"),
+        (lambda d: d["input"].update(mean=[0.5, 0.5]), "input.mean"),
+        (lambda d: d.update(format_version="two"), "format_version"),
+        (lambda d: d.update(task="multi"), "thresholds"),
+        (lambda d: d.update(architecture=7), "architecture"),
+    ],
+)
+def test_a_wrong_field_is_one_line_naming_the_field_and_the_file(tmp_path, change, field):
+    assert f"field {field!r}" in _bad(tmp_path, change)
+
+
+def test_cards_that_are_not_cards_are_refused(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for text, expected in [
+        ("[1, 2]", "must be a JSON object"),
+        ("{" * 100_000, "not valid JSON"),
+        ('{"format": "something-else"}', "not a PosterGenre model"),
+        ('{"format": "postergenre-bundle", "format_version": 99}', "upgrade postergenre"),
+    ]:
+        (folder / "model.json").write_text(text)
+        with pytest.raises(CardError, match=expected):
+            ModelCard.read(folder)
+
+
+def test_decision_rule_and_genre_lookup():
+    single = make_card("seed-cnn", ["Action", "Comedy", "Sci-Fi"])
+    assert single.decide(np.array([0.2, 0.5, 0.3])).tolist() == [False, True, False]
+    assert single.find_genre("sci-fi") == 2 and single.find_genre(" COMEDY ") == 1
+    with pytest.raises(UserError, match="Action, Comedy, Sci-Fi"):
+        single.find_genre("Horror")
+    multi = make_card("seed-cnn", ["A", "B", "C"], "multi", thresholds=(0.3, 0.6, 0.1))
+    probs = np.array([[0.35, 0.55, 0.9], [0.1, 0.9, 0.05]])
+    assert multi.decide(probs).tolist() == [[True, False, True], [False, True, False]]
+    assert multi.predicted_genres(probs[0]) == ["C", "A"]  # most probable first
+
+
+def test_models_command_lists_bundled_models_from_their_cards(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "imdb-20 (default)" in out and "three-genre" in out
+    assert "multi-label, 20 genres; test mAP" in out
+    assert "single-label, 3 genres; test accuracy" in out
