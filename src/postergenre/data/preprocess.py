@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -18,7 +19,9 @@ from postergenre.data.decode import INTERPOLATIONS, RESIZE_MODES, resize_poster
 
 @dataclass(frozen=True)
 class Normalisation:
-    """Per-channel `(x / 255 - mean) / std`."""
+    """Per-channel `(x / 255 - mean) / std`, the same float32 steps in NumPy (ONNX Runtime's
+    input) and in torch (PyTorch's: multi-threaded, and channels-last in memory, which the
+    convolutions run fastest on)."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -29,6 +32,19 @@ class Normalisation:
         x -= np.asarray(self.mean, dtype=np.float32)
         x /= np.asarray(self.std, dtype=np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def tensor(self, pixels: Any) -> Any:
+        """The same as a torch tensor: (B, H, W, 3) array or tensor -> float32 (B, 3, H, W)."""
+        import torch
+
+        if isinstance(pixels, np.ndarray):
+            array = np.ascontiguousarray(pixels)
+            # torch cannot wrap read-only memory (memory-mapped cache rows, PIL-backed arrays)
+            pixels = torch.from_numpy(array if array.flags.writeable else array.copy())
+        x = pixels.permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std)
 
 
 UNIT_RANGE = Normalisation((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))

@@ -61,13 +61,10 @@ def to_model_input(
     augment: Augmentation | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """uint8 (B, H, W, 3) pixels -> normalised float (B, 3, H, W), augmented when asked.
-
-    Normalisation is the one NumPy rule every runtime uses; augmentation works in between."""
+    """uint8 (B, H, W, 3) pixels -> normalised float (B, 3, H, W), augmented when asked."""
     if augment is None:
-        array = pixels.numpy() if isinstance(pixels, torch.Tensor) else pixels
-        return torch.from_numpy(normalisation(array))
+        return normalisation.tensor(pixels)
     batch = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.array(pixels))
     x = batch.permute(0, 3, 1, 2).float().div_(255.0)
     x = augment(x, generator if generator is not None else torch.Generator())
-    return torch.from_numpy(normalisation((x * 255.0).permute(0, 2, 3, 1).numpy()))
+    return normalisation.tensor((x * 255.0).permute(0, 2, 3, 1))

@@ -128,7 +128,7 @@ def explain_poster(
     target = None if genre is None else card.find_genre(genre)
     image = image.convert("RGB")
     pixels = card.input.resize_image(image)
-    x = torch.from_numpy(card.input.normalise(pixels[None]))
+    x = card.input.normalisation.tensor(pixels[None])
     raw, logits, target = _cam_and_logits(model, x, target)
     probs = to_probabilities(logits, card.task)
     # The model squashes the poster to its input size, so its map goes back by resizing too.

@@ -220,20 +220,21 @@ class Predictor:
         """An RGB poster -> uint8 (H, W, 3) at the model's input size."""
         return self.input_spec.resize_image(image)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        """Normalised float32 (B, 3, H, W) -> probabilities (B, genres)."""
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (B, H, W, 3) at the input size -> probabilities (B, genres)."""
         runner = self.onnx_runner
         if runner is not None:  # the graph already outputs probabilities
-            return runner(x)
+            return runner(self.input_spec.normalise(pixels))
         import torch
 
         with torch.no_grad():
-            return to_probabilities(self.model(torch.from_numpy(x)), self.task).numpy()
+            x = self.input_spec.normalisation.tensor(pixels)
+            return to_probabilities(self.model(x), self.task).numpy()
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """uint8 (B, H, W, 3) at the input size -> probabilities (B, genres)."""
         out = [
-            self._run(self.input_spec.normalise(pixels[start : start + batch_size]))
+            self._run(pixels[start : start + batch_size])
             for start in range(0, len(pixels), batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.genres)), np.float32)
@@ -266,12 +267,12 @@ class Predictor:
         ):
             images = [posters] if isinstance(posters, Image.Image) else list(posters)
             names = [getattr(im, "filename", "") or f"image {i}" for i, im in enumerate(images)]
-            probs = self._run(self.input_spec.prepare([im.convert("RGB") for im in images]))
+            probs = self._run(np.stack([self.preprocess(im.convert("RGB")) for im in images]))
             return Predictions(self.card, names, probs)
         files = posters if isinstance(posters, PosterFiles) else find_posters(posters)  # type: ignore[arg-type]
         if files.single:
             [path] = files.paths
-            probs = self._run(self.input_spec.prepare([decode_poster(path)]))
+            probs = self._run(self.preprocess(decode_poster(path))[None])
             return Predictions(self.card, [str(path)], probs)
         use_cache = len(files.paths) >= CACHE_MIN_POSTERS if cache is None else cache
         ok, probs, errors = self._probabilities(files.paths, use_cache, batch_size, progress_bar)
@@ -332,7 +333,7 @@ class Predictor:
                 pending = pool.submit(decode, starts[n + 1]) if n + 1 < len(starts) else None
                 errors.update(failed)
                 if kept:
-                    chunks.append(self._run(self.input_spec.normalise(np.stack(pixels))))
+                    chunks.append(self._run(np.stack(pixels)))
                     ok += kept
                 bar.update(len(kept) + len(failed))
         probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.genres)), np.float32)

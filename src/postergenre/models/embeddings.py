@@ -37,7 +37,7 @@ def embed_pixels(arch: str, pixels: np.ndarray, spec: InputSpec | None = None) -
     spec = spec or get_arch(arch).input
     backbone = frozen_backbone(arch)
     out = [
-        backbone.embed(torch.from_numpy(spec.normalise(pixels[i : i + EMBED_BATCH]))).numpy()
+        backbone.embed(spec.normalisation.tensor(pixels[i : i + EMBED_BATCH])).numpy()
         for i in range(0, len(pixels), EMBED_BATCH)
     ]
     return np.concatenate(out) if out else np.zeros((0, backbone.num_features), np.float32)
