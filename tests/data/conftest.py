@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from textwrap import dedent
 
 import pytest
 from PIL import Image
+
+import postergenre.data.cache as cache_module
+from postergenre.data.decode import load_poster_array
 
 RED = (220, 30, 30)
 GREEN = (30, 200, 40)
@@ -53,3 +57,16 @@ def dataset(tmp_path: Path) -> Path:
     _save_image(root / "images" / "tt2.png", GREEN)
     _save_image(root / "images" / "tt3.jpg", BLUE)
     return root
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """Every path the cache decodes, in order (the real decoder still runs)."""
+    calls: list[str] = []
+
+    def counting_load(path, width, height, mode="squash", interpolation="bilinear"):
+        calls.append(os.path.basename(path))
+        return load_poster_array(path, width, height, mode, interpolation)
+
+    monkeypatch.setattr(cache_module, "load_poster_array", counting_load)
+    return calls

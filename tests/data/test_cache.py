@@ -7,25 +7,11 @@ import os
 import numpy as np
 import pytest
 
-import postergenre.data.cache as cache_module
 from postergenre.data.cache import ArrayStore, PosterCache, default_cache_dir
 from postergenre.data.decode import load_poster_array
 from postergenre.errors import UserError
 
 WIDTH, HEIGHT = 4, 6
-
-
-@pytest.fixture
-def decoded(monkeypatch):
-    """Every path the cache decodes, in order (the real decoder still runs)."""
-    calls: list[str] = []
-
-    def counting_load(path, width, height, mode="squash", interpolation="bilinear"):
-        calls.append(os.path.basename(path))
-        return load_poster_array(path, width, height, mode, interpolation)
-
-    monkeypatch.setattr(cache_module, "load_poster_array", counting_load)
-    return calls
 
 
 @pytest.fixture

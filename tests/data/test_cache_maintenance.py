@@ -10,7 +10,6 @@ import sqlite3
 import numpy as np
 import pytest
 
-import postergenre.data.cache as cache_module
 from postergenre.data.cache import (
     ArrayStore,
     PosterCache,
@@ -37,19 +36,6 @@ def posters(tmp_path):
         make_poster(tmp_path / "posters" / f"p{i}.png", colour, seed=i)
         for i, colour in enumerate(colours)
     ]
-
-
-@pytest.fixture
-def decoded(monkeypatch):
-    """Every poster the cache decodes (the real decoder still runs)."""
-    calls: list[str] = []
-
-    def counting_load(path, width, height, mode="squash", interpolation="bilinear"):
-        calls.append(os.path.basename(path))
-        return load_poster_array(path, width, height, mode, interpolation)
-
-    monkeypatch.setattr(cache_module, "load_poster_array", counting_load)
-    return calls
 
 
 def rewrite(path, seed):
