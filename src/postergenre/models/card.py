@@ -230,10 +230,6 @@ class ModelCard:
         order = np.argsort(-np.asarray(probs), kind="stable")
         return [self.genres[i] for i in order if mask[i]]
 
-    def threshold_of(self, genre: str) -> float | None:
-        """A genre's decision threshold (None for single-label models)."""
-        return self.thresholds[self.genres.index(genre)] if self.thresholds else None
-
     def find_genre(self, name: str) -> int:
         """The index of a genre named in any case ("sci-fi" finds "Sci-Fi")."""
         wanted = name.strip().casefold()

@@ -284,6 +284,9 @@ def create_app(
         blank = np.zeros((1, spec.height, spec.width, 3), dtype=np.uint8)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(executor, predictor.predict_pixels, blank)
+        # Grad-CAM needs the PyTorch model whatever the runtime: load it now, not on the first
+        # /api/explain request.
+        await loop.run_in_executor(executor, lambda: predictor.model)
         if index is not None:
             await loop.run_in_executor(
                 executor, index.embed_images, [Image.new("RGB", (spec.width, spec.height))]
