@@ -211,8 +211,9 @@ class Predictor:
         if not path.is_file():
             from postergenre.export.onnx import export_onnx
 
+            bundle = self.bundle  # a damaged bundle fails here, before anything is announced
             echo(f"exporting model {self.name} to ONNX once (cached in {path.parent})")
-            export_onnx(self.bundle, path)
+            export_onnx(bundle, path)
         return OnnxRunner(path)
 
     # -- arrays -----------------------------------------------------------------------------
@@ -221,15 +222,20 @@ class Predictor:
         return self.input_spec.resize_image(image)
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (B, H, W, 3) at the input size -> probabilities (B, genres)."""
+        """uint8 (B, H, W, 3) at the input size -> probabilities (B, genres); a model that
+        gives anything but finite probabilities is refused, never shown."""
         runner = self.onnx_runner
         if runner is not None:  # the graph already outputs probabilities
-            return runner(self.input_spec.normalise(pixels))
-        import torch
+            probs = runner(self.input_spec.normalise(pixels))
+        else:
+            import torch
 
-        with torch.no_grad():
-            x = self.input_spec.normalisation.tensor(pixels)
-            return to_probabilities(self.model(x), self.task).numpy()
+            with torch.no_grad():
+                x = self.input_spec.normalisation.tensor(pixels)
+                probs = to_probabilities(self.model(x), self.task).numpy()
+        if not np.isfinite(probs).all():
+            raise UserError(f"model {self.name} gave non-finite probabilities; it is damaged")
+        return probs
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """uint8 (B, H, W, 3) at the input size -> probabilities (B, genres)."""
@@ -409,10 +415,3 @@ class Predictor:
         from postergenre.export.onnx import export_onnx
 
         return export_onnx(self.bundle, Path(out), images=images)
-
-    def describe(self) -> str:
-        """One line: name, architecture, task, genres, runtime."""
-        return (
-            f"{self.name} ({self.card.architecture}, {self.task}-label, {len(self.genres)} "
-            f"genres, {self.runtime})"
-        )

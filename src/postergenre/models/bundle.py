@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from postergenre.atomic import new_folder_beside, replace_folder
-from postergenre.models._registry import create_model
-from postergenre.models.card import WEIGHTS_FILE, CardError, ModelCard
+from postergenre.models._registry import create_model, get_arch
+from postergenre.models.card import CARD_FILE, WEIGHTS_FILE, CardError, ModelCard
 
 HEAD_TENSORS = ("classifier.weight", "classifier.bias")
 
@@ -101,6 +101,14 @@ def load_bundle(directory: str | Path, card: ModelCard | None = None) -> ModelBu
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CardError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
+    arch = get_arch(card.architecture)
+    if not card.stores_backbone and card.input != arch.input:
+        # The shipped backbone was fitted to its own input; a head on it is only valid there.
+        raise CardError(
+            f"{directory / CARD_FILE}: field 'input' does not match {card.architecture} "
+            f"({card.input.width}x{card.input.height}, {card.input.resize}; the backbone takes "
+            f"{arch.input.width}x{arch.input.height}, {arch.input.resize})"
+        )
     model = create_model(card.architecture, len(card.genres), pretrained=not card.stores_backbone)
     what = f"a {card.kind} bundle of {card.architecture} with {len(card.genres)} genres"
     if card.kind == "knn":
