@@ -10,6 +10,7 @@ import pytest
 from postergenre.atomic import (
     atomic_path,
     new_folder_beside,
+    remove_stale_temporaries,
     replace_folder,
     write_json,
     write_text,
@@ -49,3 +50,13 @@ def test_replace_folder_swaps_a_whole_folder(tmp_path):
     replace_folder(tmp, target)
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_stale_temporaries_are_found_by_name_only(tmp_path):
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "a.bin") as tmp:
+        tmp.rename(tmp_path / ".a.bin.deadbeef.tmp")
+        raise RuntimeError
+    new_folder_beside(tmp_path / "bundle")
+    (tmp_path / "mine.tmp").write_text("not ours")
+    assert remove_stale_temporaries(tmp_path) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.tmp"]

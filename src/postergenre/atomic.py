@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "atomic_path",
     "new_folder_beside",
+    "remove_stale_temporaries",
     "replace_folder",
     "write_bytes",
     "write_json",
@@ -131,3 +132,20 @@ def replace_folder(tmp: str | Path, target: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files and folders (`.NAME.*.tmp`) that a process killed mid-write
+    left in `folder`; returns how many. Only names this module makes are touched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -92,3 +92,44 @@ def test_diverging_loss_stops_cleanly_with_best_epoch(tiny_folder, tmp_path, mon
     bundle = train(_config(tiny_folder, tmp_path / "run", epochs=4))
     assert (bundle / "model.safetensors").is_file()
     assert len(_history(tmp_path / "run")) == 1
+
+
+def _interrupt_first_epoch(monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train_one_epoch", interrupted)
+
+
+def test_ctrl_c_in_the_first_epoch_then_resume_or_rerun_both_work(
+    tiny_folder, tmp_path, monkeypatch, capsys
+):
+    from postergenre.cli import main
+
+    real_epoch = trainer.train_one_epoch
+    argv = ["train", "--folder", str(tiny_folder), "--out", str(tmp_path / "run")]
+    argv += ["--epochs", "1", "--batch-size", "8"]
+    for again in ([*argv, "--resume"], argv):
+        _interrupt_first_epoch(monkeypatch)
+        assert main(argv) == 130
+        assert "--resume" in capsys.readouterr().err  # the message says what to do ...
+        monkeypatch.setattr(trainer, "train_one_epoch", real_epoch)
+        assert main(again) == 0  # ... and so does the plain command: nothing was saved yet
+        assert (tmp_path / "run" / "model" / "model.json").is_file()
+        import shutil
+
+        shutil.rmtree(tmp_path / "run")
+
+
+def test_stale_temporaries_of_a_killed_run_are_cleaned(tiny_folder, tmp_path):
+    run = tmp_path / "run"
+    train(_config(tiny_folder, run, epochs=1))
+    # what kill -9 during a checkpoint or bundle write leaves behind
+    (run / "checkpoints" / ".last.safetensors.0badc0de.tmp").write_bytes(b"\0" * 4096)
+    (run / ".model.1234abcd.tmp").mkdir()
+    (run / ".model.1234abcd.tmp" / "model.safetensors").write_bytes(b"\0" * 10)
+    keep = run / "checkpoints" / "notes.tmp"  # not a name we write: left alone
+    keep.write_text("mine")
+    train(_config(tiny_folder, run, epochs=2, resume=True))
+    leftovers = [p.name for p in run.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == ["notes.tmp"]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from postergenre.atomic import write_json
+from postergenre.atomic import remove_stale_temporaries, write_json
 from postergenre.console import echo, warn
 from postergenre.data.cache import CachedArrays, PosterCache
 from postergenre.data.labels import load_posters
@@ -38,6 +38,7 @@ from postergenre.evaluation.plots import plot_confusion_matrix, plot_pr_curves
 from postergenre.evaluation.thresholds import tune_thresholds
 from postergenre.models import ArchSpec, ModelCard, create_model, get_arch, to_probabilities
 from postergenre.models.bundle import save_bundle
+from postergenre.models.card import CARD_FILE
 from postergenre.models.embeddings import compute_embeddings
 from postergenre.training.data import assign_splits, prepare_split
 from postergenre.training.probe import fit_knn, fit_linear_probe
@@ -131,22 +132,32 @@ def resolve_mode(spec: ArchSpec, mode: str | None) -> str:
     )
 
 
-def _check_run_dir(cfg: TrainConfig, gradient: bool) -> None:
+def _check_run_dir(cfg: TrainConfig, gradient: bool) -> bool:
+    """Whether training continues from a checkpoint. A folder "holds a run" once something was
+    saved (a checkpoint, or a probe's bundle); one that was stopped before that (Ctrl-C in the
+    first epoch) starts again, with or without `resume`, so the advice and the behaviour agree.
+    Temporaries a killed run left behind are removed."""
     last = cfg.out / "checkpoints" / "last.safetensors"
     config = cfg.out / "config.json"
-    resumable = last.exists() if gradient else config.exists()
-    if cfg.resume and not resumable:
+    saved = last.exists() if gradient else (cfg.out / "model" / CARD_FILE).exists()
+    if cfg.resume and not (saved or config.exists()):
         raise NothingToResume(f"nothing to resume in {cfg.out}")
-    if not cfg.resume and (last.exists() or config.exists()):
+    if not cfg.resume and saved:
         raise RunFolderInUse(f"{cfg.out} already holds a run")
-    if cfg.resume:
-        saved = json.loads(config.read_text())
+    if cfg.resume and config.exists():
+        before = json.loads(config.read_text())
         for key in ("arch", "task", "genres", "seed", "mode"):
-            if key in saved and saved[key] != cfg.to_json()[key]:
+            if key in before and before[key] != cfg.to_json()[key]:
                 raise UserError(
                     f"cannot resume with a different {key} ({cfg.to_json()[key]!r}) than the "
-                    f"run in {cfg.out} ({saved[key]!r})"
+                    f"run in {cfg.out} ({before[key]!r})"
                 )
+    if config.exists() and not saved:
+        echo(f"{cfg.out} holds a run stopped before anything was saved; starting it again")
+    removed = remove_stale_temporaries(cfg.out) + remove_stale_temporaries(cfg.out / "checkpoints")
+    if removed:
+        echo(f"removed {removed} temporary files left by an interrupted run")
+    return gradient and cfg.resume and saved
 
 
 @dataclass
@@ -274,7 +285,7 @@ def train(cfg: TrainConfig) -> Path:
         task = spec.default_task  # e.g. the article's network: single-label unless asked
     cfg.genres, cfg.task, cfg.mode = genres, task, mode
     gradient = mode in ("scratch", "finetune")
-    _check_run_dir(cfg, gradient)
+    cfg.resume = _check_run_dir(cfg, gradient)
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json(cfg.out / "config.json", cfg.used())
     echo(f"{task}-label task over {len(genres)} genres: {', '.join(genres)} ({mode})")
