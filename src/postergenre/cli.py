@@ -43,6 +43,12 @@ def _add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> No
         metavar="DIR",
         help="ROOT/<Genre>/* or ROOT/{train,val,test}/<Genre>/* (any case)",
     )
+    group.add_argument(
+        "--max-labels-mb",
+        type=float,
+        metavar="MB",
+        help="refuse label files larger than this (default 1024, or $POSTERGENRE_MAX_LABELS_MB)",
+    )
 
 
 def _add_cache_arg(parser: argparse.ArgumentParser) -> None:
@@ -382,8 +388,13 @@ def _load_collection(args: argparse.Namespace) -> Any:
     from postergenre.console import warn
     from postergenre.data.labels import load_posters
 
+    limit = None if args.max_labels_mb is None else int(args.max_labels_mb * 1024 * 1024)
     collection = load_posters(
-        labels=args.labels, images=args.images, splits=args.splits, folder=args.folder
+        labels=args.labels,
+        images=args.images,
+        splits=args.splits,
+        folder=args.folder,
+        max_label_bytes=limit,
     )
     for message in collection.warnings:
         warn(message)
@@ -413,6 +424,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         balance=args.balance,
         augment=not args.no_augment,
         cache_dir=args.cache_dir,
+        max_label_bytes=None if args.max_labels_mb is None else int(args.max_labels_mb * 2**20),
         resume=args.resume,
     )
     try:
@@ -589,6 +601,7 @@ _FLAG_HINTS = {
     "NothingToResume": "run without --resume to start it",
     "PortInUse": "choose another with --port (make demo PORT=N)",
     "PosterSourceMissing": "use --labels CSV or --folder DIR",
+    "LabelFileTooLarge": "or pass --max-labels-mb",
 }
 
 

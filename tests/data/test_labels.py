@@ -459,3 +459,107 @@ def test_genre_folders_without_images(tmp_path):
 def test_missing_folder_root(tmp_path):
     with pytest.raises(UserError, match="folder not found"):
         read_folder(Path(tmp_path / "nope"))
+
+
+# --- bounded, forgiving reading: size, encoding, delimiter, ids, genre spelling ------------
+
+
+def test_a_huge_nonsense_file_is_refused_from_its_head_in_little_memory(dataset):
+    import tracemalloc
+
+    nonsense = dataset / "nonsense.csv"
+    with nonsense.open("wb") as handle:  # 24 MB of text with no line break at all
+        for _ in range(24):
+            handle.write(b"x" * (1024 * 1024))
+    tracemalloc.start()
+    with pytest.raises(UserError, match="no header line"):
+        load_posters(labels=nonsense)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024, peak  # read its head, not the file
+
+
+def test_label_files_over_the_limit_are_refused_with_how_to_raise_it(dataset, write_text):
+    labels = write_text(dataset / "labels.csv", "Id,Genre\n" + "tt1,Action\n" * 200)
+    with pytest.raises(UserError, match=r"over the .* limit for label files.*POSTERGENRE_MAX"):
+        read_label_csv(labels, max_bytes=1000)
+    assert len(read_label_csv(labels, max_bytes=10_000).records) == 1
+
+
+def test_binary_files_are_not_csv(dataset):
+    (dataset / "x.csv").write_bytes(b"Id,Genre\n\x00\x01\x02")
+    with pytest.raises(UserError, match="binary"):
+        load_posters(labels=dataset / "x.csv")
+
+
+def test_genre_names_differing_in_case_or_spaces_become_one(dataset, write_text):
+    labels = write_text(
+        dataset / "labels.csv",
+        """
+        Id,Genre
+        tt1,Comedy
+        tt2,comedy
+        tt3,"COMEDY |  Sci-Fi"
+        """,
+    )
+    (dataset / "images" / "tt4.jpg").write_bytes((dataset / "images" / "tt1.jpg").read_bytes())
+    with (dataset / "labels.csv").open("a") as handle:
+        handle.write("tt4,Comedy\n")
+    collection = load_posters(labels=labels)
+    assert {g for r in collection.records for g in r.genres} == {"Comedy", "Sci-Fi"}
+    [note] = [w for w in collection.warnings if "case or spaces" in w]
+    assert "'comedy'" in note and "'COMEDY'" in note and "-> 'Comedy'" in note
+
+
+def test_case_variants_of_genre_folders_become_one(tmp_path, save_image):
+    save_image(tmp_path / "root" / "Comedy" / "a.png")
+    save_image(tmp_path / "root" / "Comedy" / "b.png")
+    save_image(tmp_path / "root" / "comedy" / "c.png")
+    save_image(tmp_path / "root" / "Drama" / "d.png")
+    collection = read_folder(tmp_path / "root")
+    assert sorted({r.genres[0] for r in collection.records}) == ["Comedy", "Drama"]
+    assert any("case or spaces" in w for w in collection.warnings)
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-8", "utf-8-sig"])
+def test_encodings_are_detected(dataset, encoding):
+    text = "imdbId,Title,Genre\ntt1,Amélie (2001),Comedy|Romance\ntt2,Léon (1994),Action\n"
+    (dataset / "kaggle.csv").write_bytes(text.encode(encoding))
+    collection = load_posters(labels=dataset / "kaggle.csv")
+    assert by_id(collection)["tt1"].genres == ("Comedy", "Romance")
+    assert len(collection.records) == 2
+
+
+def test_a_non_ascii_byte_far_into_the_file_still_picks_latin_1(dataset):
+    rows = "".join(f"x{i},Drama\n" for i in range(20_000))  # ids without images: skipped
+    text = "Id,Genre\n" + rows + "tt1,Comédie\n"
+    (dataset / "late.csv").write_bytes(text.encode("latin-1"))
+    collection = load_posters(labels=dataset / "late.csv")
+    assert by_id(collection)["tt1"].genres == ("Comédie",)
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_delimiters_are_detected(dataset, write_text, delimiter):
+    text = f"Id{delimiter}Genre{delimiter}split\ntt1{delimiter}Action|Drama{delimiter}train\n"
+    labels = write_text(dataset / "labels.csv", text)
+    [record] = load_posters(labels=labels).records
+    assert record.genres == ("Action", "Drama") and record.split == "train"
+
+
+def test_numeric_ids_match_files_and_splits_with_tt_and_zeros(tmp_path, save_image, write_text):
+    for stem in ("tt0114709", "tt0113497", "tt1234567"):
+        save_image(tmp_path / "images" / f"{stem}.jpg")
+    labels = write_text(
+        tmp_path / "MovieGenre.csv",
+        """
+        imdbId,Genre
+        114709,Animation|Comedy
+        0113497,Adventure
+        tt1234567,Drama
+        """,
+    )
+    splits = write_text(tmp_path / "splits.csv", "id,split\ntt0114709,train\n113497,test\n")
+    collection = load_posters(labels=labels, splits=splits)
+    assert len(collection.records) == 3 and not [w for w in collection.warnings if "no image" in w]
+    paths = {r.path.name: r.split for r in collection.records}
+    assert paths == {"tt0114709.jpg": "train", "tt0113497.jpg": "test", "tt1234567.jpg": None}

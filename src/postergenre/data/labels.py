@@ -6,9 +6,13 @@ Every reader returns a `PosterCollection`; nothing here opens an image.
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
 import os
-from collections.abc import Iterable
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from postergenre.data.formats import IMAGE_EXTENSIONS, is_image_name
@@ -26,6 +30,10 @@ _ONE_HOT_VALUES = {"0", "1", "0.0", "1.0", "true", "false"}
 
 class PosterSourceMissing(UserError):
     """Neither or both of a label file and a folder layout were given."""
+
+
+class LabelFileTooLarge(UserError):
+    """A label file over the size limit."""
 
 
 def parse_genres(value: str) -> tuple[str, ...]:
@@ -66,33 +74,106 @@ def _find_column(fieldnames: Iterable[str], candidates: Iterable[str]) -> str | 
     return None
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+# A label file is text with one row per poster: even 10 million posters fit in well under this.
+MAX_LABEL_BYTES = 1024 * 1024 * 1024
+LABELS_LIMIT_ENV = "POSTERGENRE_MAX_LABELS_MB"
+# The header must end within this many bytes (a binary or one-line file is refused early).
+HEADER_BYTES = 64 * 1024
+DELIMITERS = (",", ";", "\t")
+
+
+def _label_limit(max_bytes: int | None) -> int:
+    if max_bytes is not None:
+        return max_bytes
+    env = os.environ.get(LABELS_LIMIT_ENV)
+    try:
+        return int(float(env) * 1024 * 1024) if env else MAX_LABEL_BYTES
+    except ValueError:
+        raise UserError(f"{LABELS_LIMIT_ENV}={env!r} is not a number of megabytes") from None
+
+
+def _encoding(path: Path) -> str:
+    """UTF-8 (with or without a byte-order mark) when every byte decodes, else Latin-1 (the
+    Kaggle list's encoding). Decoded incrementally: memory stays flat for any file size."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with path.open("rb") as handle:
+        try:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return "latin-1"
+    return "utf-8-sig"
+
+
+@dataclass
+class CsvFile:
+    """A label CSV checked up front (size, header, encoding, delimiter); `rows()` streams it."""
+
+    path: Path
+    fieldnames: list[str]
+    encoding: str
+    delimiter: str
+
+    def rows(self) -> Iterator[dict[str, str]]:
+        """Each data row as {column: value}, read lazily."""
+        try:
+            with self.path.open(newline="", encoding=self.encoding) as handle:
+                reader = csv.DictReader(handle, delimiter=self.delimiter)
+                yield from reader
+        except csv.Error as exc:
+            raise UserError(f"{self.path} is not a readable CSV file: {exc}") from exc
+
+
+def _read_csv(path: Path, max_bytes: int | None = None) -> CsvFile:
+    """Open a label CSV: refuse it early if it is too large or has no header line, detect its
+    encoding (UTF-8, UTF-8 with BOM, Latin-1) and delimiter (comma, semicolon, tab)."""
     if not path.is_file():
         raise UserError(f"label file not found: {path}")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            fieldnames = list(reader.fieldnames or [])
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"{path} is not a readable CSV file: {exc}") from exc
-    if not fieldnames:
+    size, limit = path.stat().st_size, _label_limit(max_bytes)
+    if size > limit:
+        raise LabelFileTooLarge(
+            f"{path} is {size / 1e6:,.0f} MB, over the {limit / 1e6:,.0f} MB limit for label "
+            f"files (raise it with {LABELS_LIMIT_ENV})"
+        )
+    with path.open("rb") as handle:
+        head = handle.read(HEADER_BYTES)
+    if not head.strip():
         raise UserError(f"{path} is empty: expected a header row")
-    return fieldnames, rows
+    if b"\0" in head:
+        raise UserError(f"{path} is not a CSV file (it holds binary data)")
+    if b"\n" not in head and size > len(head):
+        raise UserError(f"{path} is not a CSV file (no header line in its first 64 KB)")
+    encoding = _encoding(path)
+    first_line = head.split(b"\n", 1)[0].decode(encoding, errors="replace")
+    delimiter = max(DELIMITERS, key=first_line.count)
+    fieldnames = next(csv.reader([first_line.strip("\r")], delimiter=delimiter), [])
+    if not [f for f in fieldnames if f.strip()]:
+        raise UserError(f"{path} is empty: expected a header row")
+    fieldnames = [f.lstrip("\ufeff") for f in fieldnames]
+    return CsvFile(path, fieldnames, encoding, delimiter)
 
 
-def _one_hot_columns(
-    fieldnames: list[str], rows: list[dict[str, str]], skip: set[str]
-) -> list[str]:
-    columns = []
-    for name in fieldnames:
-        if name in skip or name.strip().lower() in MISSING_LABELS:
-            continue
-        values = {(row.get(name) or "").strip().lower() for row in rows}
-        values.discard("")
-        if values and values <= _ONE_HOT_VALUES:
-            columns.append(name)
-    return columns
+def _one_hot_columns(csv_file: CsvFile, skip: set[str]) -> list[str]:
+    """Columns whose every value is 0/1 (or empty, or true/false), found in one pass."""
+    candidates = {
+        name
+        for name in csv_file.fieldnames
+        if name not in skip and name.strip().lower() not in MISSING_LABELS
+    }
+    seen: set[str] = set()
+    for row in csv_file.rows():
+        for name in list(candidates):
+            value = (row.get(name) or "").strip().lower()
+            if not value:
+                continue
+            if value not in _ONE_HOT_VALUES:
+                candidates.discard(name)
+            else:
+                seen.add(name)
+        if not candidates:
+            break
+    return [name for name in csv_file.fieldnames if name in candidates and name in seen]
 
 
 def _truthy(value: str | None) -> bool:
@@ -108,12 +189,14 @@ class ImageFinder:
         self.folder = folder
         self._by_name: dict[str, Path] = {}
         self._by_stem: dict[str, Path] = {}
+        self._by_key: dict[str, Path] = {}  # ids that lost their `tt` or leading zeros
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_file() and is_image_name(entry.name):
                     path = Path(entry.path)
                     self._by_name[entry.name] = path
                     self._by_stem.setdefault(path.stem, path)
+                    self._by_key.setdefault(match_key(path.stem), path)
 
     def find(self, image_id: str) -> Path | None:
         """The file for `image_id` (a bare id, a file name, or a path relative to the folder)."""
@@ -130,21 +213,21 @@ class ImageFinder:
                 with_ext = candidate.with_name(candidate.name + suffix)
                 if with_ext.is_file():
                     return with_ext
-        return None
+        return self._by_key.get(match_key(_strip_id(key)))
 
 
-def read_splits_csv(path: Path) -> dict[str, str]:
-    """Read an `id,split` file into {id: split}."""
-    fieldnames, rows = _read_csv(path)
-    id_col = _find_column(fieldnames, ID_COLUMNS)
-    split_col = _find_column(fieldnames, (SPLIT_COLUMN,))
+def read_splits_csv(path: Path, max_bytes: int | None = None) -> dict[str, str]:
+    """Read an `id,split` file into {match key of the id: split} (see `match_key`)."""
+    csv_file = _read_csv(path, max_bytes)
+    id_col = _find_column(csv_file.fieldnames, ID_COLUMNS)
+    split_col = _find_column(csv_file.fieldnames, (SPLIT_COLUMN,))
     if id_col is None or split_col is None:
         raise UserError(f"{path}: a splits file needs an id column and a 'split' column")
     splits: dict[str, str] = {}
-    for row in rows:
+    for row in csv_file.rows():
         split = normalise_split(row.get(split_col))
         if split is not None:
-            splits[_strip_id(row.get(id_col) or "")] = split
+            splits[match_key(_strip_id(row.get(id_col) or ""))] = split
     return splits
 
 
@@ -154,16 +237,31 @@ def _strip_id(value: str) -> str:
     return text[: -len(Path(text).suffix)] if is_image_name(text) else text
 
 
+_IMDB_ID = re.compile(r"(?:tt)?0*(\d+)", re.IGNORECASE)
+
+
+def match_key(poster_id: str) -> str:
+    """The key ids are matched by: an IMDb id with or without `tt` and leading zeros is one
+    poster (`114709`, `0114709`, `tt0114709`); any other id is itself."""
+    found = _IMDB_ID.fullmatch(poster_id.strip())
+    return f"tt{int(found.group(1)):07d}" if found else poster_id.strip()
+
+
 def read_label_csv(
-    labels: Path, images: Path | None = None, splits: Path | None = None
+    labels: Path,
+    images: Path | None = None,
+    splits: Path | None = None,
+    max_bytes: int | None = None,
 ) -> PosterCollection:
-    """Read a CSV of poster ids and genres.
+    """Read a CSV of poster ids and genres (streamed; see `_read_csv` for what is accepted).
 
     Images are looked up in `images`, else beside the CSV in `images/`, else beside the CSV.
-    Splits come from a `split` column or from a separate `splits` CSV (`id,split`).
+    Splits come from a `split` column or from a separate `splits` CSV (`id,split`). IMDb ids
+    match with or without `tt` and leading zeros.
     """
     labels = Path(labels)
-    fieldnames, rows = _read_csv(labels)
+    csv_file = _read_csv(labels, max_bytes)
+    fieldnames = csv_file.fieldnames
     id_col = _find_column(fieldnames, ID_COLUMNS)
     if id_col is None:
         raise UserError(
@@ -174,7 +272,7 @@ def read_label_csv(
     split_col = _find_column(fieldnames, (SPLIT_COLUMN,))
     one_hot: list[str] = []
     if label_col is None:
-        one_hot = _one_hot_columns(fieldnames, rows, {id_col, split_col or ""})
+        one_hot = _one_hot_columns(csv_file, {id_col, split_col or ""})
         if not one_hot:
             raise UserError(
                 f"{labels}: no label column (Genre, genres, label, labels) "
@@ -183,13 +281,13 @@ def read_label_csv(
     if images is None:
         images = labels.parent / "images" if (labels.parent / "images").is_dir() else labels.parent
     finder = ImageFinder(Path(images))
-    split_map = read_splits_csv(Path(splits)) if splits is not None else None
+    split_map = read_splits_csv(Path(splits), max_bytes) if splits is not None else None
 
     merged: dict[str, PosterRecord] = {}
     duplicates = conflicts = unparsable = 0
     missing_images: set[str] = set()
     warnings: list[str] = []
-    for line_no, row in enumerate(rows, start=2):
+    for line_no, row in enumerate(csv_file.rows(), start=2):
         raw_id = (row.get(id_col) or "").strip()
         if not raw_id:
             continue
@@ -203,23 +301,24 @@ def read_label_csv(
         else:
             genres = tuple(col.strip() for col in one_hot if _truthy(row.get(col)))
         poster_id = _strip_id(raw_id)
+        key = match_key(poster_id)
         if split_map is not None:
-            split = split_map.get(poster_id)
+            split = split_map.get(key)
         else:
             split = normalise_split(row.get(split_col)) if split_col else None
-        if poster_id in merged:
-            previous = merged[poster_id]
+        if key in merged:
+            previous = merged[key]
             duplicates += 1
             if set(previous.genres) != set(genres):
                 conflicts += 1
                 union = previous.genres + tuple(g for g in genres if g not in previous.genres)
-                merged[poster_id] = PosterRecord(poster_id, previous.path, union, previous.split)
+                merged[key] = PosterRecord(previous.id, previous.path, union, previous.split)
             continue
         path = finder.find(raw_id)
         if path is None:
-            missing_images.add(poster_id)
+            missing_images.add(key)
             continue
-        merged[poster_id] = PosterRecord(poster_id, path, genres, split)
+        merged[key] = PosterRecord(poster_id, path, genres, split)
 
     if duplicates:
         warnings.append(
@@ -234,7 +333,34 @@ def read_label_csv(
         warnings.append(f"{no_split} posters are not in {splits}; they belong to no split")
     if not merged:
         raise UserError(f"{labels}: no poster found (images looked up in {images})")
-    return PosterCollection(list(merged.values()), str(labels), warnings)
+    records, note = unify_genre_spelling(list(merged.values()))
+    warnings += [note] if note else []
+    return PosterCollection(records, str(labels), warnings)
+
+
+def _fold(genre: str) -> str:
+    return " ".join(genre.split()).casefold()
+
+
+def unify_genre_spelling(records: list[PosterRecord]) -> tuple[list[PosterRecord], str | None]:
+    """Genre names that differ only in case or spaces ("comedy", "Comedy ", "COMEDY") become
+    one genre, spelled as most posters spell it; returns the records and a note saying so."""
+    counts = Counter(g for r in records for g in r.genres)
+    spellings: dict[str, list[str]] = {}
+    for genre, _ in counts.most_common():
+        spellings.setdefault(_fold(genre), []).append(genre)
+    merged = {k: names for k, names in spellings.items() if len(names) > 1}
+    if not merged:
+        return records, None
+    canonical = {name: names[0] for names in merged.values() for name in names}
+    out = []
+    for r in records:
+        genres = tuple(dict.fromkeys(canonical.get(g, g) for g in r.genres))
+        out.append(PosterRecord(r.id, r.path, genres, r.split) if genres != r.genres else r)
+    listed = "; ".join(
+        f"{', '.join(map(repr, names[1:]))} -> {names[0]!r}" for names in merged.values()
+    )
+    return out, f"genre names differing only in case or spaces were merged: {listed}"
 
 
 def read_folder(root: Path) -> PosterCollection:
@@ -266,7 +392,8 @@ def read_folder(root: Path) -> PosterCollection:
                 records.append(PosterRecord(record_id, path, (genre_dir.name,), split))
     if not records:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    return PosterCollection(records, str(root))
+    records, note = unify_genre_spelling(records)
+    return PosterCollection(records, str(root), [note] if note else [])
 
 
 def load_posters(
@@ -275,18 +402,21 @@ def load_posters(
     images: Path | None = None,
     splits: Path | None = None,
     folder: Path | None = None,
+    max_label_bytes: int | None = None,
 ) -> PosterCollection:
-    """Read posters from a label CSV (`labels`, `images`, `splits`) or a genre folder layout."""
+    """Read posters from a label CSV (`labels`, `images`, `splits`) or a genre folder layout.
+    Label and split files over `max_label_bytes` (default 1 GiB, or
+    `$POSTERGENRE_MAX_LABELS_MB`) are refused."""
     if (labels is None) == (folder is None):
         raise PosterSourceMissing("give exactly one source of posters: a label CSV or a folder")
     if folder is not None:
         collection = read_folder(Path(folder))
         if splits is not None:
-            split_map = read_splits_csv(Path(splits))
+            split_map = read_splits_csv(Path(splits), max_label_bytes)
             collection.records = [
-                PosterRecord(r.id, r.path, r.genres, split_map.get(r.path.stem, r.split))
+                PosterRecord(r.id, r.path, r.genres, split_map.get(match_key(r.path.stem), r.split))
                 for r in collection.records
             ]
         return collection
     assert labels is not None
-    return read_label_csv(Path(labels), images, splits)
+    return read_label_csv(Path(labels), images, splits, max_label_bytes)

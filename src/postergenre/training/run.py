@@ -83,6 +83,7 @@ class TrainConfig:
     balance: str = "weights"
     augment: bool = True
     cache_dir: Path | None = None
+    max_label_bytes: int | None = None
     resume: bool = False
     progress: bool = True
 
@@ -275,7 +276,11 @@ def train(cfg: TrainConfig) -> Path:
     spec = get_arch(cfg.arch)
     mode = resolve_mode(spec, cfg.mode)
     collection = load_posters(
-        labels=cfg.labels, images=cfg.images, splits=cfg.splits, folder=cfg.folder
+        labels=cfg.labels,
+        images=cfg.images,
+        splits=cfg.splits,
+        folder=cfg.folder,
+        max_label_bytes=cfg.max_label_bytes,
     )
     for message in collection.warnings:
         warn(message)
