@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sqlite3
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing, contextmanager, suppress
@@ -37,6 +38,8 @@ _DATA_FILE = "rows.bin"
 _INDEX_FILE = "index.sqlite"
 _SPEC_FILE = "store.json"
 _LOCK_FILE = "lock"
+# Held while rows are computed, so a second writer waits and then finds them done.
+_WORK_LOCK_FILE = "work.lock"
 # A compaction writes the live rows here, then renames it over rows.bin (see `_compact`).
 _COMPACT_FILE = "rows.bin.compact"
 # Everything an ArrayStore folder may hold: SQLite's side files and our temporary files too.
@@ -46,6 +49,7 @@ _STORE_FILES = frozenset(
         _INDEX_FILE,
         _SPEC_FILE,
         _LOCK_FILE,
+        _WORK_LOCK_FILE,
         _COMPACT_FILE,
         "store.tmp",
         f"{_INDEX_FILE}-journal",
@@ -83,30 +87,105 @@ class ArrayStore:
             raise UserError(f"cannot create cache folder {self.directory}: {exc}") from exc
         self._data_path = self.directory / _DATA_FILE
         self._compact_path = self.directory / _COMPACT_FILE
-        spec = {"row_shape": list(self.row_shape), "dtype": self.dtype.str}
+        self._spec = {"row_shape": list(self.row_shape), "dtype": self.dtype.str}
+        try:
+            self._open()
+        except (sqlite3.DatabaseError, ValueError) as exc:  # ValueError: the spec is garbage
+            self._start_again(str(exc))
+        self._drop_rows_past_end()
+
+    def _open(self) -> None:
+        """Check the spec and the index, creating them when new; raise if either is damaged."""
         spec_path = self.directory / _SPEC_FILE
-        if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
-            raise UserError(f"cache folder {self.directory} holds rows of another shape; delete it")
-        if not spec_path.exists():
-            write_json(spec_path, spec, indent=None)
+        if spec_path.exists():
+            spec = json.loads(spec_path.read_text())  # garbage: ValueError, started again
+            if not isinstance(spec, dict) or set(spec) != set(self._spec):
+                raise ValueError(f"{_SPEC_FILE} is not a store description")
+            if spec != self._spec:  # a well-formed other shape is a mistake, not damage
+                raise UserError(
+                    f"cache folder {self.directory} holds rows of another shape; delete it"
+                )
+        else:
+            write_json(spec_path, self._spec, indent=None)
         self._db = sqlite3.connect(self.directory / _INDEX_FILE, timeout=60)
+        if self._db.execute("PRAGMA quick_check").fetchone() != ("ok",):
+            raise sqlite3.DatabaseError("the index failed its integrity check")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, row INTEGER, error TEXT)"
         )
+        columns = {name for _, name, *_ in self._db.execute("PRAGMA table_info(rows)")}
+        if "crc" not in columns:  # stores written before rows carried checksums
+            self._db.execute("ALTER TABLE rows ADD COLUMN crc INTEGER")
         # `compacting` is set, in the same transaction as the renumbered rows, while
         # rows.bin.compact waits to replace rows.bin (see `_compact`).
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
         self._db.commit()
 
+    def _start_again(self, reason: str) -> None:
+        """A store whose spec or index is unreadable: empty it (one warning) and reopen."""
+        console.warn(f"cache folder {self.directory} was damaged ({reason}); starting it again")
+        with suppress(AttributeError, sqlite3.Error):
+            self._db.close()
+        with self._locked(recover=False):
+            for name in (_DATA_FILE, _INDEX_FILE, _SPEC_FILE, _COMPACT_FILE):
+                with suppress(FileNotFoundError):
+                    (self.directory / name).unlink()
+            for side in self.directory.glob(f"{_INDEX_FILE}-*"):
+                side.unlink(missing_ok=True)
+        self._open()
+
+    def _drop_rows_past_end(self) -> None:
+        """Entries whose row is beyond the end of rows.bin (a truncated file) are dropped, so
+        the rows appended next can never be read back under an old entry's number."""
+        with self._locked():
+            n_rows = self._row_count()
+            with self._db:
+                dropped = self._db.execute("DELETE FROM rows WHERE row >= ?", (n_rows,)).rowcount
+        if dropped:
+            console.warn(
+                f"cache folder {self.directory}: {dropped} entries pointed past the end of its "
+                "rows (a truncated file); they will be computed again"
+            )
+
+    def drop(self, keys: Sequence[str]) -> None:
+        """Forget `keys` (their rows stay in the file until a prune)."""
+        with self._locked(), self._db:
+            self._db.executemany("DELETE FROM rows WHERE key = ?", [(k,) for k in keys])
+
+    def damaged(self, keys: Sequence[str], data: np.ndarray) -> list[str]:
+        """The keys among `keys` whose row in `data` no longer has the checksum it was
+        written with (rows stored before checksums existed are not checked)."""
+        bad: list[str] = []
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 900):
+            chunk = unique[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT key, row, crc FROM rows WHERE key IN ({marks}) AND row >= 0"
+            for key, row, crc in self._db.execute(query, chunk):
+                if crc is not None and (row >= len(data) or _checksum(data[row]) != crc):
+                    bad.append(key)
+        return bad
+
     @contextmanager
-    def _locked(self, shared: bool = False) -> Iterator[None]:
+    def computing(self) -> Iterator[None]:
+        """Held while rows are computed: a second writer of the same store waits here, then
+        looks its keys up again and finds the first writer's rows."""
+        with open(self.directory / _WORK_LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _locked(self, shared: bool = False, recover: bool = True) -> Iterator[None]:
         """Hold the store's lock: exclusive for writers, shared for readers that must see the
         index and rows.bin agree. Not re-entrant: never nest two `_locked` in one process."""
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         with open(self.directory / _LOCK_FILE, "a") as lock:
             fcntl.flock(lock, mode)
             try:
-                if self._compact_path.exists():  # a compaction died halfway: finish or undo it
+                if recover and self._compact_path.exists():  # a compaction died: settle it
                     if shared:  # converting drops the lock first, so two readers cannot deadlock
                         fcntl.flock(lock, fcntl.LOCK_EX)
                     self._recover()
@@ -155,14 +234,18 @@ class ArrayStore:
                 index_rows = []
                 for key, array, error in items:
                     if array is None:
-                        index_rows.append((key, -1, error))
+                        index_rows.append((key, -1, error, None))
                         continue
-                    data.write(np.ascontiguousarray(array, dtype=self.dtype).tobytes())
-                    index_rows.append((key, next_row, None))
+                    raw = np.ascontiguousarray(array, dtype=self.dtype).tobytes()
+                    data.write(raw)
+                    index_rows.append((key, next_row, None, zlib.crc32(raw)))
                     next_row += 1
                 data.flush()
                 os.fsync(data.fileno())
-            self._db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?)", index_rows)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rows (key, row, error, crc) VALUES (?, ?, ?, ?)",
+                index_rows,
+            )
             self._db.commit()
 
     def rows(self) -> np.ndarray:
@@ -279,22 +362,28 @@ def fill_store(
         except OSError as exc:
             keys.append(None)
             key_errors[i] = f"{path}: cannot read file ({exc.strerror or exc})"
-    known = store.lookup([k for k in keys if k is not None])
-    missing = [i for i, k in enumerate(keys) if k is not None and k not in known]
-    pending: list[tuple[str, np.ndarray | None, str | None]] = []
-    for index, array, error in compute(missing):
-        key = keys[index]
-        assert key is not None
-        pending.append((key, array, error))
-        if len(pending) >= _APPEND_BATCH:
-            store.append(pending)
-            pending = []
-    store.append(pending)  # before the shared lock below: append takes it exclusively
-    # Shared: a compaction (exclusive) cannot renumber the index or swap rows.bin between the
-    # lookup and the map; once mapped, the rows stay those of the file the lookup described.
-    with store._locked(shared=True):
-        known = store.lookup([k for k in keys if k is not None])
-        data = store.rows()
+    valid = [k for k in keys if k is not None]
+    for attempt in range(2):
+        missing = _missing(store, keys)
+        if missing:
+            with store.computing():  # another writer may have done them while we waited
+                _compute_into(store, keys, _missing(store, keys), compute)
+        # Shared: a compaction (exclusive) cannot renumber the index or swap rows.bin between
+        # the lookup and the map; once mapped, the rows stay those of the file it described.
+        with store._locked(shared=True):
+            known = store.lookup(valid)
+            data = store.rows()
+            damaged = store.damaged(valid, data)
+        if not damaged:
+            break
+        if attempt == 0:
+            console.warn(
+                f"cache folder {store.directory}: {len(damaged)} rows failed their checksum "
+                "(damaged on disk); computing them again"
+            )
+        store.drop(damaged)
+    else:
+        raise UserError(f"cache folder {store.directory} keeps damaging rows; delete it")
     rows = np.full(len(keys), -1, dtype=np.int64)
     errors = dict(key_errors)
     for i, key in enumerate(keys):
@@ -308,6 +397,33 @@ def fill_store(
         if row < 0:
             errors[i] = error or "unreadable"
     return CachedArrays(data, rows, errors)
+
+
+def _missing(store: ArrayStore, keys: list[str | None]) -> list[int]:
+    known = store.lookup([k for k in keys if k is not None])
+    return [i for i, k in enumerate(keys) if k is not None and k not in known]
+
+
+def _compute_into(
+    store: ArrayStore,
+    keys: list[str | None],
+    missing: list[int],
+    compute: Callable[[list[int]], Iterator[tuple[int, np.ndarray | None, str | None]]],
+) -> None:
+    """Compute the `missing` inputs' rows and append them in batches as they come."""
+    pending: list[tuple[str, np.ndarray | None, str | None]] = []
+    for index, array, error in compute(missing):
+        key = keys[index]
+        assert key is not None
+        pending.append((key, array, error))
+        if len(pending) >= _APPEND_BATCH:
+            store.append(pending)
+            pending = []
+    store.append(pending)
+
+
+def _checksum(row: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(row).data)
 
 
 def _decode_job(
