@@ -133,6 +133,17 @@ class ServerProcess:
         self.log: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
 
+    def rss_mb(self) -> float:
+        """The server process's resident memory now, in MB (0 when it has gone)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
     def _pump(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -266,7 +277,21 @@ def main() -> int:
         print(
             f"server at {base}: {args.requests} uploads, {args.concurrency} in flight", flush=True
         )
+        memory = {"rss_mb_start": server.rss_mb()}
+        peak = [memory["rss_mb_start"]]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.1):
+                peak.append(server.rss_mb())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         load = asyncio.run(run_load(base, posters, args.requests, args.concurrency, args.timeout))
+        sampling.set()
+        sampler.join()
+        time.sleep(1.0)  # the batcher hands freed memory back once its queue drains
+        memory.update(rss_mb_peak=max(peak), rss_mb_after=server.rss_mb())
     finally:
         server.stop()
 
@@ -289,6 +314,10 @@ def main() -> int:
     print()
     print_table(rows, ["measure", "posters_per_s", "p50_ms", "p99_ms", "mean_batch", "errors"])
     print(f"\nserved / in-process throughput: {ratio:.2f}")
+    print(
+        "server memory (RSS): {rss_mb_start:.0f} MB at start, {rss_mb_peak:.0f} MB at the peak of "
+        "the load, {rss_mb_after:.0f} MB a second after it".format(**memory)
+    )
     verdict = "OK" if load["errors"] == 0 else "FAILED"
     print(f"zero-error check: {verdict} ({load['errors']} errors of {args.requests})")
     for sample in load["error_samples"]:
@@ -305,7 +334,13 @@ def main() -> int:
             "synthetic",
         )
     }
-    payload = {"settings": settings, "served": load, "in_process": baseline, "ratio": ratio}
+    payload = {
+        "settings": settings,
+        "served": load,
+        "in_process": baseline,
+        "ratio": ratio,
+        "memory": memory,
+    }
     print(f"wrote {write_result(args.name, payload)}")
     return 0 if load["errors"] == 0 else 1
 

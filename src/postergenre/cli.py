@@ -343,6 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest upload per request (default 10)",
     )
     p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=16,
+        metavar="MP",
+        help="largest poster the server decodes, in megapixels (default 16)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=15,
+        metavar="S",
+        help="seconds a client may take to send its request headers, or pause in its upload, "
+        "before the server gives up on it (default 15)",
+    )
+    p.add_argument(
         "--max-batch",
         type=_positive_int,
         default=32,
@@ -563,6 +578,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
+        max_pixels=int(args.max_megapixels * 1_000_000),
+        request_timeout=args.request_timeout,
     )
     return 0
 

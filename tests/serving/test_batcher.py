@@ -169,3 +169,31 @@ def test_cancelled_requests_are_skipped():
 def test_bad_settings_are_refused(max_batch, max_wait_ms):
     with pytest.raises(ValueError):
         MicroBatcher(_mean_colour, max_batch=max_batch, max_wait_ms=max_wait_ms)
+
+
+def test_on_idle_runs_once_each_time_the_queue_drains():
+    idle_calls: list[int] = []
+    batches: list[int] = []
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        batches.append(len(batch))
+        return _mean_colour(batch)
+
+    async def main() -> None:
+        batcher = MicroBatcher(
+            predict, max_batch=4, max_wait_ms=1, on_idle=lambda: idle_calls.append(len(batches))
+        )
+        await batcher.start()
+        try:
+            await asyncio.gather(*(batcher.submit(_pixels(i)) for i in range(10)))
+            await asyncio.sleep(0.05)
+            assert len(idle_calls) == 1 and idle_calls[0] == len(batches)  # after all batches
+            await batcher.submit(_pixels(1))
+            await asyncio.sleep(0.05)
+            assert len(idle_calls) == 2
+            await asyncio.sleep(0.05)
+            assert len(idle_calls) == 2  # idle without work: not called again
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())

@@ -121,10 +121,24 @@ def overlay_heatmap(
     return Image.blend(poster, heat, alpha)
 
 
+def _shrunk(image: Image.Image, max_side: int | None) -> Image.Image:
+    if max_side is None or max(image.size) <= max_side:
+        return image
+    small = image.copy()
+    small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return small
+
+
 def explain_poster(
-    model: nn.Module, card: ModelCard, image: Image.Image, genre: str | None = None
+    model: nn.Module,
+    card: ModelCard,
+    image: Image.Image,
+    genre: str | None = None,
+    overlay_max_side: int | None = None,
 ) -> Explanation:
-    """Grad-CAM of `genre` (any case; default: the most probable genre) for one poster."""
+    """Grad-CAM of `genre` (any case; default: the most probable genre) for one poster. The
+    model sees the whole poster; the overlay is drawn at most `overlay_max_side` pixels on a
+    side (a huge poster's full-size colour map would cost seconds and hundreds of MB)."""
     target = None if genre is None else card.find_genre(genre)
     image = image.convert("RGB")
     pixels = card.input.resize_image(image)
@@ -137,6 +151,6 @@ def explain_poster(
         genre=card.genres[target],
         probability=float(probs[0, target]),
         heatmap=heatmap,
-        overlay=overlay_heatmap(image, heatmap),
+        overlay=overlay_heatmap(_shrunk(image, overlay_max_side), heatmap),
         raw=raw,
     )

@@ -403,12 +403,18 @@ class Predictor:
         return metrics
 
     # -- explanations and export ------------------------------------------------------------
-    def explain(self, poster: str | Path | Image.Image, genre: str | None = None) -> Explanation:
-        """Grad-CAM heatmap of `genre` (any case; default: the most probable genre)."""
+    def explain(
+        self,
+        poster: str | Path | Image.Image,
+        genre: str | None = None,
+        overlay_max_side: int | None = None,
+    ) -> Explanation:
+        """Grad-CAM heatmap of `genre` (any case; default: the most probable genre); the
+        overlay is the poster's size, or at most `overlay_max_side` pixels on a side."""
         from postergenre.explain.gradcam import explain_poster
 
         image = poster if isinstance(poster, Image.Image) else decode_poster(poster)
-        return explain_poster(self.model, self.card, image, genre)
+        return explain_poster(self.model, self.card, image, genre, overlay_max_side)
 
     def export(self, out: str | Path, images: Sequence[str | Path] | None = None) -> dict[str, Any]:
         """Export to ONNX, checked against PyTorch (see `postergenre.export.onnx`)."""

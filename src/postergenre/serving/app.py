@@ -27,11 +27,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from postergenre import __version__
-from postergenre.data.decode import MAX_PIXELS, POSTER_FORMATS
+from postergenre._allocator import release_free_memory
+from postergenre.data.decode import POSTER_FORMATS
 from postergenre.errors import PosterDecodeError, UserError
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.batcher import BatcherClosedError, MicroBatcher
+from postergenre.serving.limits import (
+    REQUEST_TIMEOUT_S,
+    HeadAsGetMiddleware,
+    RequestLimitsMiddleware,
+)
 from postergenre.serving.uploads import (
     BodyLimitMiddleware,
     EmptyUploadError,
@@ -43,6 +49,11 @@ from postergenre.serving.uploads import (
 
 STATIC_DIR = FilePath(__file__).resolve().parent / "static"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# Posters are a few megapixels; the server decodes at most this many per image (files on disk
+# may have up to 40 MP), so one upload cannot take seconds of CPU and hundreds of MB.
+SERVER_MAX_PIXELS = 16_000_000
+# Uploads decoded at once; more wait their turn (each decode holds a whole image in memory).
+DECODE_CONCURRENCY = 2
 MAX_FILES = 32
 MAX_K = 50
 # Boundaries and part headers of a multipart body, on top of the poster bytes themselves.
@@ -244,52 +255,64 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
-    max_pixels: int = MAX_PIXELS,
+    max_pixels: int = SERVER_MAX_PIXELS,
     max_files: int = MAX_FILES,
     warmup: bool = True,
+    request_timeout: float = REQUEST_TIMEOUT_S,
 ) -> FastAPI:
     """The web app for `predictor` (and `index`, for similar posters).
 
     `max_upload_bytes` bounds the poster bytes of one request (all its files together);
-    `max_pixels` is the decompression-bomb limit; `max_batch` / `max_wait_ms` tune the
-    micro-batcher that pools concurrent predictions.
+    `max_pixels` bounds one decoded poster; `max_batch` / `max_wait_ms` tune the
+    micro-batcher that pools concurrent predictions; a request body that pauses for
+    `request_timeout` seconds gets a 408.
     """
     if max_upload_bytes < 1:
         raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
-    batcher = MicroBatcher(predictor.predict_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    batcher = MicroBatcher(
+        predictor.predict_pixels,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        on_idle=release_free_memory,  # the tuned allocator keeps its peak otherwise
+    )
     info = _model_info(predictor, index, max_upload_bytes, max_files)
     positions = (
         {(item["id"], item["path"]): i for i, item in enumerate(index.items)} if index else {}
     )
 
+    decode_slots = asyncio.Semaphore(DECODE_CONCURRENCY)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One thread runs every model call: the batcher's batches, Grad-CAM and embeddings
-        # take turns instead of oversubscribing the cores (and never share a model mid-call).
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postergenre-model")
-        app.state.model_executor = executor
-        batcher.executor = executor
+        # Two model threads: one runs the batcher's predictions, the other the slow work
+        # (Grad-CAM, embeddings for similar posters), so a heavy explanation never holds up
+        # the quick predictions queued behind it.
+        predict_executor = ThreadPoolExecutor(1, thread_name_prefix="postergenre-predict")
+        heavy_executor = ThreadPoolExecutor(1, thread_name_prefix="postergenre-heavy")
+        app.state.model_executor = heavy_executor
+        batcher.executor = predict_executor
         if warmup:
-            await _warm_up(executor)
+            await _warm_up(predict_executor, heavy_executor)
         await batcher.start()
         try:
             yield
         finally:
             await batcher.stop()
             app.state.model_executor = None
-            executor.shutdown(wait=False, cancel_futures=True)
+            for executor in (predict_executor, heavy_executor):
+                executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _warm_up(executor: ThreadPoolExecutor) -> None:
+    async def _warm_up(predict_executor: ThreadPoolExecutor, heavy: ThreadPoolExecutor) -> None:
         spec = predictor.input_spec
         blank = np.zeros((1, spec.height, spec.width, 3), dtype=np.uint8)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, predictor.predict_pixels, blank)
+        await loop.run_in_executor(predict_executor, predictor.predict_pixels, blank)
         # Grad-CAM needs the PyTorch model whatever the runtime: load it now, not on the first
         # /api/explain request.
-        await loop.run_in_executor(executor, lambda: predictor.model)
+        await loop.run_in_executor(heavy, lambda: predictor.model)
         if index is not None:
             await loop.run_in_executor(
-                executor, index.embed_images, [Image.new("RGB", (spec.width, spec.height))]
+                heavy, index.embed_images, [Image.new("RGB", (spec.width, spec.height))]
             )
 
     app = FastAPI(
@@ -310,17 +333,31 @@ def create_app(
         max_body_size=max_upload_bytes + MULTIPART_OVERHEAD,
         message=f"upload larger than the {describe_size(max_upload_bytes)} limit",
     )
+    app.add_middleware(HeadAsGetMiddleware)
+    app.add_middleware(RequestLimitsMiddleware, body_timeout=request_timeout)  # outermost
 
     async def run_model(request: Request, fn: Callable[..., T], *args: Any) -> T:
+        """Run slow model work on the heavy thread, then hand its freed memory back."""
         executor: ThreadPoolExecutor | None = getattr(request.app.state, "model_executor", None)
         if executor is None:
             raise BatcherClosedError("the server is not running (lifespan not started)")
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+        def call() -> T:
+            try:
+                return fn(*args)
+            finally:
+                release_free_memory()
+
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+    async def decode(fn: Callable[..., T], *args: Any) -> T:
+        async with decode_slots:
+            return await asyncio.to_thread(fn, *args)
 
     async def decode_upload(upload: UploadFile) -> Image.Image:
         data = await read_upload(upload, max_upload_bytes)
         name = upload.filename or "upload"
-        return await asyncio.to_thread(decode_poster_bytes, data, name, max_pixels)
+        return await decode(decode_poster_bytes, data, name, max_pixels)
 
     def decode_and_resize(data: bytes, name: str) -> np.ndarray:
         return predictor.preprocess(decode_poster_bytes(data, name, max_pixels))
@@ -389,10 +426,7 @@ def create_app(
                     f"{len(files)} posters together are larger than the {limit} limit"
                 ) from None
         pixels = await asyncio.gather(
-            *(
-                asyncio.to_thread(decode_and_resize, d, n)
-                for d, n in zip(uploads, names, strict=True)
-            )
+            *(decode(decode_and_resize, d, n) for d, n in zip(uploads, names, strict=True))
         )
         probs = await asyncio.gather(*(batcher.submit(p) for p in pixels))
         results = []
@@ -433,7 +467,7 @@ def create_app(
             except UserError as exc:
                 raise HTTPException(404, str(exc)) from None
         image = await decode_upload(file)
-        explanation = await run_model(request, predictor.explain, image, genre)
+        explanation = await run_model(request, predictor.explain, image, genre, OVERLAY_MAX_SIDE)
         png = await asyncio.to_thread(_encode_png, explanation.overlay)
         headers = {
             "X-Genre": quote(explanation.genre),

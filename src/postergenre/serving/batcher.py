@@ -63,6 +63,7 @@ class MicroBatcher:
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
         executor: Executor | None = None,
+        on_idle: Callable[[], None] | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -72,6 +73,8 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.executor = executor
+        # run in the executor when the queue drains after work (e.g. give freed memory back)
+        self.on_idle = on_idle
         self.stats = BatcherStats()
         self._queue: deque[_Pending] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -109,8 +112,16 @@ class MicroBatcher:
     # -- worker ---------------------------------------------------------------------------
     async def _run(self) -> None:
         assert self._wakeup is not None
+        worked = False
         while True:
             if not self._queue:
+                if worked and self.on_idle is not None:
+                    worked = False
+                    with contextlib.suppress(Exception):
+                        await asyncio.get_running_loop().run_in_executor(
+                            self.executor, self.on_idle
+                        )
+                    continue  # requests may have arrived meanwhile
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -131,6 +142,7 @@ class MicroBatcher:
             batch = [p for p in batch if not p.future.done()]
             if batch:
                 await self._run_batch(batch)
+                worked = True
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()

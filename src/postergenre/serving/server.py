@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import Any
 
 from postergenre._allocator import tune_allocator
 from postergenre.errors import UserError
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
-from postergenre.serving.app import MAX_FILES, create_app
+from postergenre.serving.app import MAX_FILES, SERVER_MAX_PIXELS, create_app
+from postergenre.serving.limits import REQUEST_TIMEOUT_S, GuardedH11Protocol
 
 
 class PortInUse(UserError):
@@ -39,6 +41,25 @@ def url_for(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
+def make_server(
+    app: Any, request_timeout: float = REQUEST_TIMEOUT_S, log_level: str = "warning"
+) -> Any:
+    """A uvicorn server for `app` whose connections must send their request headers within
+    `request_timeout` seconds, and whose protocol errors are answered in JSON."""
+    import uvicorn
+
+    protocol = type("Protocol", (GuardedH11Protocol,), {"request_timeout": request_timeout})
+    config = uvicorn.Config(
+        app,
+        http=protocol,
+        log_level=log_level,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
+    return uvicorn.Server(config)
+
+
 def serve(
     predictor: Predictor,
     host: str = "127.0.0.1",
@@ -48,11 +69,11 @@ def serve(
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
     max_files: int = MAX_FILES,
+    max_pixels: int = SERVER_MAX_PIXELS,
+    request_timeout: float = REQUEST_TIMEOUT_S,
     log_level: str = "warning",
 ) -> None:
     """Serve the page and API until interrupted (Ctrl+C); prints the URL to open first."""
-    import uvicorn
-
     tune_allocator()
     if max_upload_mb <= 0:
         raise UserError(f"the upload limit must be positive, got {max_upload_mb} MB")
@@ -64,13 +85,12 @@ def serve(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_files=max_files,
+        max_pixels=max_pixels,
+        request_timeout=request_timeout,
     )
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level=log_level, timeout_graceful_shutdown=5, server_header=False
-    )
-    server = uvicorn.Server(config)
+    server = make_server(app, request_timeout, log_level)
     details = f"{len(predictor.genres)} genres, {predictor.task}-label"
     if index is not None:
         details += f"; {len(index)} posters indexed for similar posters"
