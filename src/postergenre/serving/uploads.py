@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 
 from PIL import Image
 from starlette.datastructures import Headers, UploadFile
@@ -11,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postergenre.data.decode import MAX_PIXELS, open_poster
 from postergenre.errors import PosterDecodeError, UserError
+from postergenre.serving.limits import send_json_error
 
 READ_CHUNK = 1024 * 1024
 
@@ -114,16 +114,4 @@ class BodyLimitMiddleware:
             raise
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": self.message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json_error(send, 413, self.message)
