@@ -164,3 +164,30 @@ def test_finetune_starts_from_the_probe_and_saves_the_whole_network(tiny_folder,
     assert "stem.conv.weight" in stored and "classifier.weight" in stored
     assert (tmp_path / "run" / "checkpoints" / "last.safetensors").is_file()
     assert meta["metrics"]["val"]["accuracy"] >= 0.9  # the probe-initialised head already fits
+
+
+def test_a_truncated_embedding_cache_gives_the_same_model(tiny_folder, tmp_path, capsys):
+    cache = tmp_path / "cache"
+
+    def fit(out: str) -> dict:
+        config = TrainConfig(
+            out=tmp_path / out,
+            folder=tiny_folder,
+            arch="efficientnet-lite0",
+            progress=False,
+            cache_dir=cache,
+        )
+        return json.loads((train(config) / "model.json").read_text())
+
+    before = fit("before")
+    [rows] = cache.glob("embeddings-efficientnet-lite0-*/rows.bin")
+    with rows.open("r+b") as handle:  # keep 5 of the embeddings, and part of a sixth
+        handle.truncate(5 * 1280 * 4 + 100)
+    capsys.readouterr()
+    after = fit("after")
+    assert "past the end of its rows" in capsys.readouterr().err
+    assert after["metrics"]["val"] == before["metrics"]["val"]
+    again = load_file(str(tmp_path / "after" / "model" / "model.safetensors"))
+    first = load_file(str(tmp_path / "before" / "model" / "model.safetensors"))
+    for name, tensor in first.items():
+        np.testing.assert_allclose(again[name].numpy(), tensor.numpy(), atol=1e-6)
