@@ -180,3 +180,11 @@ def test_help_and_argument_errors_import_nothing_heavy():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_an_unknown_output_format_is_refused_before_any_work(seed_run, posters, tmp_path, capsys):
+    out = tmp_path / "preds.xlsx"
+    argv = ["predict", str(posters), "--model", str(seed_run), "--out", str(out)]
+    assert main(argv) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "cannot tell the format" in line and not out.exists()

@@ -482,12 +482,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from postergenre.console import echo
     from postergenre.data.sources import find_posters
     from postergenre.inference import Predictor
+    from postergenre.inference.writers import FORMATS
 
+    folder_given = any(Path(p).is_dir() for p in args.posters)
+    out = args.out or (Path("predictions.csv") if folder_given else None)
+    if out is not None and out.suffix.lower() not in FORMATS:  # say so before the work
+        raise UserError(f"cannot tell the format of {out}: use one of {', '.join(FORMATS)}")
     files = find_posters(args.posters)  # a missing file fails before any model loads
     predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
     predictions = predictor.predict(files, cache=False if args.no_cache else None)
-    folder_given = any(Path(p).is_dir() for p in args.posters)
-    out = args.out or (Path("predictions.csv") if folder_given else None)
     if out is not None:
         predictions.write(out, top=args.top)
         echo(f"wrote {len(predictions)} predictions to {out}")
