@@ -466,7 +466,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     multi = metrics["task"] == "multi"
     print(format_multi_label(metrics) if multi else format_single_label(metrics))
     if args.out is not None:
-        print(f"\nwrote metrics.json and {metrics['plot']} in {args.out}")
+        print(
+            f"\nwrote metrics.json, {metrics['plot']} and {metrics['reliability_plot']} in "
+            f"{args.out}"
+        )
     return 0
 
 

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from postergenre.data.records import PosterRecord
-from postergenre.evaluation.metrics import mean_average_precision, single_label_metrics
+from postergenre.evaluation.metrics import (
+    mean_average_precision,
+    multi_label_metrics,
+    single_label_metrics,
+)
 from postergenre.evaluation.report import evaluate_single_label, format_single_label
 
 GENRES = ["Action", "Comedy", "Drama"]
@@ -91,3 +95,39 @@ def test_multi_label_metrics_match_hand_computed_values():
     assert m["baselines"]["top2_genres"]["micro_f1"] == pytest.approx(8 / 12)
     # A constant score's AP is the genre's prevalence: Drama 2/4, Comedy 2/4.
     assert m["baselines"]["frequency_score"]["map"] == pytest.approx(0.5)
+
+
+def test_calibration_error_by_hand():
+    from postergenre.evaluation.metrics import calibration
+
+    # two bins: 0.2 stated, 1 of 4 came true (0.25); 0.9 stated, 2 of 4 came true (0.5)
+    confidence = np.array([0.2, 0.2, 0.2, 0.2, 0.9, 0.9, 0.9, 0.9])
+    outcome = np.array([1, 0, 0, 0, 1, 1, 0, 0])
+    result = calibration(confidence, outcome)
+    assert result["ece"] == pytest.approx(0.5 * 0.05 + 0.5 * 0.4)
+    assert [b["count"] for b in result["bins"]] == [4, 4]
+    assert result["bins"][1]["frequency"] == pytest.approx(0.5)
+    assert calibration(np.array([]), np.array([]))["ece"] is None
+
+
+def test_a_calibrated_model_has_a_small_ece_and_an_overconfident_one_a_large_one():
+    from postergenre.evaluation.metrics import calibration
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=200_000)
+    truthful = rng.uniform(size=p.size) < p
+    assert calibration(p, truthful)["ece"] < 0.01
+    overconfident = np.clip((p - 0.5) * 2 + 0.5, 0, 1)  # pushed towards 0 and 1
+    assert calibration(overconfident, truthful)["ece"] > 0.1
+
+
+def test_ece_in_single_and_multi_label_metrics():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    single = single_label_metrics(np.array([0, 1, 1, 0]), probs, ["A", "B"])
+    # top probabilities 0.9, 0.8, 0.7, 0.6; right, wrong, right, right
+    expected = (abs(0.9 - 1) + abs(0.8 - 0) + abs(0.7 - 1) + abs(0.6 - 1)) / 4
+    assert single["ece"] == pytest.approx(expected)
+    y = np.array([[1, 0], [0, 1], [0, 1], [1, 0]])
+    multi = multi_label_metrics(y, probs, ["A", "B"], np.array([0.5, 0.5]))
+    assert 0 <= multi["ece"] <= 1
+    assert sum(b["count"] for b in multi["calibration_bins"]) == probs.size

@@ -16,6 +16,31 @@ from sklearn.metrics import (
 
 from postergenre.models.card import decide
 
+ECE_BINS = 15
+
+
+def calibration(
+    confidence: np.ndarray, outcome: np.ndarray, bins: int = ECE_BINS
+) -> dict[str, Any]:
+    """Expected calibration error over `bins` equal-width bins of the stated probability, and
+    the bins themselves (mean probability, observed frequency, count) for a reliability
+    diagram. `confidence` and `outcome` (0/1) are flat and aligned: for a single-label model
+    the top probability and whether that genre was right; for a multi-label model every
+    poster x genre probability and whether the poster has the genre."""
+    confidence = np.asarray(confidence, dtype=np.float64).ravel()
+    outcome = np.asarray(outcome, dtype=np.float64).ravel()
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        member = which == b
+        count = int(member.sum())
+        if not count:
+            continue
+        stated, observed = float(confidence[member].mean()), float(outcome[member].mean())
+        ece += count / len(confidence) * abs(stated - observed)
+        table.append({"bin": b, "probability": stated, "frequency": observed, "count": count})
+    return {"ece": ece if len(confidence) else None, "bins": table}
+
 
 def single_label_metrics(
     y_true: np.ndarray, probs: np.ndarray, genres: list[str]
@@ -50,8 +75,14 @@ def single_label_metrics(
             for i, genre in enumerate(genres)
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        **_calibrated(probs.max(axis=1) if len(probs) else probs, y_pred == y_true),
         "genres": list(genres),
     }
+
+
+def _calibrated(confidence: np.ndarray, outcome: np.ndarray) -> dict[str, Any]:
+    result = calibration(confidence, outcome)
+    return {"ece": result["ece"], "calibration_bins": result["bins"]}
 
 
 def mean_average_precision(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -111,6 +142,7 @@ def multi_label_metrics(
             }
             for j, genre in enumerate(genres)
         },
+        **_calibrated(probs, y_true),  # every poster x genre pair
         "genres": list(genres),
     }
     prevalence = train_prevalence if train_prevalence is not None else y_true.mean(axis=0)

@@ -75,6 +75,28 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
+def plot_reliability(bins: Sequence[dict], path: Path, title: str = "Reliability") -> Path:
+    """Stated probability against how often it came true, per bin (dots sized by count),
+    with the diagonal a calibrated model would follow and the ECE in the title."""
+    fig, axis = _subplots(figsize=(5.5, 5.5))
+    axis.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="calibrated")
+    if bins:
+        counts = np.array([b["count"] for b in bins], dtype=float)
+        sizes = 20 + 280 * counts / counts.max()
+        xs = [b["probability"] for b in bins]
+        ys = [b["frequency"] for b in bins]
+        axis.plot(xs, ys, "-", color="tab:blue", lw=1.5)
+        axis.scatter(xs, ys, s=sizes, color="tab:blue", alpha=0.8, label="model (dot: count)")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("stated probability")
+    axis.set_ylabel("observed frequency")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper left")
+    return _save(fig, path)
+
+
 def plot_pr_curves(
     y_true: np.ndarray,
     probs: np.ndarray,

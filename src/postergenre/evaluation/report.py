@@ -52,6 +52,7 @@ def evaluate_single_label(
     if plots_dir is not None:
         from postergenre.evaluation.plots import plot_confusion_matrix
 
+        _plot_reliability(metrics, plots_dir, title)
         path = plot_confusion_matrix(
             metrics["confusion_matrix"],
             present,
@@ -62,12 +63,40 @@ def evaluate_single_label(
     return metrics
 
 
+def _plot_reliability(metrics: dict[str, Any], plots_dir: Path, title: str) -> None:
+    from postergenre.evaluation.plots import plot_reliability
+
+    ece = metrics["ece"]
+    label = f"ECE {ece:.3f}" if ece is not None else "no posters"
+    path = plot_reliability(
+        metrics["calibration_bins"],
+        Path(plots_dir) / "reliability.png",
+        f"Reliability ({title}, n={metrics['n']}, {label})",
+    )
+    metrics["reliability_plot"] = path.name
+
+
+def _number(value: float | None, spec: str) -> str:
+    """A metric formatted, or '-' where it is undefined (None)."""
+    return format(
+        "-" if value is None else value, spec.replace(".4f", "") if value is None else spec
+    )
+
+
+def _ece_line(metrics: dict[str, Any]) -> str:
+    ece = metrics.get("ece")
+    what = "top genre" if metrics["task"] == "single" else "every poster x genre"
+    shown = "-" if ece is None else f"{ece:.4f}"
+    return f"expected calibration error ({what}, 15 bins): {shown}"
+
+
 def format_single_label(metrics: dict[str, Any]) -> str:
     """A plain-text report: headline numbers, per-genre table, confusion matrix."""
     lines = [
         f"posters: {metrics['n']}",
         f"accuracy: {metrics['accuracy']:.4f}   balanced accuracy: "
         f"{metrics['balanced_accuracy']:.4f}   macro F1: {metrics['macro_f1']:.4f}",
+        _ece_line(metrics),
         "",
         f"{'genre':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
     ]
@@ -125,6 +154,7 @@ def evaluate_multi_label(
     if plots_dir is not None:
         from postergenre.evaluation.plots import plot_pr_curves
 
+        _plot_reliability(metrics, plots_dir, title)
         path = plot_pr_curves(
             y,
             probs[:, columns],
@@ -143,13 +173,16 @@ def format_multi_label(metrics: dict[str, Any]) -> str:
     lines = [
         f"posters: {metrics['n']}",
         f"{'':<34}{'mAP':>8}{'micro F1':>10}{'macro F1':>10}{'samples F1':>12}",
-        f"{'model, tuned thresholds':<34}{metrics['map']:>8.4f}{metrics['micro_f1']:>10.4f}"
+        f"{'model, tuned thresholds':<34}{_number(metrics['map'], '>8.4f')}"
+        f"{metrics['micro_f1']:>10.4f}"
         f"{metrics['macro_f1']:>10.4f}{metrics['samples_f1']:>12.4f}",
         f"{'model, threshold 0.5':<34}{'':>8}{half['micro_f1']:>10.4f}{half['macro_f1']:>10.4f}"
         f"{half['samples_f1']:>12.4f}",
         f"{'baseline: always ' + ' + '.join(top2['genres']):<34}{'':>8}{top2['micro_f1']:>10.4f}"
         f"{top2['macro_f1']:>10.4f}{top2['samples_f1']:>12.4f}",
-        f"{'baseline: genre frequency':<34}{metrics['baselines']['frequency_score']['map']:>8.4f}",
+        f"{'baseline: genre frequency':<34}"
+        f"{_number(metrics['baselines']['frequency_score']['map'], '>8.4f')}",
+        _ece_line(metrics),
         "",
         f"{'genre':<16}{'AP':>8}{'F1':>8}{'threshold':>11}{'support':>9}",
     ]

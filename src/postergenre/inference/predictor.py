@@ -42,6 +42,17 @@ PREDICT_BATCH = 32
 CACHE_MIN_POSTERS = 64
 
 
+def _finite_or_none(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def onnx_available() -> bool:
     """Whether ONNX Runtime is installed (checked without importing it)."""
     return importlib.util.find_spec("onnxruntime") is not None
@@ -396,6 +407,7 @@ class Predictor:
                 "none of the posters carries a genre the model knows "
                 f"(model genres: {', '.join(self.genres)})"
             )
+        metrics = _finite_or_none(metrics)  # valid JSON: an undefined number is null, not NaN
         if plots_dir is not None:
             from postergenre.atomic import write_json
 
