@@ -87,7 +87,7 @@ def _writer(folder: str, log: str, n: int) -> None:
 
     def compute(indices):
         for i in indices:
-            time.sleep(0.01)  # slow enough that both writers overlap
+            time.sleep(0.05)  # slow enough (2 s in all) that both writers overlap
             with keys_file.open("a") as handle:
                 handle.write(f"{os.getpid()} {i}\n")
             yield i, np.full(3, i, np.float32), None
@@ -104,7 +104,7 @@ def test_two_writers_on_one_cache_do_not_both_compute_everything(tmp_path):
     for i in range(n):
         (files / f"{i}.txt").write_text(str(i))
     log = tmp_path / "computed.log"
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # no inherited threads or locks
     workers = [
         context.Process(target=_writer, args=(str(tmp_path / "store"), str(log), n))
         for _ in range(2)
