@@ -159,9 +159,7 @@ class Predictor:
         self.thresholds = np.array(self.card.thresholds or [0.5] * len(self.genres))
         self._runner: Any = None
         self._auto = runtime == "auto"
-        self.runtime = "onnx" if self._auto and onnx_available() else runtime
-        if self.runtime == "auto":
-            self.runtime = "torch"
+        self.runtime = ("onnx" if onnx_available() else "torch") if self._auto else runtime
 
     @classmethod
     def from_pretrained(
