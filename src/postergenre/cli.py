@@ -485,7 +485,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from postergenre.console import echo
     from postergenre.data.sources import find_posters
     from postergenre.inference import Predictor
-    from postergenre.inference.writers import FORMATS
+    from postergenre.inference.predictions import FORMATS
 
     folder_given = any(Path(p).is_dir() for p in args.posters)
     out = args.out or (Path("predictions.csv") if folder_given else None)

@@ -15,9 +15,8 @@ poster is prepared with NumPy and the exported graph (made once, cached) runs in
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from postergenre.data.decode import decode_poster
 from postergenre.data.records import PosterCollection, PosterRecord
 from postergenre.data.sources import PosterFiles, find_posters
 from postergenre.errors import PosterDecodeError, UserError
+from postergenre.inference.predictions import Prediction, Predictions
 from postergenre.models.card import ModelCard, to_probabilities
 from postergenre.models.catalog import DEFAULT_MODEL, resolve_model
 
@@ -56,75 +56,6 @@ def _finite_or_none(value: Any) -> Any:
 def onnx_available() -> bool:
     """Whether ONNX Runtime is installed (checked without importing it)."""
     return importlib.util.find_spec("onnxruntime") is not None
-
-
-@dataclass
-class Prediction:
-    """Genres for one poster: every genre ranked, and the predicted ones, most probable first."""
-
-    path: str
-    genres: list[tuple[str, float]]
-    predicted: list[str]
-
-    def to_json(self, top: int | None = None) -> dict[str, Any]:
-        """A JSON-ready dict; `top` keeps only the most probable genres."""
-        ranked = self.genres if top is None else self.genres[:top]
-        return {
-            "path": self.path,
-            "genres": [{"genre": g, "probability": round(p, 6)} for g, p in ranked],
-            "predicted": self.predicted,
-        }
-
-
-@dataclass
-class Predictions:
-    """Predictions for a collection: one probability row per readable poster, and the files
-    that were skipped with their reasons."""
-
-    card: ModelCard
-    paths: list[str]
-    probabilities: np.ndarray  # (n, genres), in the card's genre order
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Prediction:
-        probs = self.probabilities[i]
-        order = np.argsort(-probs, kind="stable")
-        ranked = [(self.card.genres[j], float(probs[j])) for j in order]
-        return Prediction(self.paths[i], ranked, self.card.predicted_genres(probs))
-
-    def __iter__(self) -> Iterator[Prediction]:
-        return (self[i] for i in range(len(self)))
-
-    @property
-    def genres(self) -> list[str]:
-        return list(self.card.genres)
-
-    def to_json(self, top: int | None = None) -> list[dict[str, Any]]:
-        """One dict per poster (see `Prediction.to_json`)."""
-        return [p.to_json(top) for p in self]
-
-    def rows(self) -> Iterator[dict[str, Any]]:
-        """Flat rows: path, one probability per genre, then the predicted genres ('|')."""
-        mask = self.card.decide(self.probabilities)
-        for i, path in enumerate(self.paths):
-            row: dict[str, Any] = {"path": path}
-            row.update(
-                (g, round(float(p), 6))
-                for g, p in zip(self.card.genres, self.probabilities[i], strict=True)
-            )
-            order = np.argsort(-self.probabilities[i], kind="stable")
-            row["predicted"] = "|".join(self.card.genres[j] for j in order if mask[i, j])
-            yield row
-
-    def write(self, path: str | Path, top: int | None = None) -> Path:
-        """Write every prediction to `path` atomically; the format follows the suffix:
-        .csv and .parquet (flat rows), .json (a list), .jsonl (one object per line)."""
-        from postergenre.inference.writers import write_predictions
-
-        return write_predictions(self, Path(path), top)
 
 
 class Predictor:
