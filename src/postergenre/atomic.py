@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "atomic_folder",
     "atomic_path",
     "new_folder_beside",
     "remove_stale_temporaries",
@@ -108,6 +109,19 @@ def _exchange(a: Path, b: Path) -> bool:
         _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), ctypes.c_uint(_RENAME_EXCHANGE)
     )
     return result == 0
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yield an empty folder beside `target` to fill; when the block ends it replaces `target`
+    whole (`replace_folder`). On an error it is removed and `target` is left untouched."""
+    tmp = new_folder_beside(target)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_folder(tmp, target)
 
 
 def replace_folder(tmp: str | Path, target: str | Path) -> Path:

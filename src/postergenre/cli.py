@@ -399,17 +399,20 @@ def build_parser() -> argparse.ArgumentParser:
 # imported inside the command, so `--help` and argument errors stay instant.
 
 
+def _label_limit(args: argparse.Namespace) -> int | None:
+    return None if args.max_labels_mb is None else int(args.max_labels_mb * 1024 * 1024)
+
+
 def _load_collection(args: argparse.Namespace) -> Any:
     from postergenre.console import warn
     from postergenre.data.labels import load_posters
 
-    limit = None if args.max_labels_mb is None else int(args.max_labels_mb * 1024 * 1024)
     collection = load_posters(
         labels=args.labels,
         images=args.images,
         splits=args.splits,
         folder=args.folder,
-        max_label_bytes=limit,
+        max_label_bytes=_label_limit(args),
     )
     for message in collection.warnings:
         warn(message)
@@ -439,7 +442,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         balance=args.balance,
         augment=not args.no_augment,
         cache_dir=args.cache_dir,
-        max_label_bytes=None if args.max_labels_mb is None else int(args.max_labels_mb * 2**20),
+        max_label_bytes=_label_limit(args),
         resume=args.resume,
     )
     try:

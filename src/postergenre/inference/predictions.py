@@ -69,15 +69,12 @@ class Predictions:
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Flat rows: path, one probability per genre, then the predicted genres ('|')."""
-        mask = self.card.decide(self.probabilities)
-        for i, path in enumerate(self.paths):
+        for path, probs in zip(self.paths, self.probabilities, strict=True):
             row: dict[str, Any] = {"path": path}
             row.update(
-                (g, round(float(p), 6))
-                for g, p in zip(self.card.genres, self.probabilities[i], strict=True)
+                (g, round(float(p), 6)) for g, p in zip(self.card.genres, probs, strict=True)
             )
-            order = np.argsort(-self.probabilities[i], kind="stable")
-            row["predicted"] = "|".join(self.card.genres[j] for j in order if mask[i, j])
+            row["predicted"] = "|".join(self.card.predicted_genres(probs))
             yield row
 
     def write(self, path: str | Path, top: int | None = None) -> Path:

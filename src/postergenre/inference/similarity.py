@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from postergenre.atomic import new_folder_beside, replace_folder, write_json
+from postergenre.atomic import atomic_folder, write_json
 from postergenre.console import report_skipped
 from postergenre.data.decode import decode_poster
 from postergenre.data.records import PosterRecord
@@ -120,24 +120,18 @@ class PosterIndex:
             {**item, "relpath": os.path.relpath(Path(item["path"]).resolve(), home)}
             for item in self.items
         ]
-        tmp = new_folder_beside(directory)
-        try:
+        meta = {
+            "format": INDEX_FORMAT,
+            "format_version": INDEX_VERSION,
+            "arch": self.arch,
+            "count": len(self.items),
+            "input": get_arch(self.arch).input.to_json(),
+            "items": items,
+        }
+        with atomic_folder(directory) as tmp:
             save_file({"vectors": torch.from_numpy(self.vectors).half()}, str(tmp / VECTORS_FILE))
-            meta = {
-                "format": INDEX_FORMAT,
-                "format_version": INDEX_VERSION,
-                "arch": self.arch,
-                "count": len(self.items),
-                "input": get_arch(self.arch).input.to_json(),
-                "items": items,
-            }
             write_json(tmp / META_FILE, meta, indent=None)
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return replace_folder(tmp, directory)
+        return directory
 
     @classmethod
     def load(cls, directory: Path) -> PosterIndex:

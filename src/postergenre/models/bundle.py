@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from postergenre.atomic import new_folder_beside, replace_folder
+from postergenre.atomic import atomic_folder
 from postergenre.models._registry import create_model, get_arch
 from postergenre.models.card import CARD_FILE, WEIGHTS_FILE, CardError, ModelCard
 
@@ -54,16 +54,10 @@ def bundle_tensors(model: nn.Module, card: ModelCard) -> dict[str, torch.Tensor]
 def save_bundle(directory: str | Path, model: nn.Module, card: ModelCard) -> Path:
     """Write a bundle atomically: built beside `directory`, then swapped in whole."""
     directory = Path(directory)
-    tmp = new_folder_beside(directory)
-    try:
+    with atomic_folder(directory) as tmp:
         save_file(bundle_tensors(model, card), str(tmp / WEIGHTS_FILE))
         card.write(tmp)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return replace_folder(tmp, directory)
+    return directory
 
 
 def _check_tensors(

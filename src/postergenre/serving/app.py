@@ -212,8 +212,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 # -- helpers ----------------------------------------------------------------------------------
 def _encode_png(image: Image.Image) -> bytes:
-    image = image.copy()
-    image.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE), Image.Resampling.LANCZOS)
+    """The overlay as PNG (explanations already draw it at most OVERLAY_MAX_SIDE on a side)."""
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=1)
     return out.getvalue()
