@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-augment", action="store_true", help="turn off random crops and colour jitter"
     )
     p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="keep the raw probabilities (default: calibrated on the validation split, "
+        "temperature for single-label, Platt scaling per genre for multi-label)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the interrupted run in --out from its last checkpoint",
@@ -441,6 +447,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         monitor=args.monitor,
         balance=args.balance,
         augment=not args.no_augment,
+        calibrate=not args.no_calibrate,
         cache_dir=args.cache_dir,
         max_label_bytes=_label_limit(args),
         resume=args.resume,

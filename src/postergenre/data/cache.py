@@ -57,7 +57,8 @@ _STORE_FILES = frozenset(
         f"{_INDEX_FILE}-shm",
     }
 )
-_STORE_PREFIXES = {"posters-": "posters", "embeddings-": "embeddings"}
+_STORE_PREFIXES = {"posters-": "posters", "embeddings-": "embeddings", "text-": "text"}
+_STORE_KINDS = frozenset(_STORE_PREFIXES.values())
 _ONNX_DIR = "onnx"
 
 
@@ -488,7 +489,7 @@ class PosterCache:
 
 @dataclass
 class FolderInfo:
-    """One folder of the cache root: `kind` is posters, embeddings, onnx or other."""
+    """One folder of the cache root: `kind` is posters, embeddings, text, onnx or other."""
 
     name: str
     kind: str
@@ -588,7 +589,7 @@ def cache_info(cache_dir: Path | None = None) -> CacheInfo:
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         kind = _folder_kind(entry)
         folder = FolderInfo(entry.name, kind, bytes=_tree_bytes(Path(entry.path)))
-        if kind in ("posters", "embeddings"):
+        if kind in _STORE_KINDS:
             for key, row in _read_index(Path(entry.path) / _INDEX_FILE):
                 folder.entries += 1
                 folder.failed += row < 0
@@ -608,7 +609,7 @@ def prune_cache(cache_dir: Path | None = None) -> PruneReport:
         return report
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         spec_path = Path(entry.path) / _SPEC_FILE
-        if _folder_kind(entry) not in ("posters", "embeddings") or not spec_path.is_file():
+        if _folder_kind(entry) not in _STORE_KINDS or not spec_path.is_file():
             continue
         spec = json.loads(spec_path.read_text())
         store = ArrayStore(Path(entry.path), tuple(spec["row_shape"]), spec["dtype"])

@@ -3,6 +3,11 @@
 Every architecture exposes `forward_features(x) -> (B, C, h, w)` and `forward_head(fmap)`, so the
 backbone runs once without a graph and only the head is differentiated: frozen parameters
 (`requires_grad=False`) do not matter, and no parameter's `.grad` is touched.
+
+An ensemble's `forward_features` gives several maps (one per backbone, at different
+resolutions). Its heatmap is the sum of each map's Grad-CAM (the map weighted by the target's
+gradient), each resized to the finest map's grid, normalised once: where the backbones together
+find evidence for the genre.
 """
 
 from __future__ import annotations
@@ -68,6 +73,11 @@ def _target_score(
     return logits[0, target]
 
 
+def _cam(fmap: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * fmap).sum(dim=1))[0]
+
+
 def _cam_and_logits(
     model: nn.Module, x: torch.Tensor, target: int | None
 ) -> tuple[np.ndarray, torch.Tensor, int]:
@@ -76,18 +86,27 @@ def _cam_and_logits(
     model.eval()
     try:
         with torch.no_grad():
-            fmap = model.forward_features(x)
-        fmap = fmap.detach().requires_grad_(True)
+            features = model.forward_features(x)
+        several = isinstance(features, tuple | list)
+        maps = [f.detach().requires_grad_(True) for f in (features if several else [features])]
         with torch.enable_grad():
-            logits = model.forward_head(fmap)
+            logits = model.forward_head(tuple(maps) if several else maps[0])
             if target is None:
                 target = int(logits[0].argmax())
-            score = _target_score(model, fmap, logits, target)
-            (grads,) = torch.autograd.grad(score, fmap)
+            score = _target_score(model, maps[0], logits, target)
+            grads = torch.autograd.grad(score, maps, allow_unused=True)
     finally:
         model.train(was_training)
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = torch.relu((weights * fmap.detach()).sum(dim=1))[0]
+    height = max(m.shape[-2] for m in maps)
+    width = max(m.shape[-1] for m in maps)
+    cam = torch.zeros(height, width)
+    for fmap, grad in zip(maps, grads, strict=True):
+        if grad is None:
+            continue
+        one = _cam(fmap.detach(), grad)
+        if one.shape != cam.shape:
+            one = F.interpolate(one[None, None], size=(height, width), mode="bilinear")[0, 0]
+        cam = cam + one
     cam = torch.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(cam.max())
     cam = cam / peak if peak > 0 else torch.zeros_like(cam)

@@ -35,14 +35,15 @@ from postergenre.data.transforms import Augmentation
 from postergenre.errors import UserError
 from postergenre.evaluation.metrics import multi_label_metrics, single_label_metrics
 from postergenre.evaluation.plots import plot_confusion_matrix, plot_pr_curves
-from postergenre.evaluation.thresholds import tune_thresholds
+from postergenre.evaluation.thresholds import count_matched_threshold, tune_thresholds
 from postergenre.models import ArchSpec, ModelCard, create_model, get_arch, to_probabilities
 from postergenre.models.bundle import save_bundle
 from postergenre.models.card import CARD_FILE
 from postergenre.models.embeddings import compute_embeddings
+from postergenre.training.calibration import fit_calibration, fold_into
 from postergenre.training.data import assign_splits, prepare_split
 from postergenre.training.probe import fit_knn, fit_linear_probe
-from postergenre.training.trainer import LoopConfig, fit, predict_split
+from postergenre.training.trainer import LoopConfig, fit, predict_logits
 
 SPLITS = ("train", "val")
 # What each way of fitting stores (the card's `kind`).
@@ -84,6 +85,7 @@ class TrainConfig:
     augment: bool = True
     cache_dir: Path | None = None
     max_label_bytes: int | None = None
+    calibrate: bool = True
     resume: bool = False
     progress: bool = True
 
@@ -101,6 +103,7 @@ class TrainConfig:
                 data.pop(key, None)
         if self.mode == "knn":
             data.pop("balance", None)
+            data.pop("calibrate", None)
         return data
 
 
@@ -170,6 +173,7 @@ class Fitted:
     y_val: np.ndarray
     val_probs: np.ndarray
     info: dict[str, Any]
+    val_logits: np.ndarray | None = None  # None for a k-NN vote (no logits to calibrate)
 
 
 def fit_on_embeddings(
@@ -201,8 +205,10 @@ def fit_on_embeddings(
         with torch.no_grad():
             model.classifier.weight.copy_(weight)
             model.classifier.bias.copy_(bias)
-        val_probs = to_probabilities(torch.from_numpy(x_val) @ weight.T + bias, task).numpy()
+        val_logits = (torch.from_numpy(x_val) @ weight.T + bias).numpy()
         echo(f"linear probe: C={info['C']} chosen on val (score {info['val_score']:.4f})")
+        info["fit_seconds"] = round(time.perf_counter() - started, 2)
+        return Fitted(model, train.y, val.y, _probabilities(val_logits, task), info, val_logits)
     info["fit_seconds"] = round(time.perf_counter() - started, 2)
     return Fitted(model, train.y, val.y, val_probs, info)
 
@@ -260,14 +266,31 @@ def fit_with_gradients(
         cfg.out,
         resume=cfg.resume,
     )
-    val_probs = predict_split(model, splits["val"], spec.input.normalisation, task)
+    val_logits = predict_logits(model, splits["val"], spec.input.normalisation)
     info = {
         "epochs_run": len(state["history"]),
         "best_epoch": state["best_epoch"],
         "monitor": monitor,
         "stopped": state["stopped"],
     }
-    return Fitted(model, splits["train"].y, splits["val"].y, val_probs, info)
+    val_probs = _probabilities(val_logits, task)
+    return Fitted(model, splits["train"].y, splits["val"].y, val_probs, info, val_logits)
+
+
+def _probabilities(logits: np.ndarray, task: str) -> np.ndarray:
+    return to_probabilities(torch.from_numpy(logits), task).numpy()
+
+
+def calibrate(fitted: Fitted, task: str) -> dict[str, Any]:
+    """Fit the calibration on validation and fold it into the model's last layer."""
+    classifier = getattr(fitted.model, "classifier", None)
+    if fitted.val_logits is None or not isinstance(classifier, nn.Linear):
+        return {"method": "none"}
+    calibration = fit_calibration(fitted.val_logits, fitted.y_val, task)
+    fold_into(classifier, calibration)
+    fitted.val_logits = calibration.apply(fitted.val_logits).astype(np.float32)
+    fitted.val_probs = _probabilities(fitted.val_logits, task)
+    return calibration.to_json()
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -298,6 +321,9 @@ def train(cfg: TrainConfig) -> Path:
     by_split = assign_splits(collection, cfg.seed)
     fitter = fit_with_gradients if gradient else fit_on_embeddings
     fitted = fitter(cfg, spec, mode, by_split, genres, task)
+    calibration = calibrate(fitted, task) if cfg.calibrate else {"method": "none"}
+    if calibration["method"] != "none":
+        echo(f"probabilities calibrated on val ({calibration['method']} scaling)")
 
     plots = cfg.out / "plots"
     thresholds: tuple[float, ...] = ()
@@ -314,7 +340,17 @@ def train(cfg: TrainConfig) -> Path:
             f"{val_metrics['balanced_accuracy']:.3f}"
         )
     else:
-        tuned = tune_thresholds(fitted.y_val, fitted.val_probs)
+        if calibration["method"] == "none":
+            tuned = tune_thresholds(fitted.y_val, fitted.val_probs)
+            rule = "per-genre thresholds maximising F1 on val"
+        else:
+            shared = count_matched_threshold(fitted.y_val, fitted.val_probs)
+            tuned = np.full(len(genres), shared)
+            rule = (
+                f"one threshold ({shared:.2f}) for every genre: the best micro F1 on val with "
+                "as many genres per poster as the labels (within 20%)"
+            )
+        calibration["decision_rule"] = rule
         prevalence = fitted.y_train.mean(axis=0)
         val_metrics = multi_label_metrics(fitted.y_val, fitted.val_probs, genres, tuned, prevalence)
         thresholds = tuple(round(float(t), 6) for t in tuned)
@@ -340,6 +376,7 @@ def train(cfg: TrainConfig) -> Path:
         "seed": cfg.seed,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),
+        "calibration": calibration,
         **fitted.info,
     }
     card = ModelCard(

@@ -132,20 +132,28 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict_split(
+@torch.no_grad()
+def predict_logits(
     model: nn.Module,
     split: SplitData,
     normalisation: Normalisation,
-    task: str,
     batch_size: int = EVAL_BATCH,
 ) -> np.ndarray:
-    """Probabilities for every poster of a split, in order, without augmentation."""
+    """Logits for every poster of a split, in order, without augmentation."""
     model.eval()
     out = []
     for start in range(0, len(split), batch_size):
         pixels, _ = split.batch(np.arange(start, min(start + batch_size, len(split))))
-        out.append(to_probabilities(model(to_model_input(pixels, normalisation)), task).numpy())
+        out.append(model(to_model_input(pixels, normalisation)).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict_split(
+    model: nn.Module, split: SplitData, normalisation: Normalisation, task: str
+) -> np.ndarray:
+    """Probabilities for every poster of a split, in order, without augmentation."""
+    logits = predict_logits(model, split, normalisation)
+    return to_probabilities(torch.from_numpy(logits), task).numpy()
 
 
 def evaluate_split(

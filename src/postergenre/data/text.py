@@ -1,0 +1,126 @@
+"""The poster's own words: text read by OCR, computed once per poster and cached like pixels.
+
+OCR is `rapidocr-onnxruntime` (the optional `ocr` extra: its detection and recognition models
+ship inside the wheel, nothing is downloaded). It reads the same decoded pixels the image model
+sees (the model's input size), with the angle classifier off, one ONNX Runtime thread per
+worker process, posters spread over `workers` processes. A poster's text is its recognised
+lines with confidence >= `MIN_SCORE`, in reading order, joined by " | ". It is stored as UTF-8
+in fixed rows of `TEXT_BYTES` bytes (longer text is cut at a character boundary) in an
+`ArrayStore`, so it gets the pixel cache's checksums, locking and maintenance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from importlib import metadata
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from postergenre import console
+from postergenre.data.cache import ArrayStore, default_cache_dir, fill_store
+from postergenre.data.decode import load_poster_array
+from postergenre.data.preprocess import InputSpec
+from postergenre.errors import PosterDecodeError, UserError
+
+OCR_PACKAGE = "rapidocr-onnxruntime"
+TEXT_BYTES = 1024
+MIN_SCORE = 0.5
+SEPARATOR = " | "
+
+
+class OcrUnavailable(UserError):
+    """The OCR extra is not installed."""
+
+
+def ocr_version() -> str:
+    """The installed OCR package's version; refuses with how to install it when missing."""
+    try:
+        return metadata.version(OCR_PACKAGE)
+    except metadata.PackageNotFoundError:
+        raise OcrUnavailable(
+            "reading poster text needs OCR: pip install 'postergenre[ocr]'"
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def _engine() -> Any:
+    ocr_version()
+    from rapidocr_onnxruntime import RapidOCR
+
+    return RapidOCR(
+        use_angle_cls=False, intra_op_num_threads=1, inter_op_num_threads=1, print_verbose=False
+    )
+
+
+def read_text(pixels: np.ndarray) -> str:
+    """The text OCR finds in one RGB uint8 (H, W, 3) poster ("" when there is none)."""
+    result, _ = _engine()(np.ascontiguousarray(pixels[..., ::-1]), use_cls=False)
+    lines = [str(text).strip() for _, text, score in (result or []) if float(score) >= MIN_SCORE]
+    return SEPARATOR.join(line for line in lines if line)
+
+
+def encode_text(text: str) -> np.ndarray:
+    """UTF-8 bytes in a zero-padded row of TEXT_BYTES (cut at a character boundary)."""
+    raw = text.replace("\0", " ").encode("utf-8")[:TEXT_BYTES]
+    raw = raw.decode("utf-8", "ignore").encode("utf-8")
+    row = np.zeros(TEXT_BYTES, dtype=np.uint8)
+    row[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    return row
+
+
+def decode_text(row: np.ndarray) -> str:
+    """The text stored in a row."""
+    return bytes(np.asarray(row, dtype=np.uint8)).rstrip(b"\0").decode("utf-8", "ignore")
+
+
+def _ocr_job(args: tuple[int, str, InputSpec]) -> tuple[int, np.ndarray | None, str | None]:
+    index, path, spec = args
+    try:
+        pixels = load_poster_array(path, spec.width, spec.height, spec.resize, spec.interpolation)
+    except PosterDecodeError as exc:
+        return index, None, str(exc)
+    return index, encode_text(read_text(pixels)), None
+
+
+class PosterText:
+    """OCR text of posters at an input size, read once and cached on disk."""
+
+    def __init__(self, cache_dir: Path | None, spec: InputSpec):
+        self.spec = spec
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        version = ocr_version()
+        folder = root / (
+            f"text-rapidocr{version}-{spec.width}x{spec.height}-{spec.resize}-{spec.interpolation}"
+        )
+        self.store = ArrayStore(folder, (TEXT_BYTES,), "uint8")
+
+    def load(
+        self, paths: Sequence[Path], workers: int | None = None, progress: bool = True
+    ) -> tuple[list[str | None], dict[int, str]]:
+        """Each poster's text (None where it could not be read) and the reasons it could not."""
+        workers = workers or min(2, os.cpu_count() or 1)
+
+        def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+            jobs = [(i, str(paths[i]), self.spec) for i in indices]
+            with console.progress(len(jobs), "reading poster text", "img", enabled=progress) as bar:
+                if len(jobs) < 4 or workers <= 1:
+                    for job in jobs:
+                        yield _ocr_job(job)
+                        bar.update()
+                    return
+                with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                    for result in pool.map(_ocr_job, jobs, chunksize=4):
+                        yield result
+                        bar.update()
+
+        cached = fill_store(self.store, paths, compute)
+        texts: list[str | None] = [None] * len(paths)
+        for i in cached.ok:
+            texts[int(i)] = decode_text(cached[int(i)])
+        return texts, dict(cached.errors)
