@@ -141,9 +141,8 @@ def main() -> None:
                "fit_s"]  # fmt: skip
     print_table(rows, columns)
     seconds = round(time.perf_counter() - started, 1)
-    print(
-        f"wrote {write_result(args.name, {'rows': rows, 'reference': REFERENCE, 'seconds': seconds})}"
-    )
+    payload = {"rows": rows, "reference": REFERENCE, "seconds": seconds}
+    print(f"wrote {write_result(args.name, payload)}")
 
 
 if __name__ == "__main__":
