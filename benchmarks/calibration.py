@@ -11,7 +11,7 @@ Reported on test: mAP, micro / macro F1, ECE (15 bins over every poster x genre)
 genres per poster against the true average, and the share of posters where a predicted genre
 is less probable than a non-predicted one.
 
-    python benchmarks/calibration.py [--sets "lite0 avg,lite0+1+2 avg"] [--name calibration]
+    python benchmarks/calibration.py [--sets "lite0 avg;lite0+1+2 avg +s5 s6"] [--name calibration]
 """
 
 from __future__ import annotations
@@ -28,22 +28,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.multiclass import OneVsRestClassifier
 
-from postergenre.evaluation.metrics import calibration, mean_average_precision
+from postergenre.evaluation.metrics import calibration, inverted_share, mean_average_precision
 from postergenre.evaluation.thresholds import count_matched_threshold, tune_thresholds
 from postergenre.training.calibration import fit_platt
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
-
-
-def inverted_share(probs: np.ndarray, predicted: np.ndarray) -> float:
-    inverted = pairs = 0
-    for p, chosen in zip(probs, predicted, strict=True):
-        if chosen.any() and (~chosen).any():
-            pairs += 1
-            inverted += int(p[chosen].min() < p[~chosen].max())
-    return inverted / max(pairs, 1)
 
 
 def row(name: str, y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | float) -> dict:
@@ -62,7 +53,9 @@ def row(name: str, y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default="lite0 avg,lite0+1+2 avg")
+    parser.add_argument(
+        "--sets", default="lite0 avg;lite0+1+2 avg +s5 s6", help="feature sets, ;-separated"
+    )
     parser.add_argument("--c", type=float, default=0.0003, help="the probe's C")
     parser.add_argument("--name", default="calibration")
     args = parser.parse_args()
@@ -72,7 +65,7 @@ def main() -> None:
     data = split_data("imdb20", features["ids"])
     y_train, y_val, y_test = (data[s][1] for s in ("train", "val", "test"))
     rows = []
-    for name in args.sets.split(","):
+    for name in args.sets.split(";"):
         columns = np.concatenate([features[key] for key in SETS[name]], axis=1)
         x_train, x_val, x_test = (columns[data[s][0]] for s in ("train", "val", "test"))
         mean, std = x_train.mean(0), x_train.std(0) + 1e-6

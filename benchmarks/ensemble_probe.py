@@ -7,7 +7,7 @@ mAP for the 20-genre task (train.csv + splits.csv). Each set is compared with th
 Lite1 + Lite2 average-pooled ensemble by a paired bootstrap over the val posters (1,000
 resamples; 95% interval of the difference). Only val decides; test is reported.
 
-    python benchmarks/ensemble_probe.py [--sets NAME,...] [--name ensemble_probe]
+    python benchmarks/ensemble_probe.py [--sets "NAME;..."] [--name ensemble_probe]
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ SETS: dict[str, list[str]] = {
     "lite2 avg": ["lite2/head_avg"],
     "lite0+1+2 avg": [f"{v}/head_avg" for v in ALL],
     "lite0+1+2 avg+max": [f"{v}/head_{p}" for v in ALL for p in ("avg", "max")],
-    "lite0+1+2 avg, +stage 6": [f"{v}/{m}_avg" for v in ALL for m in ("s6", "head")],
-    "lite0+1+2 avg, +stages 5,6": [f"{v}/{m}_avg" for v in ALL for m in ("s5", "s6", "head")],
-    "lite0+1+2 avg+max, +stages 5,6": [
+    "lite0+1+2 avg +s6": [f"{v}/{m}_avg" for v in ALL for m in ("s6", "head")],
+    "lite0+1+2 avg +s5 s6": [f"{v}/{m}_avg" for v in ALL for m in ("s5", "s6", "head")],
+    "lite0+1+2 avg+max +s5 s6": [
         f"{v}/{m}_{p}" for v in ALL for m in ("s5", "s6", "head") for p in ("avg", "max")
     ],
 }
@@ -102,7 +102,7 @@ def paired_bootstrap(task: str, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--sets", default=";".join(SETS), help="feature sets, ;-separated")
     parser.add_argument("--tasks", default="imdb20,three")
     parser.add_argument("--name", default="ensemble_probe")
     args = parser.parse_args()
@@ -110,7 +110,7 @@ def main() -> None:
     started = time.perf_counter()
     features = np.load(FEATURES)
     ids = features["ids"]
-    chosen = args.sets.split(",")
+    chosen = args.sets.split(";")
     if REFERENCE not in chosen:
         chosen.insert(0, REFERENCE)
     rows = []

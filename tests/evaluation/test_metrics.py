@@ -131,3 +131,18 @@ def test_ece_in_single_and_multi_label_metrics():
     multi = multi_label_metrics(y, probs, ["A", "B"], np.array([0.5, 0.5]))
     assert 0 <= multi["ece"] <= 1
     assert sum(b["count"] for b in multi["calibration_bins"]) == probs.size
+
+
+def test_inverted_share_counts_posters_with_a_predicted_genre_below_a_non_predicted_one():
+    from postergenre.evaluation.metrics import inverted_share, multi_label_metrics
+
+    probs = np.array([[0.9, 0.2, 0.1], [0.3, 0.6, 0.1], [0.5, 0.5, 0.5]])
+    per_genre = probs >= np.array([0.5, 0.7, 0.05])
+    # rows 0 and 1 predict 0.1 and leave out 0.2 / 0.6; row 2's ties are not inversions
+    assert inverted_share(probs, per_genre) == pytest.approx(2 / 3)
+    assert inverted_share(probs, np.zeros_like(per_genre)) == 0.0
+    assert inverted_share(probs, probs >= 0.25) == 0.0
+    y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    metrics = multi_label_metrics(y, probs, ["a", "b", "c"], np.full(3, 0.25))
+    assert metrics["genres_per_poster"] == {"predicted": pytest.approx(2.0), "true": 4 / 3}
+    assert metrics["inverted_share"] == 0.0

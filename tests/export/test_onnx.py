@@ -155,6 +155,18 @@ def test_knn_export_is_exact(tmp_path):
     assert json.loads(runner.metadata["thresholds"]) == {g: 0.4 for g in GENRES}
 
 
+def test_an_ensemble_is_one_graph_with_one_input(tiny, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("efficientnet-lite012", 3, pretrained=True)
+    card = make_card("efficientnet-lite012", GENRES, "multi", "linear-head")
+    bundle = save_bundle(tmp_path / "ensemble", model, card)
+    report = export_onnx(bundle, tmp_path / "ensemble.onnx")
+    assert report["max_abs_diff"] <= 1e-4
+    _check_file(tmp_path / "ensemble.onnx", GENRES, "multi", (336, 224))
+    paths = sorted((tiny / "test").rglob("*.png"))[:4]
+    assert _torch_vs_onnx(bundle, tmp_path / "ensemble.onnx", paths) <= 1e-4
+
+
 def test_export_of_a_missing_model_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no model at"):
         export_onnx(tmp_path / "nothing", tmp_path / "x.onnx")

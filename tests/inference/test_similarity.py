@@ -82,3 +82,16 @@ def test_rebuilding_an_index_swaps_it_whole(tiny_folder, tmp_path):
     PosterIndex.build(records, progress=False).save(target)
     assert len(PosterIndex.load(target)) == len(records)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary
+
+
+def test_an_ensemble_index_finds_same_genre_posters(tiny_folder, tmp_path, capsys):
+    argv = ["index", "--folder", str(tiny_folder), "--split", "train", "--out",
+            str(tmp_path / "idx"), "--arch", "efficientnet-lite012"]  # fmt: skip
+    assert main(argv) == 0
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert meta["arch"] == "efficientnet-lite012"
+    query = tiny_folder / "test" / "Drama" / "drama1.png"
+    capsys.readouterr()
+    assert main(["similar", str(query), "--index", str(tmp_path / "idx"), "--k", "3", "--json"]) == 0
+    neighbours = json.loads(capsys.readouterr().out)
+    assert [n["genres"] for n in neighbours] == [["Drama"]] * 3

@@ -42,6 +42,17 @@ def calibration(
     return {"ece": ece if len(confidence) else None, "bins": table}
 
 
+def inverted_share(probs: np.ndarray, predicted: np.ndarray) -> float:
+    """The share of posters (with both predicted and non-predicted genres) where a predicted
+    genre is less probable than a non-predicted one: 0 for any one shared threshold."""
+    mixed = predicted.any(axis=1) & ~predicted.all(axis=1)
+    if not mixed.any():
+        return 0.0
+    lowest_in = np.where(predicted, probs, np.inf).min(axis=1)
+    highest_out = np.where(predicted, -np.inf, probs).max(axis=1)
+    return float((lowest_in < highest_out)[mixed].mean())
+
+
 def single_label_metrics(
     y_true: np.ndarray, probs: np.ndarray, genres: list[str]
 ) -> dict[str, Any]:
@@ -143,6 +154,11 @@ def multi_label_metrics(
             for j, genre in enumerate(genres)
         },
         **_calibrated(probs, y_true),  # every poster x genre pair
+        "genres_per_poster": {
+            "predicted": float(tuned.sum(axis=1).mean()) if len(tuned) else float("nan"),
+            "true": float(y_true.sum(axis=1).mean()) if len(y_true) else float("nan"),
+        },
+        "inverted_share": inverted_share(probs, tuned.astype(bool)),
         "genres": list(genres),
     }
     prevalence = train_prevalence if train_prevalence is not None else y_true.mean(axis=0)

@@ -166,6 +166,17 @@ def evaluate_multi_label(
     return metrics
 
 
+def _count_line(metrics: dict[str, Any]) -> str:
+    counts = metrics.get("genres_per_poster") or {}
+    if not counts:
+        return ""
+    return (
+        f"genres per poster: {counts['predicted']:.2f} predicted, {counts['true']:.2f} true; "
+        f"a predicted genre below a non-predicted one on {metrics['inverted_share']:.0%} "
+        "of posters"
+    )
+
+
 def format_multi_label(metrics: dict[str, Any]) -> str:
     """A plain-text report: headline numbers next to the trivial baselines, per-genre table."""
     half = metrics["at_0.5"]
@@ -183,6 +194,7 @@ def format_multi_label(metrics: dict[str, Any]) -> str:
         f"{'baseline: genre frequency':<34}"
         f"{_number(metrics['baselines']['frequency_score']['map'], '>8.4f')}",
         _ece_line(metrics),
+        _count_line(metrics),
         "",
         f"{'genre':<16}{'AP':>8}{'F1':>8}{'threshold':>11}{'support':>9}",
     ]

@@ -41,10 +41,20 @@ def resolve_model(name_or_path: str | Path | None) -> Path:
 def _headline(metrics: dict) -> str:
     test = metrics.get("test") or {}
     if "accuracy" in test:
-        return f"test accuracy {test['accuracy']:.3f}"
-    if "map" in test:
-        return f"test mAP {test['map']:.3f}, micro F1 {test.get('micro_f1', float('nan')):.3f}"
-    return "no test metrics"
+        text = f"test accuracy {test['accuracy']:.3f}"
+    elif "map" in test:
+        text = (
+            f"test mAP {test['map']:.3f}, micro F1 {test.get('micro_f1', float('nan')):.3f}, "
+            f"macro F1 {test.get('macro_f1', float('nan')):.3f}"
+        )
+    else:
+        return "no test metrics"
+    if isinstance(test.get("ece"), float):
+        text += f", ECE {test['ece']:.3f}"
+    latency = metrics.get("latency") or {}
+    if isinstance(latency.get("p50_ms"), int | float):
+        text += f"; {latency['p50_ms']:.0f} ms per poster (p50, when built)"
+    return text
 
 
 def describe_bundled() -> list[str]:

@@ -436,7 +436,7 @@ for _variant, (_width, _height) in PORTRAIT_SIZES.items():
 # Three backbones on one poster: 20-genre mAP above any one of them (BENCHMARKS.md, section 10).
 ENSEMBLE_VARIANTS = ("lite0", "lite1", "lite2")
 ENSEMBLE_POOLING: tuple[str, ...] = ("avg",)
-ENSEMBLE_STAGES: tuple[int, ...] = ()
+ENSEMBLE_STAGES: tuple[int, ...] = (5, 6)
 register(
     ArchSpec(
         name="efficientnet-lite012",

@@ -83,6 +83,8 @@ async function loadModel() {
     state.maxUpload = model.server?.max_upload_bytes ?? state.maxUpload;
     state.similar = Boolean(model.server?.similar);
     state.thresholds = model.task === "multi" ? model.thresholds || {} : null;
+    const method = model.training?.calibration?.method;
+    state.calibrated = Boolean(method && method !== "none");
     const formats = model.server?.formats;
     if (Array.isArray(formats) && formats.length) state.formats = formats;
     const task = model.task === "multi" ? "multi-label" : "single-label";
@@ -175,12 +177,16 @@ class PosterCard {
     $(".chips", this.node).replaceChildren(...chips.map((g) => el("li", { text: g })));
     const legend = $(".legend", this.node);
     const rule = $(".rule", this.node);
+    const honest = state.calibrated ? "; percentages are calibrated: of genres shown at 60%, about 60% are right" : "";
     if (state.thresholds) {
       legend.replaceChildren("✓ predicted · ", el("span", { class: "tick" }), " threshold · click for its heatmap");
-      rule.textContent = "✓ marks genres at or above their threshold (the tick on each bar)";
+      const values = [...new Set(Object.values(state.thresholds))];
+      rule.textContent = values.length === 1
+        ? `✓ marks every genre at or above ${percent(values[0])}${honest}`
+        : `✓ marks genres at or above their threshold (the tick on each bar)${honest}`;
     } else {
       legend.textContent = "✓ predicted · click a genre for its heatmap";
-      rule.textContent = "✓ marks the most probable genre";
+      rule.textContent = `✓ marks the most probable genre${honest}`;
     }
     const bars = result.genres.map(({ genre, probability }) => {
       const isPredicted = predicted.has(genre);
