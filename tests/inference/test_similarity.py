@@ -92,6 +92,7 @@ def test_an_ensemble_index_finds_same_genre_posters(tiny_folder, tmp_path, capsy
     assert meta["arch"] == "efficientnet-lite012"
     query = tiny_folder / "test" / "Drama" / "drama1.png"
     capsys.readouterr()
-    assert main(["similar", str(query), "--index", str(tmp_path / "idx"), "--k", "3", "--json"]) == 0
+    found = ["similar", str(query), "--index", str(tmp_path / "idx"), "--k", "3", "--json"]
+    assert main(found) == 0
     neighbours = json.loads(capsys.readouterr().out)
     assert [n["genres"] for n in neighbours] == [["Drama"]] * 3
