@@ -44,6 +44,7 @@ def _multi_rule(predictor) -> str:
         return f"✓ marks every genre at or above {shared.pop() * 100:.1f}%" + CALIBRATED
     return PER_GENRE_RULE + CALIBRATED
 
+
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.is_file(), reason="needs Debian's Chromium at /usr/bin/chromium"
 )
