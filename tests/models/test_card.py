@@ -17,7 +17,11 @@ from postergenre.models.card import CardError
 from postergenre.models.catalog import BUNDLED_DIR
 from tests.conftest import make_card, make_poster
 
-FORMAT_1 = Path(__file__).parent / "data" / "imdb-20-format1.json"
+DATA = Path(__file__).parent / "data"
+# The Lite0 probe bundled until issue 9: its format-1 card, the same card in format 2, weights.
+FORMAT_1 = DATA / "imdb-20-format1.json"
+FORMAT_2 = DATA / "imdb-20-format2.json"
+WEIGHTS = DATA / "imdb-20-format1.safetensors"
 
 
 def test_card_round_trips_through_json(tmp_path):
@@ -30,16 +34,18 @@ def test_card_round_trips_through_json(tmp_path):
     assert json.loads((tmp_path / "model.json").read_text())["thresholds"] == {"A": 0.2, "B": 0.7}
 
 
-def test_a_format_1_bundle_loads_and_predicts_like_the_bundled_one(tmp_path):
-    old = tmp_path / "old"
-    old.mkdir()
-    shutil.copy(FORMAT_1, old / "model.json")
-    shutil.copy(BUNDLED_DIR / "imdb-20" / "model.safetensors", old)
+def test_a_format_1_bundle_loads_and_predicts_like_its_format_2_card(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, card_file in ((old, FORMAT_1), (new, FORMAT_2)):
+        folder.mkdir()
+        shutil.copy(card_file, folder / "model.json")
+        shutil.copy(WEIGHTS, folder / "model.safetensors")
     card = ModelCard.read(old)
     assert card.kind == "linear-head" and card.task == "multi" and len(card.thresholds) == 20
+    assert ModelCard.read(new).thresholds == card.thresholds
     poster = make_poster(tmp_path / "p.png", (40, 160, 90), size=(60, 90))
     then = Predictor.from_pretrained(old, runtime="torch").predict(poster)
-    now = Predictor.from_pretrained("imdb-20", runtime="torch").predict(poster)
+    now = Predictor.from_pretrained(new, runtime="torch").predict(poster)
     np.testing.assert_array_equal(then.probabilities, now.probabilities)
     assert then[0].predicted == now[0].predicted
 
