@@ -101,6 +101,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line interface."""
     parser = argparse.ArgumentParser(
@@ -397,6 +407,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["info", "prune", "clear"])
     _add_cache_arg(p)
     p.set_defaults(handler=_cmd_cache)
+
+    p = commands.add_parser(
+        "download",
+        help="build a poster data set from a CSV of poster URLs",
+        description="Download the posters of a URL list, such as Kaggle's MovieGenre.csv "
+        "(imdbId, Imdb Link, Title, IMDB Score, Genre, Poster; Latin-1 is fine), or any CSV with "
+        "an id column (id, imdbId, ...) and a URL column (url, poster_url, Poster, ...). Genre "
+        "('A|B'), Title ('Toy Story (1995)' gives the year) and year columns are carried over. "
+        "Writes OUT/images/<id>.<ext> (numeric IMDb ids become tt0114709; the extension comes "
+        "from the decoded image, and only files that decode as posters are kept), "
+        "OUT/labels.csv (id, genres, title, year, url: ready for 'train --labels "
+        "OUT/labels.csv') and OUT/failures.csv (id, url, reason, attempts). Timeouts, "
+        "connection errors, 5xx and 429 are retried with backoff (or as Retry-After says); 404 "
+        "and other client errors are not. After Ctrl-C or a crash, run the same command again "
+        "to resume: posters already there are skipped without a request, failures are retried.",
+    )
+    p.add_argument("--labels", type=Path, required=True, metavar="CSV", help="the URL list")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="data set folder")
+    p.add_argument("--url-column", metavar="NAME", help="column of poster URLs (default: detected)")
+    p.add_argument("--id-column", metavar="NAME", help="column of poster ids (default: detected)")
+    p.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="downloads at once (default 8)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds to connect, and without a byte while reading (default 30)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=_positive_float,
+        default=120.0,
+        metavar="S",
+        help="seconds one request may take in all (default 120)",
+    )
+    p.add_argument(
+        "--retries", type=int, default=3, metavar="N", help="attempts after the first (default 3)"
+    )
+    p.add_argument(
+        "--max-mb",
+        type=_positive_float,
+        default=20.0,
+        metavar="MB",
+        help="refuse posters larger than this (default 20)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=10.0,
+        metavar="N",
+        help="requests per second to any one host (default 10; 0: no limit)",
+    )
+    p.set_defaults(handler=_cmd_download)
     return parser
 
 
@@ -609,8 +678,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for line in lines or ["(none)"]:
         print(f"  {line}")
     print("architectures:")
-    for name in available_archs():
-        print(f"  {name:<20}{get_arch(name).description}")
+    names = available_archs()
+    width = max(map(len, names)) + 2
+    for name in names:
+        print(f"  {name:<{width}}{get_arch(name).description}")
     return 0
 
 
@@ -628,6 +699,35 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_download(args: argparse.Namespace) -> int:
+    from postergenre.console import echo
+    from postergenre.data.download import download_posters
+
+    try:
+        report = download_posters(
+            args.labels,
+            args.out,
+            url_column=args.url_column,
+            id_column=args.id_column,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            deadline=args.deadline,
+            retries=args.retries,
+            max_bytes=int(args.max_mb * 1024 * 1024),
+            rate=args.rate,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; what is done is kept in {args.out}: run the same command again to "
+            "resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    for line in report.summary():
+        echo(line)
+    return 0
+
+
 # Library errors say what is wrong; the command line adds which flag changes it.
 _FLAG_HINTS = {
     "RunFolderInUse": "pass --resume to continue it, or choose another --out",
@@ -635,6 +735,8 @@ _FLAG_HINTS = {
     "PortInUse": "choose another with --port (make demo PORT=N)",
     "PosterSourceMissing": "use --labels CSV or --folder DIR",
     "LabelFileTooLarge": "or pass --max-labels-mb",
+    "UrlColumnMissing": "name it with --url-column",
+    "IdColumnMissing": "name it with --id-column",
 }
 
 

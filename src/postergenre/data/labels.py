@@ -154,6 +154,18 @@ def _read_csv(path: Path, max_bytes: int | None = None) -> CsvFile:
     return CsvFile(path, fieldnames, encoding, delimiter)
 
 
+def open_csv(path: Path, max_bytes: int | None = None) -> CsvFile:
+    """Open any user CSV the way label files are opened (size limit, header, encoding and
+    delimiter detection; see `_read_csv`); stream its rows with `CsvFile.rows()`."""
+    return _read_csv(Path(path), max_bytes)
+
+
+def find_column(fieldnames: Iterable[str], candidates: Iterable[str]) -> str | None:
+    """The column named by the first of `candidates` (lower case) that `fieldnames` holds,
+    matched case-insensitively and ignoring surrounding spaces."""
+    return _find_column(fieldnames, candidates)
+
+
 def _one_hot_columns(csv_file: CsvFile, skip: set[str]) -> list[str]:
     """Columns whose every value is 0/1 (or empty, or true/false), found in one pass."""
     candidates = {
