@@ -119,3 +119,8 @@ def test_models_command_lists_bundled_models_from_their_cards(capsys):
     assert "imdb-20 (default)" in out and "three-genre" in out
     assert "multi-label, 20 genres; test mAP" in out
     assert "single-label, 3 genres; test accuracy" in out
+    assert "imdb-20-fast" in out and "efficientnet-lite012" in out
+    # every bundled model states its calibration error and its single-poster latency
+    for line in out.split("architectures")[0].splitlines()[1:]:
+        if line.strip():
+            assert "ECE" in line and "ms per poster" in line, line

@@ -66,7 +66,7 @@ def describe_bundled() -> list[str]:
         card = ModelCard.read(BUNDLED_DIR / name)
         default = " (default)" if name == DEFAULT_MODEL else ""
         lines.append(
-            f"{name + default:<24}{card.architecture} {card.kind}, {card.task}-label, "
+            f"{name + default:<20}{card.architecture} {card.kind}, {card.task}-label, "
             f"{len(card.genres)} genres; {_headline(card.metrics)}"
         )
     return lines
