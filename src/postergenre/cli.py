@@ -581,6 +581,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     elif out is None:
         for prediction in predictions:
             _print_table(prediction, args.top or 5)
+        if len(predictions):
+            print(f"* predicted: {predictor.card.describe_rule()}")
     return 0
 
 

@@ -124,3 +124,22 @@ def test_models_command_lists_bundled_models_from_their_cards(capsys):
     for line in out.split("architectures")[0].splitlines()[1:]:
         if line.strip():
             assert "ECE" in line and "ms per poster" in line, line
+
+
+def test_the_rule_line_says_what_predicted_means_and_whether_numbers_are_calibrated():
+    platt = {"calibration": {"method": "platt"}}
+    shared = make_card("seed-cnn", ["A", "B"], "multi", thresholds=(0.29, 0.29), training=platt)
+    assert shared.describe_rule() == (
+        "every genre at or above 29%; probabilities calibrated on validation posters (platt)"
+    )
+    own = make_card("seed-cnn", ["A", "B"], "multi", thresholds=(0.2, 0.6))
+    assert own.describe_rule().startswith("every genre at or above its own threshold")
+    assert own.describe_rule().endswith("not calibrated")
+    assert make_card().describe_rule().startswith("the most probable genre")
+
+
+def test_predict_prints_the_rule_under_its_table(tmp_path, capsys):
+    poster = make_poster(tmp_path / "p.png", (20, 30, 200))
+    assert main(["predict", "--model", "imdb-20-fast", str(poster)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("* predicted: every genre at or above ") and "calibrated" in last

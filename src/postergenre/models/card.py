@@ -230,6 +230,20 @@ class ModelCard:
         order = np.argsort(-np.asarray(probs), kind="stable")
         return [self.genres[i] for i in order if mask[i]]
 
+    def describe_rule(self) -> str:
+        """One line on what "predicted" means for this model, and whether its numbers are
+        calibrated (for a person reading the probabilities)."""
+        if self.task == "single":
+            rule = "the most probable genre"
+        elif len(set(self.thresholds)) == 1:
+            rule = f"every genre at or above {self.thresholds[0]:.0%}"
+        else:
+            rule = "every genre at or above its own threshold"
+        method = (self.training.get("calibration") or {}).get("method", "none")
+        if method != "none":
+            return f"{rule}; probabilities calibrated on validation posters ({method})"
+        return f"{rule}; probabilities not calibrated"
+
     def find_genre(self, name: str) -> int:
         """The index of a genre named in any case ("sci-fi" finds "Sci-Fi")."""
         wanted = name.strip().casefold()
