@@ -27,9 +27,14 @@ def test_features_are_each_backbone_on_its_own_portrait(ensemble):
             x, size=(360, 240), mode="bilinear", align_corners=False
         )
         expected = lite1.embed(resized)
-    assert [tuple(m.shape[-2:]) for m in maps] == [(11, 7), (12, 8), (13, 9)]
-    assert embedding.shape == (2, 3 * 1280) == (2, ensemble.num_features)
-    np.testing.assert_allclose(embedding[:, 1280:2560], expected, atol=1e-5)
+    # per backbone: the last block of stages 5 and 6, then the head map
+    heads = [tuple(m.shape[-3:]) for m in maps[2::3]]
+    assert heads == [(1280, 11, 7), (1280, 12, 8), (1280, 13, 9)]
+    assert len(maps) == 9 and maps[0].shape[1] == 192 and maps[1].shape[1] == 320
+    assert embedding.shape == (2, 5424) == (2, ensemble.num_features)
+    lite0_width = 192 + 320 + 1280
+    head1 = slice(lite0_width + 192 + 320, 2 * lite0_width)  # Lite1's head average pool
+    np.testing.assert_allclose(embedding[:, head1], expected, atol=1e-5)
     assert get_arch("efficientnet-lite012").input.width == 224
 
 
@@ -46,5 +51,5 @@ def test_pooling_choices_widen_the_features():
 def test_grad_cam_of_an_ensemble_sums_every_backbone_on_the_finest_grid(ensemble):
     x = torch.randn(1, 3, 336, 224)
     cam = grad_cam(ensemble, x, 2)
-    assert cam.shape == (13, 9)
+    assert cam.shape == (13, 9)  # Lite2 at 260x390: the finest of the stride-32 maps
     assert float(cam.max()) == pytest.approx(1.0) and float(cam.min()) >= 0.0
