@@ -70,16 +70,17 @@ def test_a_glob_is_a_collection_and_top_limits_json(seed_run, posters, capsys):
     assert len(entries) == 3 and all(len(e["genres"]) == 1 for e in entries)
 
 
-def test_no_cache_leaves_the_cache_alone_and_cache_commands(seed_run, tmp_path, capsys):
+def test_only_cache_fills_the_cache_and_cache_commands(seed_run, tmp_path, capsys):
     folder = tmp_path / "many"
-    for i in range(70):  # over the size from which a collection is cached by default
+    for i in range(70):  # over the size from which a collection was once cached by default
         make_poster(folder / f"{i}.png", (3 * i, 100, 50), seed=i)
     cache = tmp_path / "cache"
     base = ["predict", str(folder), "--model", str(seed_run), "--runtime", "torch"]
     base += ["--cache-dir", str(cache), "--out", str(tmp_path / "p.csv")]
-    assert main([*base, "--no-cache"]) == 0
+    assert main(base) == 0  # the cache is off by default
+    assert main([*base, "--no-cache"]) == 0  # still accepted, and does nothing
     assert not any(cache.glob("posters-*"))
-    assert main(base) == 0
+    assert main([*base, "--cache"]) == 0
     capsys.readouterr()
     assert main(["cache", "info", "--cache-dir", str(cache)]) == 0
     info = capsys.readouterr().out

@@ -101,6 +101,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 0 or a positive integer, got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -219,12 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "predict",
-        help="genres for posters (files, folders, globs)",
-        description="Rank genres for each poster. One poster prints a table; a folder, a "
-        "glob or several files are a collection: unreadable files are skipped and reported on "
-        "stderr, and with --out (or a folder without it, into predictions.csv) every "
-        "prediction is written to a file: one row per readable poster with its path, a "
-        "probability per genre and the predicted genres.",
+        help="genres for posters (files, folders, globs, label CSVs, lists of paths)",
+        description="Rank genres for each poster. One poster prints a table; anything else is "
+        "a collection: unreadable files are skipped and reported on stderr. With --out (or a "
+        "folder without it, into predictions.csv) the collection is streamed into a file, one "
+        "row per readable poster with its path, a probability per genre and the predicted "
+        "genres: memory stays flat whatever its size (at most 2 x workers + 1 batches of 32 "
+        "decoded posters, and 8 bytes per poster path), posters are decoded by --workers "
+        "processes while the model runs, a progress bar shows how far it is, and a line at "
+        "the end says what was written and skipped. Rows go to FILE.partial first and FILE "
+        "appears whole when every poster is done; a run that was killed or interrupted goes "
+        "on with --resume.",
     )
     _add_model_arg(p)
     _add_runtime_arg(p)
@@ -232,8 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
         "posters",
         nargs="+",
         metavar="POSTER",
-        help="image files, folders of images (searched recursively) or quoted globs "
-        "('posters/*.jpg')",
+        help="what to predict (SOURCE): image files, folders of images (searched "
+        "recursively), quoted globs "
+        "('posters/*.jpg'), label CSVs (.csv/.tsv: an id column, images in CSV_DIR/images or "
+        "CSV_DIR, as for train --labels) or text files of paths (.txt/.lst: one a line, "
+        "relative to the file's folder; blank lines and # comments ignored)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list on stdout")
     p.add_argument(
@@ -248,13 +268,32 @@ def build_parser() -> argparse.ArgumentParser:
         dest="out",
         type=Path,
         metavar="FILE",
-        help="write all predictions to FILE: .csv, .json, .jsonl or .parquet (a folder "
+        help="stream all predictions into FILE: .csv, .json, .jsonl or .parquet (a folder "
         "without --out writes predictions.csv)",
     )
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with the unfinished run into --out FILE (its FILE.partial): posters "
+        "already there are skipped",
+    )
+    p.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        metavar="N",
+        help="processes decoding posters beside the model (default min(2, cores); collections "
+        "under 64 posters, and 0, decode in one thread)",
+    )
+    caching = p.add_mutually_exclusive_group()
+    caching.add_argument(
+        "--cache",
+        action="store_true",
+        help="keep decoded posters in the cache, so a re-run skips decoding (default: off)",
+    )
+    caching.add_argument(
         "--no-cache",
         action="store_true",
-        help="do not keep decoded posters in the cache (one-off scoring of a collection)",
+        help="accepted for compatibility and does nothing: the cache is off unless --cache",
     )
     _add_cache_arg(p)
     p.set_defaults(handler=_cmd_predict)
@@ -562,23 +601,44 @@ def _print_table(prediction: Any, top: int) -> None:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from postergenre.console import echo
-    from postergenre.data.sources import find_posters
+    from postergenre.data.sources import PosterFiles, open_sources
     from postergenre.inference import Predictor
-    from postergenre.inference.predictions import FORMATS
+    from postergenre.inference.predictions import check_output, journal_path, read_predictions
 
     folder_given = any(Path(p).is_dir() for p in args.posters)
     out = args.out or (Path("predictions.csv") if folder_given else None)
-    if out is not None and out.suffix.lower() not in FORMATS:  # say so before the work
-        raise UserError(f"cannot tell the format of {out}: use one of {', '.join(FORMATS)}")
-    files = find_posters(args.posters)  # a missing file fails before any model loads
-    predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
-    predictions = predictor.predict(files, cache=False if args.no_cache else None)
     if out is not None:
-        predictions.write(out, top=args.top)
-        echo(f"wrote {len(predictions)} predictions to {out}")
+        check_output(out)  # say so before the work
+    elif args.resume:
+        raise UserError("--resume goes on with an unfinished --out FILE: name the FILE")
+    sources = open_sources(args.posters)  # a missing file fails before any model loads
+    predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
+    if out is not None:
+        try:
+            summary = predictor.predict_to(
+                sources,
+                out,
+                resume=args.resume,
+                workers=args.workers,
+                cache=args.cache,
+                top=args.top,
+            )
+        except KeyboardInterrupt:
+            if journal_path(out).exists():
+                echo(f"predictions so far are in {journal_path(out)}: add --resume to go on")
+            raise
+        echo(summary.describe())
+        if args.json:  # read back from the file, one prediction at a time
+            sys.stdout.write("[")
+            for i, prediction in enumerate(read_predictions(out)):
+                sys.stdout.write((", " if i else "") + json.dumps(prediction.to_json(args.top)))
+            sys.stdout.write("]\n")
+        return 0
+    files = PosterFiles(list(sources), sources.single)
+    predictions = predictor.predict(files, cache=args.cache, workers=args.workers)
     if args.json:
         print(json.dumps(predictions.to_json(top=args.top)))
-    elif out is None:
+    else:
         for prediction in predictions:
             _print_table(prediction, args.top or 5)
         if len(predictions):
@@ -732,6 +792,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 # Library errors say what is wrong; the command line adds which flag changes it.
 _FLAG_HINTS = {
+    "UnfinishedPredictions": "pass --resume to go on with it, or delete it",
     "RunFolderInUse": "pass --resume to continue it, or choose another --out",
     "NothingToResume": "run without --resume to start it",
     "PortInUse": "choose another with --port (make demo PORT=N)",

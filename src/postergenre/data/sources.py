@@ -1,21 +1,39 @@
-"""What a user names as posters: files, folders and glob patterns, turned into a file list.
+"""What a user names as posters: files, folders, glob patterns, label CSVs and text files of
+paths, turned into poster file paths, lazily.
 
 One rule for every command and the Python API: a file named alone is "one poster" (an error if
 it cannot be read); anything else is a collection, in which unreadable files are skipped and
 reported with their reason.
+
+A SOURCE is, in this order: a folder (searched recursively for image files, in sorted order);
+an existing file, which is a label CSV when it ends in .csv or .tsv (its id column names the
+posters, found the way `train --labels` finds them: in CSV_DIR/images, else CSV_DIR), a text
+file of paths when it ends in .txt or .lst (one path a line, relative ones resolved against the
+text file's folder; blank lines and `#` comments ignored), and otherwise one poster; or a glob
+pattern. A CSV row or a line whose file does not exist is still yielded, so reading it reports
+it as "file not found" like any other unreadable poster.
+
+Memory: a folder is walked one directory listing at a time, a text file and a CSV one line at a
+time; a glob's matches are listed (and sorted) before they are read, and a label CSV keeps an
+index of its image folder's file names (see `ImageFinder`).
 """
 
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from postergenre.data.formats import is_image_name
+from postergenre.data.labels import ID_COLUMNS, CsvFile, ImageFinder, find_column, open_csv
 from postergenre.errors import UserError
 
 _GLOB_CHARS = frozenset("*?[")
+LABEL_SUFFIXES = (".csv", ".tsv")
+LIST_SUFFIXES = (".txt", ".lst")
+KINDS = ("file", "folder", "glob", "labels", "list")
 
 
 @dataclass(frozen=True)
@@ -26,38 +44,147 @@ class PosterFiles:
     single: bool
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name))
+def _walk_images(folder: Path) -> Iterator[Path]:
+    """Image files under `folder`, recursively, in sorted path order (the order of
+    `sorted(folder.rglob("*"))`), holding one directory listing at a time."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except OSError as exc:
+        raise UserError(f"cannot list folder {folder}: {exc.strerror or exc}") from exc
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_images(Path(entry.path))
+        elif is_image_name(entry.name) and entry.is_file():
+            yield Path(entry.path)
+
+
+@dataclass
+class PosterSource:
+    """One SOURCE as the user named it, its `kind` (see `KINDS`), and its posters when
+    iterated (lazily; see the module docstring)."""
+
+    text: str
+    kind: str
+    path: Path
+    _csv: CsvFile | None = field(default=None, repr=False)
+    _finder: ImageFinder | None = field(default=None, repr=False)
+
+    def __iter__(self) -> Iterator[Path]:
+        found = False
+        for path in self._paths():
+            found = True
+            yield path
+        if not found:
+            raise UserError(self._empty_message())
+
+    def _paths(self) -> Iterator[Path]:
+        if self.kind == "file":
+            yield self.path
+        elif self.kind == "folder":
+            yield from _walk_images(self.path)
+        elif self.kind == "glob":
+            matches = sorted(Path(m) for m in glob.glob(str(self.path), recursive=True))
+            yield from (m for m in matches if is_image_name(m.name) and m.is_file())
+        elif self.kind == "list":
+            yield from self._listed()
+        else:
+            yield from self._labelled()
+
+    def _listed(self) -> Iterator[Path]:
+        base = self.path.parent
+        try:
+            with self.path.open(encoding="utf-8-sig") as handle:
+                for line in handle:
+                    text = line.strip()
+                    if text and not text.startswith("#"):
+                        path = Path(text).expanduser()
+                        yield path if path.is_absolute() else base / path
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{self.path} is not a UTF-8 text file of paths") from exc
+
+    def _labelled(self) -> Iterator[Path]:
+        assert self._csv is not None
+        id_col = find_column(self._csv.fieldnames, ID_COLUMNS)
+        assert id_col is not None
+        if self._finder is None:  # scanned once, even when the source is read twice
+            parent = self.path.parent
+            images = parent / "images" if (parent / "images").is_dir() else parent
+            self._finder = ImageFinder(images)
+        for row in self._csv.rows():
+            raw_id = (row.get(id_col) or "").strip()
+            if raw_id:
+                yield self._finder.find(raw_id) or self._finder.folder / raw_id
+
+    def _empty_message(self) -> str:
+        if self.kind == "folder":
+            return f"no images found in folder {self.path}"
+        if self.kind == "glob":
+            return f"no images match {self.text!r}"
+        return f"{self.path} names no posters"
+
+
+def poster_source(source: str | Path) -> PosterSource:
+    """Classify one SOURCE (see the module docstring); a missing file, or a label CSV without
+    an id column, is a `UserError` now, an empty folder or list when it is read."""
+    text = str(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return PosterSource(text, "folder", path)
+    if path.exists():
+        suffix = path.suffix.lower()
+        if suffix in LIST_SUFFIXES:
+            return PosterSource(text, "list", path)
+        if suffix in LABEL_SUFFIXES:
+            csv_file = open_csv(path)
+            if find_column(csv_file.fieldnames, ID_COLUMNS) is None:
+                raise UserError(
+                    f"{path}: no id column; expected one of Id, id, imdbId, filename, image, "
+                    f"path (found {', '.join(csv_file.fieldnames)})"
+                )
+            return PosterSource(text, "labels", path, csv_file)
+        return PosterSource(text, "file", path)
+    if _GLOB_CHARS & set(text):
+        return PosterSource(text, "glob", path)
+    raise UserError(f"no such file: {text}")
+
+
+@dataclass
+class PosterSources:
+    """Several SOURCEs read one after another: iterate for the poster paths (lazily)."""
+
+    sources: list[PosterSource]
+
+    def __iter__(self) -> Iterator[Path]:
+        for source in self.sources:
+            yield from source
+
+    def count(self) -> int:
+        """How many paths iterating yields (one pass over every source: it also finds an
+        empty folder or a glob that matches nothing before any work starts)."""
+        return sum(1 for _ in self)
+
+    @property
+    def single(self) -> bool:
+        """Whether the user named exactly one poster file."""
+        return len(self.sources) == 1 and self.sources[0].kind == "file"
+
+
+def open_sources(sources: str | Path | Sequence[str | Path] | PosterSources) -> PosterSources:
+    """Classify every SOURCE (see `poster_source`); nothing is listed yet."""
+    if isinstance(sources, PosterSources):
+        return sources
+    if isinstance(sources, str | Path):
+        sources = [sources]
+    if not sources:
+        raise UserError("no posters given")
+    return PosterSources([poster_source(s) for s in sources])
 
 
 def find_posters(sources: str | Path | Sequence[str | Path]) -> PosterFiles:
-    """Expand files, folders (searched recursively for image files) and glob patterns.
+    """Every poster path of `sources` as a list (see `open_sources`).
 
     A missing file, an empty folder or a pattern that matches nothing is a `UserError`.
     """
-    if isinstance(sources, str | Path):
-        sources = [sources]
-    paths: list[Path] = []
-    named_files = 0
-    for source in sources:
-        path = Path(source).expanduser()
-        text = str(source)
-        if path.is_dir():
-            found = _images_in(path)
-            if not found:
-                raise UserError(f"no images found in folder {path}")
-            paths += found
-        elif path.exists():
-            paths.append(path)
-            named_files += 1
-        elif _GLOB_CHARS & set(text):
-            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
-            found = [m for m in matches if m.is_file() and is_image_name(m.name)]
-            if not found:
-                raise UserError(f"no images match {text!r}")
-            paths += found
-        else:
-            raise UserError(f"no such file: {text}")
-    if not paths:
-        raise UserError("no posters given")
-    return PosterFiles(paths, single=len(paths) == 1 and named_files == 1)
+    opened = open_sources(sources)
+    return PosterFiles(list(opened), single=opened.single)

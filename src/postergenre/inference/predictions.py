@@ -1,20 +1,32 @@
 """Predictions of a collection, and writing them to a file whose suffix names the format:
 CSV, JSON, JSON Lines or Parquet, always atomically (a reader sees the old file or the whole new
-one)."""
+one).
+
+A long run (`Predictor.predict_to`) appends its predictions to a journal beside the output
+(`PredictionJournal`) and writes the output from it, streaming, when it is done; a killed run
+continues from the journal.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
+import fcntl
+import hashlib
+import importlib.util
 import json
-from collections.abc import Iterator
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
 import numpy as np
 
-from postergenre.atomic import atomic_path, write_text
+from postergenre.atomic import atomic_path
+from postergenre.console import warn
 from postergenre.errors import UserError
 from postergenre.models.card import ModelCard
 
@@ -35,6 +47,22 @@ class Prediction:
             "genres": [{"genre": g, "probability": round(p, 6)} for g, p in ranked],
             "predicted": self.predicted,
         }
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> Prediction:
+        """The inverse of `to_json()` (with every genre)."""
+        ranked = [(g["genre"], float(g["probability"])) for g in item["genres"]]
+        return cls(str(item["path"]), ranked, list(item["predicted"]))
+
+
+def flat_row(prediction: Prediction, genres: Sequence[str]) -> dict[str, Any]:
+    """Path, the probability of each of `genres` (6 decimals), then the predicted genres
+    joined by '|': a row of the CSV and Parquet files."""
+    probs = dict(prediction.genres)
+    row: dict[str, Any] = {"path": prediction.path}
+    row.update((g, round(float(probs[g]), 6)) for g in genres)
+    row["predicted"] = "|".join(prediction.predicted)
+    return row
 
 
 @dataclass
@@ -69,13 +97,7 @@ class Predictions:
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Flat rows: path, one probability per genre, then the predicted genres ('|')."""
-        for path, probs in zip(self.paths, self.probabilities, strict=True):
-            row: dict[str, Any] = {"path": path}
-            row.update(
-                (g, round(float(p), 6)) for g, p in zip(self.card.genres, probs, strict=True)
-            )
-            row["predicted"] = "|".join(self.card.predicted_genres(probs))
-            yield row
+        return (flat_row(p, self.genres) for p in self)
 
     def write(self, path: str | Path, top: int | None = None) -> Path:
         """Write every prediction to `path` atomically; the format follows the suffix:
@@ -84,39 +106,353 @@ class Predictions:
 
 
 FORMATS = (".csv", ".json", ".jsonl", ".parquet")
+# Parquet files are written this many rows to a row group (a few MB of memory).
+PARQUET_ROW_GROUP = 10_000
+
+
+def check_output(path: Path) -> None:
+    """Refuse, before any work, an output whose suffix names no format (see `FORMATS`) or a
+    Parquet file without pyarrow."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UserError(f"cannot tell the format of {path}: use one of {', '.join(FORMATS)}")
+    if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise UserError("writing Parquet needs pyarrow: pip install 'postergenre[parquet]'")
 
 
 def write_predictions(predictions: Predictions, path: Path, top: int | None = None) -> Path:
-    """Write `predictions` to `path` in the format its suffix names (see `FORMATS`).
+    """Write `predictions` to `path` in the format its suffix names (see `write_stream`)."""
+    return write_stream(Path(path), predictions.genres, predictions, top)
 
-    CSV and Parquet hold flat rows (path, a probability per genre, predicted genres joined by
-    '|'); JSON holds a list of {path, genres (ranked, `top` of them), predicted}."""
+
+def write_stream(
+    path: Path, genres: Sequence[str], predictions: Iterable[Prediction], top: int | None = None
+) -> Path:
+    """Write `predictions` to `path` atomically, one at a time (memory stays flat), in the
+    format its suffix names (see `FORMATS`).
+
+    CSV and Parquet hold flat rows (`flat_row`: path, a probability per genre, predicted genres
+    joined by '|'); JSON holds a list and JSON Lines one object a line, each {path, genres
+    (ranked, `top` of them), predicted}."""
+    check_output(path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", *predictions.genres, "predicted"])
-        for row in predictions.rows():
-            values = list(row.values())
-            writer.writerow([values[0], *(f"{p:.6f}" for p in values[1:-1]), values[-1]])
-        return write_text(path, buffer.getvalue())
+    with atomic_path(path) as tmp:
+        if suffix == ".parquet":
+            _write_parquet(tmp, genres, predictions)
+            return path
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            if suffix == ".csv":
+                writer = csv.writer(handle, lineterminator="\n")
+                writer.writerow(["path", *genres, "predicted"])
+                for prediction in predictions:
+                    values = list(flat_row(prediction, genres).values())
+                    writer.writerow([values[0], *(f"{p:.6f}" for p in values[1:-1]), values[-1]])
+            elif suffix == ".json":
+                handle.write("[")
+                for i, prediction in enumerate(predictions):
+                    handle.write((", " if i else "") + _dumps(prediction.to_json(top)))
+                handle.write("]\n")
+            else:
+                for prediction in predictions:
+                    handle.write(_dumps(prediction.to_json(top)) + "\n")
+    return path
+
+
+def read_predictions(path: Path) -> Iterator[Prediction]:
+    """The predictions of a file `write_stream` wrote, one at a time (a .json file is one list,
+    read whole). Rows of CSV and Parquet files are ranked again from their probabilities."""
+    suffix = Path(path).suffix.lower()
     if suffix == ".json":
-        return write_text(path, json.dumps(predictions.to_json(top), allow_nan=False) + "\n")
-    if suffix == ".jsonl":
-        lines = (json.dumps(item, allow_nan=False) for item in predictions.to_json(top))
-        return write_text(path, "".join(line + "\n" for line in lines))
-    if suffix == ".parquet":
+        yield from (Prediction.from_json(item) for item in json.loads(path.read_text()))
+    elif suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            yield from (Prediction.from_json(json.loads(line)) for line in handle)
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            yield from map(_from_flat_row, csv.DictReader(handle))
+    else:
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches():
+            yield from map(_from_flat_row, batch.to_pylist())
+
+
+def _from_flat_row(row: dict[str, Any]) -> Prediction:
+    probs = {k: float(v) for k, v in row.items() if k not in ("path", "predicted")}
+    ranked = sorted(probs.items(), key=lambda item: -item[1])
+    return Prediction(str(row["path"]), ranked, [g for g in row["predicted"].split("|") if g])
+
+
+def _dumps(item: dict[str, Any]) -> str:
+    return json.dumps(item, allow_nan=False)
+
+
+def _write_parquet(path: Path, genres: Sequence[str], predictions: Iterable[Prediction]) -> None:
+    """Flat rows in row groups of `PARQUET_ROW_GROUP`, so memory stays flat."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ["path", *genres, "predicted"]
+    schema = pa.schema(
+        [("path", pa.string()), *((g, pa.float64()) for g in genres), ("predicted", pa.string())]
+    )
+
+    def flush(rows: list[dict[str, Any]]) -> None:
+        writer.write_table(pa.table({c: [r[c] for r in rows] for c in columns}, schema=schema))
+
+    with pq.ParquetWriter(str(path), schema) as writer:
+        rows: list[dict[str, Any]] = []
+        for prediction in predictions:
+            rows.append(flat_row(prediction, genres))
+            if len(rows) >= PARQUET_ROW_GROUP:
+                flush(rows)
+                rows = []
+        if rows:
+            flush(rows)
+
+
+# -- long runs: a journal that survives a kill --------------------------------------------------
+
+
+class PathSet:
+    """A set of paths at 8 bytes each (64-bit BLAKE2b digests, kept sorted in NumPy arrays):
+    10 million paths take 80 MB. Two paths share a digest with odds of about n²/2^65 (3 in a
+    million for 10 million paths)."""
+
+    _MERGE = 65_536
+
+    def __init__(self) -> None:
+        self._sorted = np.zeros(0, dtype=np.int64)
+        self._recent: set[int] = set()
+
+    @staticmethod
+    def _digest(path: str) -> int:
+        data = path.encode("utf-8", "surrogateescape")
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent)
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and self._has(self._digest(path))
+
+    def _has(self, digest: int) -> bool:
+        if digest in self._recent:
+            return True
+        i = int(np.searchsorted(self._sorted, np.int64(digest)))
+        return i < len(self._sorted) and int(self._sorted[i]) == digest
+
+    def add(self, path: str) -> bool:
+        """Add `path`; False when it was already there."""
+        digest = self._digest(path)
+        if self._has(digest):
+            return False
+        self._recent.add(digest)
+        if len(self._recent) >= self._MERGE:
+            recent = np.sort(np.fromiter(self._recent, dtype=np.int64, count=len(self._recent)))
+            # two sorted runs: the stable sort (timsort) merges them in linear time
+            self._sorted = np.sort(np.concatenate([self._sorted, recent]), kind="stable")
+            self._recent.clear()
+        return True
+
+
+class UnfinishedPredictions(UserError):
+    """The predictions of an unfinished run lie beside the output, and resuming was not asked."""
+
+
+JOURNAL_SUFFIX = ".partial"
+_JOURNAL = "postergenre predictions journal"
+
+
+def journal_path(out: Path) -> Path:
+    """Where a run writing `out` keeps its predictions until it is done: `out` + `.partial`."""
+    return out.with_name(out.name + JOURNAL_SUFFIX)
+
+
+class PredictionJournal:
+    """Predictions on their way to `out`, appended to `journal_path(out)` (JSON Lines: a header
+    naming the model and its genres, then one `Prediction.to_json()` a line) and flushed after
+    every `append`, so a killed run loses at most what it was writing.
+
+    `resume` continues an existing journal (its paths are in `done`, a torn last line is cut
+    off); without it an existing journal is refused (`UnfinishedPredictions`). `finish` writes
+    `out` from the journal (streaming, atomically) and deletes the journal. One process at a
+    time: the journal is locked while open.
+    """
+
+    def __init__(self, out: Path, genres: Sequence[str], model: str, resume: bool = False):
+        check_output(out)
+        self.out = Path(out)
+        self.path = journal_path(self.out)
+        self.genres = list(genres)
+        self.model = model
+        self.done = PathSet()  # paths already in the journal when it was opened
+        self.resumed = 0  # rows already in the journal when it was opened
+        self.appended = 0
+        if self.path.exists() and not resume:
+            raise UnfinishedPredictions(
+                f"{self.path} holds the predictions of an unfinished run into {self.out.name}"
+            )
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._handle: IO[bytes] | None = open(self.path, "a+b")  # noqa: SIM115 (closed in close)
         try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.close()
+            raise UserError(f"another run is writing {self.path}") from None
+        try:
+            self._read_back()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> PredictionJournal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def rows(self) -> int:
+        """Rows in the journal: resumed and appended."""
+        return self.resumed + self.appended
+
+    def _header(self) -> dict[str, Any]:
+        return {"journal": _JOURNAL, "version": 1, "model": self.model, "genres": self.genres}
+
+    def _read_back(self) -> None:
+        """Check the header, note every path, and cut off a torn tail (a line a kill left
+        half-written); an empty journal gets its header."""
+        handle = self._handle
+        assert handle is not None
+        handle.seek(0)
+        header, end = _json_line(handle.readline())
+        if header is None:  # new, or killed before its header was written
+            handle.truncate(0)
+            handle.write((_dumps(self._header()) + "\n").encode())
+            handle.flush()
+            return
+        if header.get("journal") != _JOURNAL:
+            raise UserError(f"{self.path} is not a predictions journal; delete it")
+        if header.get("genres") != self.genres or header.get("model") != self.model:
             raise UserError(
-                "writing Parquet needs pyarrow: pip install 'postergenre[parquet]'"
-            ) from None
-        rows = list(predictions.rows())
-        columns = ["path", *predictions.genres, "predicted"]
-        table = pa.table({c: [row[c] for row in rows] for c in columns})
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
-        return path
-    raise UserError(f"cannot tell the format of {path}: use one of {', '.join(FORMATS)}")
+                f"{self.path} holds predictions of model {header.get('model')!r}, not "
+                f"{self.model!r}: predict with that model, or delete it"
+            )
+        offset = end
+        for line in iter(handle.readline, b""):
+            item, _ = _json_line(line)
+            if item is None or "path" not in item:
+                # a kill leaves at most a last line without its newline; anything else is damage
+                if line.endswith(b"\n") or handle.readline():
+                    warn(f"{self.path}: dropped a damaged line and everything after it")
+                handle.truncate(offset)
+                break
+            self.done.add(str(item["path"]))
+            self.resumed += 1
+            offset += len(line)
+        handle.seek(0, os.SEEK_END)
+
+    def append(self, predictions: Iterable[Prediction]) -> None:
+        """Add predictions, and flush them to the operating system (a kill keeps them)."""
+        assert self._handle is not None, "the journal is closed"
+        lines = [_dumps(p.to_json()) + "\n" for p in predictions]
+        self._handle.write("".join(lines).encode())
+        self._handle.flush()
+        self.appended += len(lines)
+
+    def predictions(self) -> Iterator[Prediction]:
+        """Every prediction in the journal, read back one line at a time."""
+        with self.path.open("rb") as handle:
+            handle.readline()  # the header
+            for line in handle:
+                yield Prediction.from_json(json.loads(line))
+
+    def finish(self, top: int | None = None) -> Path:
+        """Write `out` from the journal (see `write_stream`), then delete the journal."""
+        assert self._handle is not None, "the journal is closed"
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        write_stream(self.out, self.genres, self.predictions(), top)
+        self.discard()
+        return self.out
+
+    def discard(self) -> None:
+        """Delete the journal (nothing in it is worth resuming)."""
+        self.path.unlink(missing_ok=True)
+        self.close()
+
+    def close(self) -> None:
+        """Close the journal, leaving it for a later run to resume."""
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+            self._handle = None
+
+
+def _json_line(line: bytes) -> tuple[dict[str, Any] | None, int]:
+    """A whole JSON-object line (ending in a newline) and its length, else (None, 0)."""
+    if not line.endswith(b"\n"):
+        return None, 0
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return None, 0
+    return (item, len(line)) if isinstance(item, dict) else (None, 0)
+
+
+# -- what a long run did ----------------------------------------------------------------------
+
+# A run's summary lists this many unreadable files (all are counted, by reason).
+SKIPPED_LISTED = 1000
+
+
+def skip_reason(path: str, message: str) -> str:
+    """The kind of a decoding error, for counting: "not an image", "empty file", ..."""
+    text = message.removeprefix(f"{path}: ").split(" (", 1)[0].split(";", 1)[0]
+    return "too many pixels" if "over the limit" in text else text
+
+
+@dataclass
+class StreamSummary:
+    """What `Predictor.predict_to` did: rows written, resumed, skipped (by reason)."""
+
+    out: Path
+    written: int = 0  # rows this run predicted
+    resumed: int = 0  # rows an unfinished earlier run had written
+    duplicates: int = 0  # posters named more than once (predicted once)
+    skipped: dict[str, str] = field(default_factory=dict)  # path: reason, the first listed
+    skipped_by_reason: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        """Rows in the output."""
+        return self.written + self.resumed
+
+    @property
+    def skipped_count(self) -> int:
+        return sum(self.skipped_by_reason.values())
+
+    def skip(self, path: str, message: str) -> None:
+        """Count (and, for the first `SKIPPED_LISTED`, list) an unreadable poster."""
+        self.skipped_by_reason[skip_reason(path, message)] += 1
+        if len(self.skipped) < SKIPPED_LISTED:
+            self.skipped[path] = message
+
+    def describe(self) -> str:
+        """One line: `wrote N predictions to FILE (...); skipped M unreadable: ...`."""
+        line = f"wrote {self.rows:,} predictions to {self.out}"
+        if self.resumed:
+            line += f" ({self.written:,} new, {self.resumed:,} already there)"
+        if self.skipped_count:
+            reasons = ", ".join(f"{n:,} {r}" for r, n in self.skipped_by_reason.most_common())
+            line += f"; skipped {self.skipped_count:,} unreadable: {reasons}"
+        if self.duplicates:
+            line += f"; {self.duplicates:,} named more than once, predicted once"
+        return line

@@ -3,6 +3,7 @@
     predictor = Predictor.from_pretrained("imdb-20")     # or a bundle / run folder
     predictions = predictor.predict("posters/")          # files, folders, globs
     predictions.write("preds.csv")                       # or .json / .jsonl / .parquet
+    predictor.predict_to("posters/", "preds.csv")        # any number of posters, streamed
     predictor.evaluate(collection, split="test")         # metrics on labelled posters
     predictor.explain("poster.jpg", genre="Horror")      # Grad-CAM heatmap
 
@@ -10,13 +11,28 @@ Every command (`predict`, `evaluate`, `explain`, `export`, `serve`) and the benc
 through this class. With the ONNX runtime (the default where onnxruntime is installed), a
 prediction imports neither torch nor scikit-learn nor matplotlib: the model card is JSON, the
 poster is prepared with NumPy and the exported graph (made once, cached) runs in ONNX Runtime.
+
+Collections go through one pipeline (`predict`, `predict_to`, `evaluate`): paths are read
+lazily, decoded and resized in batches by worker processes (`decoded_batches`; at most
+`in_flight_batches` batches ahead of the model) or through the decode cache (`cached_batches`),
+and the model runs each batch here.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from itertools import islice
+from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,22 +40,192 @@ import numpy as np
 from PIL import Image
 
 from postergenre.console import echo, progress, report_skipped, warn
-from postergenre.data.decode import decode_poster
+from postergenre.data.decode import decode_poster, load_poster_array
 from postergenre.data.records import PosterCollection, PosterRecord
-from postergenre.data.sources import PosterFiles, find_posters
+from postergenre.data.sources import PosterFiles, PosterSources, find_posters, open_sources
 from postergenre.errors import PosterDecodeError, UserError
-from postergenre.inference.predictions import Prediction, Predictions
+from postergenre.inference.predictions import (
+    PathSet,
+    Prediction,
+    PredictionJournal,
+    Predictions,
+    StreamSummary,
+    check_output,
+    journal_path,
+)
 from postergenre.models.card import ModelCard, to_probabilities
 from postergenre.models.catalog import DEFAULT_MODEL, resolve_model
 
 if TYPE_CHECKING:
+    from postergenre.data.cache import PosterCache
     from postergenre.explain.gradcam import Explanation
     from postergenre.models.bundle import ModelBundle
 
 RUNTIMES = ("auto", "onnx", "torch")
 PREDICT_BATCH = 32
-# A collection this large goes through the decode cache (when allowed): re-runs skip decoding.
-CACHE_MIN_POSTERS = 64
+# Fewer posters than this decode in one thread beside the model when no worker count is
+# named: starting decoding processes would cost more than they save.
+PROCESS_MIN_POSTERS = 64
+# With the decode cache, posters are looked up (and missing ones decoded into it) this many
+# at a time, one chunk ahead of the model; the pixels are memory-mapped from the cache.
+CACHE_CHUNK = 4096
+
+
+def default_workers() -> int:
+    """Decoding processes when none are named: min(2, cores)."""
+    from postergenre.inference.onnx_runtime import available_cores
+
+    return min(2, available_cores())
+
+
+def in_flight_batches(workers: int) -> int:
+    """Batches handed to the decoders and not yet taken by the model: two per decoding
+    process (one being decoded, one waiting), two for the one decoding thread. With the batch
+    the model is running, at most this + 1 batches of decoded posters exist at once."""
+    return 2 * max(workers, 1)
+
+
+@dataclass
+class DecodedBatch:
+    """Posters decoded together: the readable ones (position in the stream, path, uint8
+    pixels at the model's input size) and the unreadable ones (position, path, reason)."""
+
+    positions: list[int]
+    paths: list[Path]
+    pixels: np.ndarray  # (len(paths), height, width, 3)
+    errors: list[tuple[int, Path, str]]
+
+    @property
+    def size(self) -> int:
+        """Posters in the batch, readable or not."""
+        return len(self.paths) + len(self.errors)
+
+
+Size = tuple[int, int, str, str]  # width, height, resize mode, interpolation
+
+
+def _decode_batch(
+    paths: list[str], size: Size
+) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
+    """A decoder's unit of work: (the positions of the readable `paths`, their pixels,
+    [(position, reason)] of the others)."""
+    width, height, resize, interpolation = size
+    kept: list[int] = []
+    pixels: list[np.ndarray] = []
+    errors: list[tuple[int, str]] = []
+    for i, path in enumerate(paths):
+        try:
+            pixels.append(load_poster_array(path, width, height, resize, interpolation))
+            kept.append(i)
+        except PosterDecodeError as exc:
+            errors.append((i, str(exc)))
+        except Exception as exc:  # an image library bug on one odd file must not stop a run
+            errors.append((i, f"{path}: cannot be decoded ({type(exc).__name__}: {exc})"))
+    stacked = np.stack(pixels) if pixels else np.zeros((0, height, width, 3), np.uint8)
+    return kept, stacked, errors
+
+
+def _decoder_started() -> None:
+    """In a decoding process: leave Ctrl-C to the parent, and exit as soon as the parent is
+    gone (even killed with SIGKILL) instead of waiting for work forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+
+        def exit_with_parent() -> None:
+            parent.join()
+            os._exit(1)
+
+        threading.Thread(target=exit_with_parent, daemon=True).start()
+
+
+def _batched(items: Iterator[tuple[int, Path]], n: int) -> Iterator[list[tuple[int, Path]]]:
+    while chunk := list(islice(items, n)):
+        yield chunk
+
+
+def decoded_batches(
+    posters: Iterable[Path],
+    size: Size,
+    batch_size: int,
+    executor: Executor,
+    in_flight: int,
+) -> Iterator[DecodedBatch]:
+    """Decode `posters` (read lazily) in batches on `executor`, in order, with at most
+    `in_flight` batches submitted and not yet taken: memory is bounded whatever the number of
+    posters, and the decoders work while the caller runs the model on the batch it took."""
+    chunks = _batched(enumerate(posters), batch_size)
+    pending: deque[tuple[list[tuple[int, Path]], Future[Any]]] = deque()
+
+    def submit() -> None:
+        chunk = next(chunks, None)
+        if chunk is not None:
+            pending.append(
+                (chunk, executor.submit(_decode_batch, [str(p) for _, p in chunk], size))
+            )
+
+    for _ in range(in_flight):
+        submit()
+    while pending:
+        chunk, future = pending.popleft()
+        kept, pixels, errors = future.result()
+        submit()  # keep the decoders busy while the model runs this batch
+        yield DecodedBatch(
+            [chunk[i][0] for i in kept],
+            [chunk[i][1] for i in kept],
+            pixels,
+            [(chunk[i][0], chunk[i][1], reason) for i, reason in errors],
+        )
+
+
+def cached_batches(
+    posters: Iterable[Path], open_cache: Callable[[], PosterCache], batch_size: int, workers: int
+) -> Iterator[DecodedBatch]:
+    """Like `decoded_batches`, through the decode cache: `CACHE_CHUNK` posters at a time are
+    looked up (missing ones decoded into the cache by `workers` processes) one chunk ahead, in
+    a thread that opens the cache (`open_cache()`) and alone uses it."""
+    chunks = _batched(enumerate(posters), CACHE_CHUNK)
+    opened: list[PosterCache] = []
+
+    def load(chunk: list[tuple[int, Path]]) -> Any:
+        if not opened:  # the cache's database works in the thread that opened it
+            opened.append(open_cache())
+        return opened[0].load([p for _, p in chunk], workers=max(workers, 1), progress=False)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="postergenre-cache") as pool:
+        chunk = next(chunks, None)
+        pending = pool.submit(load, chunk) if chunk is not None else None
+        while chunk is not None and pending is not None:
+            cached = pending.result()
+            following = next(chunks, None)
+            pending = pool.submit(load, following) if following is not None else None
+            for start in range(0, len(chunk), batch_size):
+                part = range(start, min(start + batch_size, len(chunk)))
+                kept = [i for i in part if cached.rows[i] >= 0]
+                yield DecodedBatch(
+                    [chunk[i][0] for i in kept],
+                    [chunk[i][1] for i in kept],
+                    cached[np.asarray(kept, dtype=np.int64)],
+                    [
+                        (chunk[i][0], chunk[i][1], cached.errors[i])
+                        for i in part
+                        if i in cached.errors
+                    ],
+                )
+            chunk = following
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise UserError(f"batch size must be 1 or more, not {batch_size}")
+
+
+def _report_skipped(summary: StreamSummary, limit: int = 20) -> None:
+    """The first `limit` unreadable posters on stderr, then how many more."""
+    for message in list(summary.skipped.values())[:limit]:
+        warn(f"skipped {message}")
+    if summary.skipped_count > limit:
+        warn(f"... and {summary.skipped_count - limit:,} more unreadable posters")
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -194,16 +380,19 @@ class Predictor:
         self,
         posters: str | Path | Image.Image | PosterFiles | Sequence[str | Path | Image.Image],
         *,
-        cache: bool | None = None,
+        cache: bool = False,
         batch_size: int = PREDICT_BATCH,
+        workers: int | None = None,
         progress_bar: bool = True,
     ) -> Predictions:
-        """Genres for posters: files, folders, glob patterns, or decoded images.
+        """Genres for posters: files, folders, globs, label CSVs, text files of paths (see
+        `postergenre.data.sources`), or decoded images; every prediction is kept in memory
+        (`predict_to` streams a collection of any size into a file).
 
         A file named alone that cannot be read raises `PosterDecodeError`; in a collection,
         unreadable files are skipped and listed in `Predictions.skipped` (and on stderr).
-        `cache`: keep decoded posters in the cache (True), never (False), or for collections
-        of at least `CACHE_MIN_POSTERS` posters (None, the default).
+        `cache`: keep decoded posters in the cache, so a re-run skips decoding. `workers`:
+        decoding processes (see `decoders`).
         """
         if isinstance(posters, Image.Image) or (
             isinstance(posters, Sequence)
@@ -220,68 +409,169 @@ class Predictor:
             [path] = files.paths
             probs = self._run(self.preprocess(decode_poster(path))[None])
             return Predictions(self.card, [str(path)], probs)
-        use_cache = len(files.paths) >= CACHE_MIN_POSTERS if cache is None else cache
-        ok, probs, errors = self._probabilities(files.paths, use_cache, batch_size, progress_bar)
+        ok, probs, errors = self._probabilities(
+            files.paths, cache, batch_size, progress_bar, workers
+        )
         skipped = {str(files.paths[i]): reason for i, reason in sorted(errors.items())}
         report_skipped(errors)
         if not len(ok):
             raise UserError(f"none of the {len(files.paths)} posters could be read")
         return Predictions(self.card, [str(files.paths[i]) for i in ok], probs, skipped)
 
-    def _probabilities(
-        self, paths: Sequence[Path], use_cache: bool, batch_size: int, show: bool
-    ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-        """(indices of the readable paths, their probabilities, {index: reason} otherwise)."""
-        if use_cache:
+    def predict_to(
+        self,
+        posters: str | Path | Sequence[str | Path] | PosterSources,
+        out: str | Path,
+        *,
+        resume: bool = False,
+        workers: int | None = None,
+        batch_size: int = PREDICT_BATCH,
+        cache: bool = False,
+        top: int | None = None,
+        progress_bar: bool = True,
+    ) -> StreamSummary:
+        """Predict every poster of `posters` (files, folders, globs, label CSVs, text files of
+        paths) into the file `out` (.csv, .json, .jsonl or .parquet, as `Predictions.write`
+        writes them), streaming: memory stays flat whatever the collection's size.
+
+        Paths are read lazily, decoded and resized by `workers` processes (see `decoders`)
+        while the model runs batches of `batch_size` here, and each batch's predictions go to
+        the journal `out.partial` (`PredictionJournal`). When every poster is done, `out`
+        appears in one rename and the journal goes. Memory: at most `in_flight_batches(workers)
+        + 1` batches of decoded posters exist at once (2 workers, 32 posters of 224x336: 36
+        MB), plus 8 bytes per poster path (`PathSet`: 80 MB for 10 million) to predict a poster
+        named twice once and to skip those already in the journal.
+
+        `resume` continues the journal of an unfinished run (killed, interrupted), skipping
+        the posters already in it; without it, an existing journal is an error. Unreadable
+        posters are skipped, counted by reason and listed (on stderr too); a run in which no
+        poster can be read is an error. `cache`: keep decoded posters in the cache (off by
+        default; see `CACHE_CHUNK`).
+        """
+        started = time.monotonic()
+        out = Path(out)
+        check_output(out)
+        _check_batch_size(batch_size)
+        sources = open_sources(posters)
+        total = sources.count()  # one pass: an empty folder fails here, before any work
+        workers = self.decoders(workers, total)
+        summary = StreamSummary(out)
+        if resume and not journal_path(out).exists():
+            echo(f"nothing to resume ({journal_path(out)} does not exist): starting afresh")
+        with PredictionJournal(out, self.genres, self.name, resume) as journal:
+            summary.resumed = journal.resumed
+            seen = PathSet()
+            passed = 0  # posters passed over (done or named twice) the bar has not counted
+
+            def new_posters() -> Iterator[Path]:
+                nonlocal passed
+                for path in sources:
+                    key = str(path)
+                    if key in journal.done:
+                        passed += 1
+                    elif not seen.add(key):
+                        summary.duplicates += 1
+                        passed += 1
+                    else:
+                        yield path
+
+            batches = self._batches(new_posters(), cache, batch_size, workers)
+            try:
+                with progress(total, "predicting", enabled=progress_bar) as bar, closing(batches):
+                    for batch, probs in self._run_batches(batches):
+                        paths = [str(p) for p in batch.paths]
+                        journal.append(Predictions(self.card, paths, probs))
+                        for _, path, reason in batch.errors:
+                            summary.skip(str(path), reason)
+                        bar.update(batch.size + passed)
+                        passed = 0
+                    bar.update(passed)
+            except BaseException:
+                if not journal.rows:  # stopped before its first row: nothing to resume
+                    journal.discard()
+                raise
+            summary.written = journal.appended
+            if not journal.rows:
+                journal.discard()
+                if sources.single and summary.skipped:  # one poster named alone: its reason
+                    raise PosterDecodeError(next(iter(summary.skipped.values())))
+                _report_skipped(summary)
+                raise UserError(f"none of the {total} posters could be read")
+            _report_skipped(summary)
+            journal.finish(top)
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def decoders(self, workers: int | None, posters: int) -> int:
+        """Decoding processes for `posters` posters: `workers` when given (0: one thread beside
+        the model), else `default_workers()`, or 0 for fewer than `PROCESS_MIN_POSTERS`."""
+        if workers is not None:
+            if workers < 0:
+                raise UserError(f"workers must be 0 or more, not {workers}")
+            return workers
+        return default_workers() if posters >= PROCESS_MIN_POSTERS else 0
+
+    def _batches(
+        self, posters: Iterable[Path], cache: bool, batch_size: int, workers: int
+    ) -> Iterator[DecodedBatch]:
+        """`posters` decoded and resized to the model's input, in batches, in order: by
+        `workers` processes (0: a thread), or through the decode cache."""
+        _check_batch_size(batch_size)
+        spec = self.input_spec
+        if cache:
             from postergenre.data.cache import PosterCache
 
-            spec = self.input_spec
-            cached = PosterCache(
-                self.cache_dir, spec.width, spec.height, spec.resize, spec.interpolation
-            ).load(paths, progress=show)
-            ok = cached.ok
-            probs = np.zeros((len(ok), len(self.genres)), dtype=np.float32)
-            with progress(len(ok), "predicting", enabled=show) as bar:
-                for start in range(0, len(ok), batch_size):
-                    rows = ok[start : start + batch_size]
-                    probs[start : start + len(rows)] = self.predict_pixels(cached[rows])
-                    bar.update(len(rows))
-            return ok, probs, cached.errors
-        return self._stream(paths, batch_size, show)
+            def open_cache() -> PosterCache:
+                return PosterCache(
+                    self.cache_dir, spec.width, spec.height, spec.resize, spec.interpolation
+                )
 
-    def _stream(
-        self, paths: Sequence[Path], batch_size: int, show: bool
+            yield from cached_batches(posters, open_cache, batch_size, workers)
+            return
+        size = (spec.width, spec.height, spec.resize, spec.interpolation)
+        executor: Executor
+        if workers == 0:
+            executor = ThreadPoolExecutor(1, thread_name_prefix="postergenre-decode")
+        else:  # spawn, not fork: the parent may hold torch's or ONNX Runtime's threads
+            executor = ProcessPoolExecutor(
+                workers, mp_context=get_context("spawn"), initializer=_decoder_started
+            )
+        try:
+            yield from decoded_batches(
+                posters, size, batch_size, executor, in_flight_batches(workers)
+            )
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def _run_batches(
+        self, batches: Iterable[DecodedBatch]
+    ) -> Iterator[tuple[DecodedBatch, np.ndarray]]:
+        """Each batch with the probabilities of its readable posters."""
+        for batch in batches:
+            if batch.paths:
+                yield batch, self._run(batch.pixels)
+            else:
+                yield batch, np.zeros((0, len(self.genres)), np.float32)
+
+    def _probabilities(
+        self,
+        paths: Sequence[Path],
+        use_cache: bool,
+        batch_size: int,
+        show: bool,
+        workers: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-        """Decode the next batch in a worker thread while the model runs on this one."""
-
-        def decode(start: int) -> tuple[list[int], list[np.ndarray], dict[int, str]]:
-            kept, pixels, errors = [], [], {}
-            for i in range(start, min(start + batch_size, len(paths))):
-                try:
-                    pixels.append(self.preprocess(decode_poster(paths[i])))
-                    kept.append(i)
-                except PosterDecodeError as exc:
-                    errors[i] = str(exc)
-            return kept, pixels, errors
-
+        """(indices of the readable paths, their probabilities, {index: reason} otherwise)."""
         ok: list[int] = []
         chunks: list[np.ndarray] = []
         errors: dict[int, str] = {}
-        starts = list(range(0, len(paths), batch_size))
-        with (
-            ThreadPoolExecutor(1, thread_name_prefix="postergenre-decode") as pool,
-            progress(len(paths), "predicting", enabled=show) as bar,
-        ):
-            pending = pool.submit(decode, starts[0]) if starts else None
-            for n, _ in enumerate(starts):
-                assert pending is not None
-                kept, pixels, failed = pending.result()
-                pending = pool.submit(decode, starts[n + 1]) if n + 1 < len(starts) else None
-                errors.update(failed)
-                if kept:
-                    chunks.append(self._run(np.stack(pixels)))
-                    ok += kept
-                bar.update(len(kept) + len(failed))
+        batches = self._batches(paths, use_cache, batch_size, self.decoders(workers, len(paths)))
+        with progress(len(paths), "predicting", enabled=show) as bar, closing(batches):
+            for batch, probs in self._run_batches(batches):
+                ok += batch.positions
+                chunks.append(probs)
+                errors.update((i, reason) for i, _, reason in batch.errors)
+                bar.update(batch.size)
         probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.genres)), np.float32)
         return np.asarray(ok, dtype=np.int64), probs, errors
 
