@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from postergenre.console import echo, report_skipped, warn
+from postergenre.console import report_skipped
 from postergenre.data.cache import CachedArrays
 from postergenre.data.records import PosterCollection, PosterRecord
 from postergenre.data.targets import encode_targets
 from postergenre.errors import UserError
+from postergenre.training import distributed
+from postergenre.training.distributed import echo, warn
 
 VAL_FRACTION = 0.1
 
@@ -64,7 +66,8 @@ def prepare_split(
     if targets.dropped:
         warn(f"{name}: {targets.dropped} posters carry none or several of the genres; left out")
     arrays = load([r.path for r in targets.records])
-    report_skipped(arrays.errors)
+    if distributed.is_main():
+        report_skipped(arrays.errors)
     keep = arrays.ok
     if not len(keep):
         raise UserError(f"no usable posters in the {name} split")

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from postergenre.atomic import remove_stale_temporaries, write_json
-from postergenre.console import echo, warn
 from postergenre.data.cache import CachedArrays, PosterCache
 from postergenre.data.labels import load_posters
 from postergenre.data.records import PosterRecord
@@ -40,8 +39,10 @@ from postergenre.models import ArchSpec, ModelCard, create_model, get_arch, to_p
 from postergenre.models.bundle import save_bundle
 from postergenre.models.card import CARD_FILE
 from postergenre.models.embeddings import compute_embeddings
+from postergenre.training import distributed
 from postergenre.training.calibration import fit_calibration, fold_into
 from postergenre.training.data import assign_splits, prepare_split
+from postergenre.training.distributed import echo, warn
 from postergenre.training.probe import fit_knn, fit_linear_probe
 from postergenre.training.trainer import LoopConfig, fit, predict_logits
 
@@ -158,9 +159,11 @@ def _check_run_dir(cfg: TrainConfig, gradient: bool) -> bool:
                 )
     if config.exists() and not saved:
         echo(f"{cfg.out} holds a run stopped before anything was saved; starting it again")
-    removed = remove_stale_temporaries(cfg.out) + remove_stale_temporaries(cfg.out / "checkpoints")
-    if removed:
-        echo(f"removed {removed} temporary files left by an interrupted run")
+    if distributed.is_main():
+        removed = remove_stale_temporaries(cfg.out)
+        removed += remove_stale_temporaries(cfg.out / "checkpoints")
+        if removed:
+            echo(f"removed {removed} temporary files left by an interrupted run")
     return gradient and cfg.resume and saved
 
 
@@ -220,34 +223,37 @@ def fit_with_gradients(
     by_split: dict[str, list[PosterRecord]],
     genres: list[str],
     task: str,
-) -> Fitted:
+) -> Fitted | None:
     """Seed CNN from scratch, or a Lite backbone fine-tuned end to end (its classifier first
-    fitted as a linear probe, so fine-tuning starts from a sensible head)."""
+    fitted as a linear probe, so fine-tuning starts from a sensible head). Under torchrun,
+    rank 0 fills the caches and fits the probe first (DDP copies its weights to the others),
+    and only rank 0 gets the fitted model back: the others get None."""
     spec_in = spec.input
     cache = PosterCache(
         cfg.cache_dir, spec_in.width, spec_in.height, spec_in.resize, spec_in.interpolation
     )
-    splits = {
-        name: prepare_split(
-            name,
-            by_split[name],
-            genres,
-            task,
-            lambda paths: cache.load(paths, progress=cfg.progress),
-        )
-        for name in ("train", "val")
-    }
-    counts = describe_counts(genres, class_counts(splits["train"].y, len(genres)))
-    echo(f"train {len(splits['train'])} posters {counts}; val {len(splits['val'])}")
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, len(genres), pretrained=spec.pretrained)
-    if mode == "finetune" and not cfg.resume:
-        echo("fitting a linear probe first to initialise the classifier")
-        probe = fit_on_embeddings(cfg, spec, "linear-probe", by_split, genres, task)
-        model.load_state_dict(
-            {k: v for k, v in probe.model.state_dict().items() if k.startswith("classifier.")},
-            strict=False,
-        )
+    with distributed.main_first():
+        splits = {
+            name: prepare_split(
+                name,
+                by_split[name],
+                genres,
+                task,
+                lambda paths: cache.load(paths, progress=cfg.progress),
+            )
+            for name in ("train", "val")
+        }
+        counts = describe_counts(genres, class_counts(splits["train"].y, len(genres)))
+        echo(f"train {len(splits['train'])} posters {counts}; val {len(splits['val'])}")
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.arch, len(genres), pretrained=spec.pretrained)
+        if mode == "finetune" and not cfg.resume and distributed.is_main():
+            echo("fitting a linear probe first to initialise the classifier")
+            probe = fit_on_embeddings(cfg, spec, "linear-probe", by_split, genres, task)
+            model.load_state_dict(
+                {k: v for k, v in probe.model.state_dict().items() if k.startswith("classifier.")},
+                strict=False,
+            )
     optimizer = make_optimizer(spec.optimizer, model, cfg.lr if cfg.lr is not None else spec.lr)
     monitor = cfg.monitor or ("val_balanced_accuracy" if task == "single" else "val_map")
     loop = LoopConfig(
@@ -266,6 +272,8 @@ def fit_with_gradients(
         cfg.out,
         resume=cfg.resume,
     )
+    if not distributed.is_main():
+        return None
     val_logits = predict_logits(model, splits["val"], spec.input.normalisation)
     info = {
         "epochs_run": len(state["history"]),
@@ -294,10 +302,25 @@ def calibrate(fitted: Fitted, task: str) -> dict[str, Any]:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Run a whole training job; returns the bundle folder `cfg.out / "model"`."""
-    started = time.perf_counter()
+    """Run a whole training job; returns the bundle folder `cfg.out / "model"`.
+
+    Under `torchrun` with several processes, gradient training (seed-cnn, finetune) runs with
+    DistributedDataParallel and rank 0 alone writes the run folder. A linear probe or k-NN has
+    no gradient loop to share: rank 0 fits it alone and the other ranks return at once."""
     spec = get_arch(cfg.arch)
     mode = resolve_mode(spec, cfg.mode)
+    if distributed.launched() and mode not in ("scratch", "finetune"):
+        if not distributed.is_main():
+            return cfg.out / "model"
+        echo(f"{mode} needs no distributed training: rank 0 fits it alone")
+        return _train(cfg, spec, mode)
+    with distributed.session():
+        return _train(cfg, spec, mode)
+
+
+def _train(cfg: TrainConfig, spec: ArchSpec, mode: str) -> Path:
+    started = time.perf_counter()
+    cfg.progress = cfg.progress and distributed.is_main()
     collection = load_posters(
         labels=cfg.labels,
         images=cfg.images,
@@ -314,13 +337,18 @@ def train(cfg: TrainConfig) -> Path:
     cfg.genres, cfg.task, cfg.mode = genres, task, mode
     gradient = mode in ("scratch", "finetune")
     cfg.resume = _check_run_dir(cfg, gradient)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg.out / "config.json", cfg.used())
+    distributed.barrier()  # every rank has looked at the run folder before rank 0 writes to it
+    if distributed.is_main():
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        write_json(cfg.out / "config.json", cfg.used())
     echo(f"{task}-label task over {len(genres)} genres: {', '.join(genres)} ({mode})")
 
     by_split = assign_splits(collection, cfg.seed)
     fitter = fit_with_gradients if gradient else fit_on_embeddings
     fitted = fitter(cfg, spec, mode, by_split, genres, task)
+    if fitted is None:  # another rank than 0: wait for rank 0's bundle
+        distributed.barrier()
+        return cfg.out / "model"
     calibration = calibrate(fitted, task) if cfg.calibrate else {"method": "none"}
     if calibration["method"] != "none":
         echo(f"probabilities calibrated on val ({calibration['method']} scaling)")
@@ -393,4 +421,5 @@ def train(cfg: TrainConfig) -> Path:
     )
     bundle = save_bundle(cfg.out / "model", fitted.model, card)
     echo(f"val {headline}; model bundle written to {bundle}")
+    distributed.barrier()
     return bundle

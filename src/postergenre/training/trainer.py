@@ -4,6 +4,7 @@ alone, so a resumed run repeats exactly what an uninterrupted one would have don
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import time
@@ -15,16 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from postergenre.atomic import atomic_path
-from postergenre.console import echo, progress, warn
+from postergenre.console import progress
 from postergenre.data.preprocess import Normalisation
 from postergenre.data.transforms import Augmentation, to_model_input
 from postergenre.evaluation.metrics import mean_average_precision
 from postergenre.evaluation.plots import plot_training_curves
 from postergenre.models.card import to_probabilities
+from postergenre.training import distributed
 from postergenre.training.checkpoint import load_checkpoint, save_checkpoint
 from postergenre.training.data import SplitData
+from postergenre.training.distributed import echo, warn
 
 EVAL_BATCH = 64
 
@@ -91,6 +95,49 @@ def _score(task: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     return {"map": mean_average_precision(y, probs)}
 
 
+def _normaliser(loss_fn: nn.Module, y: np.ndarray) -> float:
+    """What a mean-reduced `loss_fn` divides the summed loss of targets `y` by."""
+    if isinstance(loss_fn, nn.CrossEntropyLoss):
+        weight = loss_fn.weight
+        return float(len(y)) if weight is None else float(weight[torch.from_numpy(y)].sum())
+    return float(y.size)  # BCE: the mean over every poster x genre
+
+
+def _distributed_step(
+    net: nn.Module,
+    train: SplitData,
+    index: np.ndarray,
+    optimizer: torch.optim.Optimizer,
+    sum_fn: nn.Module,
+    cfg: LoopConfig,
+    generator: torch.Generator,
+    epoch: int,
+) -> tuple[float, torch.Tensor, np.ndarray]:
+    """One step of the global batch `index` on this rank's shard. The rank's summed loss is
+    divided by the global batch's normaliser and multiplied by the world size, so DDP's
+    gradient average is the gradient one process gets on the whole batch. With augmentation,
+    every rank augments the whole batch (the same random draws as one process) and keeps its
+    rows. Returns the global batch loss, this rank's logits and targets."""
+    world, dev = distributed.world_size(), distributed.device()
+    rows = distributed.shard(np.arange(len(index)), distributed.rank(), world)
+    if cfg.augment is not None:
+        pixels, _ = train.batch(index)
+        x = to_model_input(pixels, cfg.normalisation, cfg.augment, generator)[rows]
+    else:
+        pixels, _ = train.batch(index[rows])
+        x = to_model_input(pixels, cfg.normalisation)
+    y = train.y[index[rows]]
+    logits = net(x.to(dev))
+    part = sum_fn(logits, torch.from_numpy(y).to(dev)) / _normaliser(sum_fn, train.y[index])
+    total = distributed.all_reduce_sum(part.detach())
+    if not torch.isfinite(total):
+        raise TrainingDiverged(f"loss became {total.item()} in epoch {epoch + 1}")
+    optimizer.zero_grad(set_to_none=True)
+    (part * world).backward()
+    optimizer.step()
+    return total.item(), logits.detach().cpu(), y
+
+
 def train_one_epoch(
     model: nn.Module,
     train: SplitData,
@@ -98,8 +145,11 @@ def train_one_epoch(
     loss_fn: nn.Module,
     cfg: LoopConfig,
     epoch: int,
+    net: nn.Module | None = None,
 ) -> dict[str, float]:
-    """One pass over the training split; returns mean loss and the epoch's training scores."""
+    """One pass over the training split; returns mean loss and the epoch's training scores.
+    Under torchrun `net` is the DDP-wrapped `model` and each rank trains on its shard of
+    every global batch; the scores are over the whole epoch, the same on every rank."""
     generator = epoch_generator(cfg.seed, epoch)
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and other module randomness
     order = epoch_order(train, cfg, generator)
@@ -108,9 +158,24 @@ def train_one_epoch(
     all_probs, all_y = [], []
     batches = range(0, len(order), cfg.batch_size)
     desc = f"epoch {epoch + 1}/{cfg.epochs}"
+    sum_fn = None
+    if distributed.active():
+        sum_fn = copy.deepcopy(loss_fn).to(distributed.device())
+        sum_fn.reduction = "sum"
     with progress(len(batches), desc, unit="batch", enabled=cfg.progress) as bar:
         for start in batches:
             index = np.sort(order[start : start + cfg.batch_size])
+            if sum_fn is not None:
+                value, logits, y = _distributed_step(
+                    net or model, train, index, optimizer, sum_fn, cfg, generator, epoch
+                )
+                total_loss += value * len(index)
+                seen += len(index)
+                all_probs.append(to_probabilities(logits, cfg.task).numpy())
+                all_y.append(y)
+                bar.set_postfix(loss=round(total_loss / seen, 4))
+                bar.update()
+                continue
             pixels, y = train.batch(index)
             x = to_model_input(pixels, cfg.normalisation, cfg.augment, generator)
             target = torch.from_numpy(y)
@@ -127,6 +192,9 @@ def train_one_epoch(
             all_y.append(y)
             bar.set_postfix(loss=round(total_loss / seen, 4))
             bar.update()
+    if sum_fn is not None:  # every rank's shards: the whole epoch, as one process sees it
+        parts = distributed.gather((np.concatenate(all_y), np.concatenate(all_probs)))
+        all_y, all_probs = [p[0] for p in parts], [p[1] for p in parts]
     scores = _score(cfg.task, np.concatenate(all_y), np.concatenate(all_probs))
     return {"loss": total_loss / max(seen, 1), **scores}
 
@@ -141,10 +209,11 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits for every poster of a split, in order, without augmentation."""
     model.eval()
+    dev = next(model.parameters(), torch.empty(0)).device
     out = []
     for start in range(0, len(split), batch_size):
         pixels, _ = split.batch(np.arange(start, min(start + batch_size, len(split))))
-        out.append(model(to_model_input(pixels, normalisation)).numpy())
+        out.append(model(to_model_input(pixels, normalisation).to(dev)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -199,8 +268,17 @@ def fit(
     """Train with validation each epoch, a checkpoint after each epoch, early stopping on
     `cfg.monitor`, and the best epoch's weights restored into `model` at the end.
 
+    Under torchrun every rank trains its shard of each batch through DDP; rank 0 alone
+    validates, decides on early stopping, writes checkpoints and history, and sends the loop
+    state to the other ranks, so all of them stop together.
+
     Returns the loop state: history, best epoch and score, and why training stopped.
     """
+    net, dev = model, distributed.device()
+    if distributed.active():
+        distributed.local_batch_size(cfg.batch_size, distributed.world_size())
+        model.to(dev)
+        net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
     checkpoints = run_dir / "checkpoints"
     last_path, best_path = checkpoints / "last.safetensors", checkpoints / "best.safetensors"
     loss_fn = make_loss(train, n_classes, cfg)
@@ -220,8 +298,11 @@ def fit(
             if state["stopped"]:
                 break
             epoch_started = time.perf_counter()
-            train_scores = train_one_epoch(model, train, optimizer, loss_fn, cfg, epoch)
+            train_scores = train_one_epoch(model, train, optimizer, loss_fn, cfg, epoch, net=net)
             train_seconds = time.perf_counter() - epoch_started
+            if not distributed.is_main():
+                state = distributed.broadcast(state)
+                continue
             val_scores = evaluate_split(model, val, loss_fn, cfg)
             row = {
                 "epoch": epoch + 1,
@@ -250,6 +331,7 @@ def fit(
             )
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
+            state = distributed.broadcast(state)
     except TrainingDiverged as exc:
         warn(f"{exc}; keeping the best epoch so far")
         state["stopped"] = f"diverged: {exc}"
@@ -259,7 +341,11 @@ def fit(
         state["stopped"] = f"completed {cfg.epochs} epochs"
     if state["best_epoch"] is None:
         raise RuntimeError("no epoch was trained")
+    if not distributed.is_main():
+        model.to("cpu")
+        return state
     best_state = load_checkpoint(best_path, model)
+    model.to("cpu")
     echo(
         f"best epoch {best_state['best_epoch']} ({cfg.monitor} {best_state['best_score']:.4f}); "
         f"{state['stopped']}"
