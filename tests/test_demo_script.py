@@ -146,6 +146,20 @@ def test_stopped_serve_gives_no_port_hint(stub: Path, tmp_path: Path, rc: int):
     assert HINT not in done.stderr
 
 
+def _group_runs(pgid: int, command: str) -> bool:
+    """Whether a process of process group `pgid` runs `command` (read from /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        if name == command and int(fields[2]) == pgid:
+            return True
+    return False
+
+
 @needs_bash
 def test_ctrl_c_stops_the_demo(stub: Path, tmp_path: Path):
     """SIGINT to the foreground process group (what Ctrl+C does) ends serve and the script."""
@@ -165,9 +179,13 @@ def test_ctrl_c_stops_the_demo(stub: Path, tmp_path: Path):
             assert time.monotonic() < deadline, "serve never started"
             assert process.poll() is None, process.communicate()
             time.sleep(0.05)
-        time.sleep(0.2)  # let the stub exec its sleep
+        # Ctrl+C once serve runs: wait until the stub has exec'd its sleep (on a loaded machine
+        # 0.2 s was not always enough, and a signal before the exec is lost with it)
+        while not _group_runs(process.pid, "sleep"):
+            assert time.monotonic() < deadline, "the stub never started sleeping"
+            time.sleep(0.05)
         os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=10)
+        _, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -57,6 +57,9 @@ class PosterServer(ThreadingHTTPServer):
         self.hits: Counter[str] = Counter()
         self.log: list[tuple[float, str, str]] = []  # (time, path, user agent)
         self.delay = 0.0  # seconds before each poster is served
+        # posters named here wait until `gate` is set (a run can then never finish early)
+        self.gated: set[str] = set()
+        self.gate = threading.Event()
         self.active = self.peak = 0
         self.lock = threading.Lock()
 
@@ -151,6 +154,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b"no such poster")
             return
         time.sleep(self.server.delay)
+        if name in self.server.gated:
+            self.server.gate.wait(timeout=60)
         self._send(200, self.server.files[name], kind="image/jpeg")
 
 
@@ -515,6 +520,9 @@ def _cli(labels: Path, out: Path) -> list[str]:
 def test_an_interrupted_run_resumes_to_the_same_files_as_a_clean_run(server, tmp_path, stop):
     add_posters(server, tmp_path / "src", [f"{i}.png" for i in range(20)])
     server.delay = 0.06
+    # the second half waits until the signal is sent: however slow the machine, the first run
+    # cannot finish before it is interrupted
+    server.gated = {f"{i}.png" for i in range(10, 20)}
     rows = [(str(100 + i), server.url(f"/p/{i}.png")) for i in range(20)]
     rows[5] = ("105", server.url("/status/404"))
     rows[9] = ("109", "")
@@ -532,6 +540,7 @@ def test_an_interrupted_run_resumes_to_the_same_files_as_a_clean_run(server, tmp
         time.sleep(0.02)
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=30)
+    server.gate.set()
 
     assert process.returncode == (130 if stop == signal.SIGINT else -signal.SIGKILL), stderr
     kept = sorted(p.stem for p in (out / "images").glob("tt*.png"))
