@@ -497,6 +497,20 @@ def test_a_rerun_skips_valid_images_without_a_request_and_retries_failures(serve
     assert list(failures_by_id(out)) == ["tt0000004"]
 
 
+def _settle(server: PosterServer, quiet: float = 0.3, limit: float = 15.0) -> None:
+    """Wait until the server handles nothing and its hit count has not moved for `quiet` s."""
+    deadline = time.monotonic() + limit
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        with server.lock:
+            count, active = sum(server.hits.values()), server.active
+        if count != last or active:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.02)
+
+
 def _cli(labels: Path, out: Path) -> list[str]:
     return [
         sys.executable,
@@ -541,6 +555,7 @@ def test_an_interrupted_run_resumes_to_the_same_files_as_a_clean_run(server, tmp
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=30)
     server.gate.set()
+    _settle(server)  # requests the killed run sent must be counted before the resume's
 
     assert process.returncode == (130 if stop == signal.SIGINT else -signal.SIGKILL), stderr
     kept = sorted(p.stem for p in (out / "images").glob("tt*.png"))
