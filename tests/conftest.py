@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,16 @@ SHARED_DATA = Path(
 )
 # Each genre of the tiny data set has its own dominant colour, so a model can learn it.
 GENRE_COLOURS = {"Action": (200, 40, 30), "Comedy": (230, 210, 40), "Drama": (40, 60, 190)}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_reaches_children():
+    """A suite started as a background job (`make test &`) inherits an ignored SIGINT, and so
+    would every process the tests start, which then cannot be interrupted the way a user's
+    Ctrl+C interrupts them. Handling it here gives the children the default disposition."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture(autouse=True)
