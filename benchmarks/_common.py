@@ -66,3 +66,22 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
     return "" if value is None else str(value)
+
+
+def multi_label_summary(y: Any, probs: Any, predicted: Any) -> dict[str, float]:
+    """The headline of a multi-label decision: mAP, micro / macro F1, ECE, predicted and true
+    genres per poster, and the share of posters with a predicted genre less probable than a
+    non-predicted one."""
+    from sklearn.metrics import f1_score
+
+    from postergenre.evaluation.metrics import calibration, inverted_share, mean_average_precision
+
+    return {
+        "map": mean_average_precision(y, probs),
+        "micro_f1": float(f1_score(y, predicted, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(y, predicted, average="macro", zero_division=0)),
+        "ece": calibration(probs, y)["ece"],
+        "predicted_per_poster": float(predicted.sum(1).mean()),
+        "true_per_poster": float(y.sum(1).mean()),
+        "inverted_share": inverted_share(probs, predicted),
+    }

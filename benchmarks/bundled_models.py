@@ -16,14 +16,13 @@ import argparse
 import time
 
 import numpy as np
-from _common import print_table, require_data, write_result
-from sklearn.metrics import f1_score
+from _common import multi_label_summary, print_table, require_data, write_result
 
 from postergenre._allocator import tune_allocator
 from postergenre.data.benchmark import task_sources
 from postergenre.data.labels import load_posters
 from postergenre.data.targets import encode_targets
-from postergenre.evaluation.metrics import calibration, inverted_share, mean_average_precision
+from postergenre.evaluation.metrics import calibration
 from postergenre.inference import Predictor, bundled_models
 
 BOOT = 1000
@@ -40,16 +39,7 @@ def headline(task: str, y: np.ndarray, probs: np.ndarray, predictor: Predictor) 
             "accuracy": float((top == y).mean()),
             "ece": calibration(probs.max(1), top == y)["ece"],
         }
-    predicted = predictor.card.decide(probs)
-    return {
-        "map": mean_average_precision(y, probs),
-        "micro_f1": float(f1_score(y, predicted, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(y, predicted, average="macro", zero_division=0)),
-        "ece": calibration(probs, y)["ece"],
-        "predicted_per_poster": float(predicted.sum(1).mean()),
-        "true_per_poster": float(y.sum(1).mean()),
-        "inverted_share": inverted_share(probs, predicted),
-    }
+    return multi_label_summary(y, probs, predictor.card.decide(probs))
 
 
 def main() -> None:

@@ -21,14 +21,13 @@ import time
 import warnings
 
 import numpy as np
-from _common import print_table, write_result
-from ensemble_probe import FEATURES, SETS, split_data
+from _common import multi_label_summary, print_table, write_result
+from ensemble_probe import FEATURES, feature_set, split_data
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.multiclass import OneVsRestClassifier
 
-from postergenre.evaluation.metrics import calibration, inverted_share, mean_average_precision
 from postergenre.evaluation.thresholds import count_matched_threshold, tune_thresholds
 from postergenre.training.calibration import fit_platt
 
@@ -38,17 +37,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def row(name: str, y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | float) -> dict:
-    predicted = probs >= thresholds
-    return {
-        "setting": name,
-        "map": mean_average_precision(y, probs),
-        "micro_f1": float(f1_score(y, predicted, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(y, predicted, average="macro", zero_division=0)),
-        "ece": calibration(probs, y)["ece"],
-        "predicted_per_poster": float(predicted.sum(1).mean()),
-        "true_per_poster": float(y.sum(1).mean()),
-        "inverted_share": inverted_share(probs, predicted),
-    }
+    return {"setting": name, **multi_label_summary(y, probs, probs >= thresholds)}
 
 
 def main() -> None:
@@ -66,7 +55,7 @@ def main() -> None:
     y_train, y_val, y_test = (data[s][1] for s in ("train", "val", "test"))
     rows = []
     for name in args.sets.split(";"):
-        columns = np.concatenate([features[key] for key in SETS[name]], axis=1)
+        columns = feature_set(features, name)
         x_train, x_val, x_test = (columns[data[s][0]] for s in ("train", "val", "test"))
         mean, std = x_train.mean(0), x_train.std(0) + 1e-6
         x_train, x_val, x_test = ((x - mean) / std for x in (x_train, x_val, x_test))

@@ -29,18 +29,12 @@ BATCH = 32
 
 @torch.no_grad()
 def features(model, x: torch.Tensor) -> dict[str, np.ndarray]:
-    wanted = {model.stage_ends[i]: f"s{i}" for i in (4, 5, 6)}
-    out: dict[str, torch.Tensor] = {}
-    h = model.stem(x)
-    for i, block in enumerate(model.blocks):
-        h = block(h)
-        if i in wanted:
-            out[f"{wanted[i]}_avg"] = h.mean(dim=(2, 3))
-            out[f"{wanted[i]}_max"] = h.amax(dim=(2, 3))
-    h = model.head(h)
-    out["head_avg"] = h.mean(dim=(2, 3))
-    out["head_max"] = h.amax(dim=(2, 3))
-    return {k: v.numpy() for k, v in out.items()}
+    maps = model.stage_maps(x, (4, 5, 6))
+    out: dict[str, np.ndarray] = {}
+    for name, fmap in zip(("s4", "s5", "s6", "head"), maps, strict=True):
+        out[f"{name}_avg"] = fmap.mean(dim=(2, 3)).numpy()
+        out[f"{name}_max"] = fmap.amax(dim=(2, 3)).numpy()
+    return out
 
 
 def main() -> None:

@@ -47,6 +47,11 @@ C_GRID = (0.0001, 0.0003, 0.001, 0.003)
 BOOT = 1000
 
 
+def feature_set(features: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
+    """The columns of feature set `name` (see SETS), side by side."""
+    return np.concatenate([features[key] for key in SETS[name]], axis=1)
+
+
 def split_data(task: str, ids: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(row indices into the feature file, targets) per split."""
     name = "three-genre" if task == "three" else "imdb-20"
@@ -119,7 +124,7 @@ def main() -> None:
         y = {k: v[1] for k, v in data.items()}
         results = {}
         for name in chosen:
-            columns = np.concatenate([features[key] for key in SETS[name]], axis=1)
+            columns = feature_set(features, name)
             x = {k: columns[v[0]] for k, v in data.items()}
             t = time.perf_counter()
             c, probs = fit(task, x, y)

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 from _common import print_table, require_data, write_result
-from ensemble_probe import FEATURES, SETS, fit, paired_bootstrap, score, split_data
+from ensemble_probe import FEATURES, feature_set, fit, paired_bootstrap, score, split_data
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -92,7 +92,7 @@ def main() -> None:
     ids = features["ids"]
     texts_all, ocr_seconds = read_texts(ids)
     words_all = np.array([len(t.replace("|", " ").split()) for t in texts_all])
-    columns = np.concatenate([features[key] for key in SETS[args.features]], axis=1)
+    columns = feature_set(features, args.features)
     rows, groups = [], []
     for task in args.tasks.split(","):
         data = split_data(task, ids)

@@ -24,6 +24,7 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,8 @@ _STORE_FILES = frozenset(
 _STORE_PREFIXES = {"posters-": "posters", "embeddings-": "embeddings", "text-": "text"}
 _STORE_KINDS = frozenset(_STORE_PREFIXES.values())
 _ONNX_DIR = "onnx"
+# What a job computing one row gives back: (input index, row or None, error or None).
+Row = tuple[int, np.ndarray | None, str | None]
 
 
 def default_cache_dir() -> Path:
@@ -423,6 +426,30 @@ def _compute_into(
     store.append(pending)
 
 
+def run_jobs(
+    job: Callable[[Any], Row],
+    jobs: Sequence[Any],
+    workers: int,
+    desc: str,
+    progress: bool,
+    serial_below: int,
+    chunksize: int,
+) -> Iterator[Row]:
+    """`job` over `jobs` in order, with a progress bar (periodic lines in logs): in this
+    process when there are fewer than `serial_below` jobs or one worker, else in `workers`
+    spawned processes (not forked: the parent may hold torch's thread pools)."""
+    with console.progress(len(jobs), desc, "img", enabled=progress) as bar:
+        if len(jobs) < serial_below or workers <= 1:
+            for item in jobs:
+                yield job(item)
+                bar.update()
+            return
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for result in pool.map(job, jobs, chunksize=chunksize):
+                yield result
+                bar.update()
+
+
 def _checksum(row: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(row).data)
 
@@ -467,19 +494,7 @@ class PosterCache:
                 (i, str(paths[i]), self.width, self.height, self.resize, self.interpolation)
                 for i in indices
             ]
-            # A bar on a terminal, periodic lines in logs (console.progress).
-            bar = console.progress(len(jobs), "decoding posters", "img", enabled=progress)
-            with bar:
-                if len(jobs) < 64 or workers <= 1:
-                    for job in jobs:
-                        yield _decode_job(job)
-                        bar.update()
-                    return
-                # spawn, not fork: the parent may hold torch's thread pools.
-                with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                    for result in pool.map(_decode_job, jobs, chunksize=32):
-                        yield result
-                        bar.update()
+            yield from run_jobs(_decode_job, jobs, workers, "decoding posters", progress, 64, 32)
 
         return fill_store(self.store, paths, compute)
 

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from importlib import metadata
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from postergenre import console
-from postergenre.data.cache import ArrayStore, default_cache_dir, fill_store
+from postergenre.data.cache import ArrayStore, Row, default_cache_dir, fill_store, run_jobs
 from postergenre.data.decode import load_poster_array
 from postergenre.data.preprocess import InputSpec
 from postergenre.errors import PosterDecodeError, UserError
@@ -79,7 +76,7 @@ def decode_text(row: np.ndarray) -> str:
     return bytes(np.asarray(row, dtype=np.uint8)).rstrip(b"\0").decode("utf-8", "ignore")
 
 
-def _ocr_job(args: tuple[int, str, InputSpec]) -> tuple[int, np.ndarray | None, str | None]:
+def _ocr_job(args: tuple[int, str, InputSpec]) -> Row:
     index, path, spec = args
     try:
         pixels = load_poster_array(path, spec.width, spec.height, spec.resize, spec.interpolation)
@@ -106,18 +103,9 @@ class PosterText:
         """Each poster's text (None where it could not be read) and the reasons it could not."""
         workers = workers or min(2, os.cpu_count() or 1)
 
-        def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+        def compute(indices: list[int]) -> Iterator[Row]:
             jobs = [(i, str(paths[i]), self.spec) for i in indices]
-            with console.progress(len(jobs), "reading poster text", "img", enabled=progress) as bar:
-                if len(jobs) < 4 or workers <= 1:
-                    for job in jobs:
-                        yield _ocr_job(job)
-                        bar.update()
-                    return
-                with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                    for result in pool.map(_ocr_job, jobs, chunksize=4):
-                        yield result
-                        bar.update()
+            yield from run_jobs(_ocr_job, jobs, workers, "reading poster text", progress, 4, 4)
 
         cached = fill_store(self.store, paths, compute)
         texts: list[str | None] = [None] * len(paths)

@@ -223,10 +223,20 @@ class EfficientNetLite(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Last conv feature map (B, 1280, ceil(H/32), ceil(W/32)), after ReLU6."""
+        return self.stage_maps(x)[-1]
+
+    def stage_maps(self, x: Tensor, stages: tuple[int, ...] = ()) -> list[Tensor]:
+        """The output of the last block of each stage in `stages` (in order), then the last
+        conv feature map."""
+        wanted = {self.stage_ends[s] for s in stages}
+        maps: list[Tensor] = []
         x = self.stem(x)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x)
-        return self.head(x)
+            if i in wanted:
+                maps.append(x)
+        maps.append(self.head(x))
+        return maps
 
     def forward_head(self, fmap: Tensor) -> Tensor:
         """Global average pool -> dropout -> linear logits."""
@@ -367,13 +377,7 @@ class LiteEnsemble(nn.Module):
                 x_in = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
             else:
                 x_in = x
-            h = backbone.stem(x_in)
-            wanted = {backbone.stage_ends[s] for s in self.stages}
-            for i, block in enumerate(backbone.blocks):
-                h = block(h)
-                if i in wanted:
-                    maps.append(h)
-            maps.append(backbone.head(h))
+            maps.extend(backbone.stage_maps(x_in, self.stages))
         return tuple(maps)
 
     def pool(self, maps: tuple[Tensor, ...]) -> Tensor:
