@@ -46,6 +46,22 @@ def test_bundled_model_predicts_a_generated_poster(name, n_genres, task, tmp_pat
         assert len(card.thresholds) == len(predictor.genres)
 
 
+@pytest.mark.parametrize("name", ["imdb-20", "imdb-20-fast"])
+def test_bundled_multi_label_models_are_calibrated_and_never_invert(name, tmp_path, no_network):
+    """Issue 9: the old imdb-20 showed The Matrix as "Horror 58%" (not predicted) beside
+    "Drama 45%" (predicted). Calibrated models with one shared threshold cannot: the predicted
+    genres are always the most probable ones."""
+    predictor = Predictor.from_pretrained(name)
+    card = predictor.card
+    assert card.training["calibration"]["method"] == "platt"
+    assert len(set(card.thresholds)) == 1
+    posters = [make_poster(tmp_path / f"p{i}.png", (40 * i, 200 - 30 * i, 90), seed=i)
+               for i in range(6)]  # fmt: skip
+    for prediction in predictor.predict(posters):
+        ranked = [g for g, _ in prediction.genres]
+        assert prediction.predicted == ranked[: len(prediction.predicted)]
+
+
 def test_predict_uses_the_default_bundled_model(tmp_path, capsys, no_network):
     poster = make_poster(tmp_path / "p.png", (20, 30, 200))
     assert main(["predict", str(poster), "--json"]) == 0
