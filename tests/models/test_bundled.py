@@ -23,13 +23,14 @@ def no_network(monkeypatch):
 
 
 def test_bundled_models_are_small():
-    assert set(bundled_models()) >= {"imdb-20", "three-genre"}
+    assert set(bundled_models()) >= {"imdb-20", "imdb-20-text", "three-genre"}
     total = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
     assert total < 10 * 1024 * 1024
 
 
 @pytest.mark.parametrize(
-    "name, n_genres, task", [("imdb-20", 20, "multi"), ("three-genre", 3, "single")]
+    "name, n_genres, task",
+    [("imdb-20", 20, "multi"), ("imdb-20-text", 20, "multi"), ("three-genre", 3, "single")],
 )
 def test_bundled_model_predicts_a_generated_poster(name, n_genres, task, tmp_path, no_network):
     predictor = Predictor.from_pretrained(name)
@@ -46,7 +47,7 @@ def test_bundled_model_predicts_a_generated_poster(name, n_genres, task, tmp_pat
         assert len(card.thresholds) == len(predictor.genres)
 
 
-@pytest.mark.parametrize("name", ["imdb-20", "imdb-20-fast"])
+@pytest.mark.parametrize("name", ["imdb-20", "imdb-20-fast", "imdb-20-text"])
 def test_bundled_multi_label_models_are_calibrated_and_never_invert(name, tmp_path, no_network):
     """Issue 9: the old imdb-20 showed The Matrix as "Horror 58%" (not predicted) beside
     "Drama 45%" (predicted). Calibrated models with one shared threshold cannot: the predicted

@@ -34,6 +34,22 @@ def test_card_round_trips_through_json(tmp_path):
     assert json.loads((tmp_path / "model.json").read_text())["thresholds"] == {"A": 0.2, "B": 0.7}
 
 
+def test_a_card_that_reads_text_round_trips_and_its_tensors_are_checked(tmp_path):
+    from postergenre.data.text import TextSpec
+    from postergenre.models.bundle import build_model, load_bundle, save_bundle
+
+    card = make_card("efficientnet-lite0", ["A", "B"], "multi", "linear-head",
+                     text=TextSpec(buckets=64))  # fmt: skip
+    assert card.reads_text and not make_card().reads_text
+    save_bundle(tmp_path / "m", build_model(card, pretrained=False), card)
+    assert ModelCard.read(tmp_path / "m") == card
+    assert load_bundle(tmp_path / "m").model.text.in_features == 64
+    wrong = card.replace(text=TextSpec(buckets=128))  # the card no longer fits the tensors
+    wrong.write(tmp_path / "m")
+    with pytest.raises(CardError, match=r"text\.weight has shape"):
+        load_bundle(tmp_path / "m")
+
+
 def test_a_format_1_bundle_loads_and_predicts_like_its_format_2_card(tmp_path):
     old, new = tmp_path / "old", tmp_path / "new"
     for folder, card_file in ((old, FORMAT_1), (new, FORMAT_2)):
@@ -81,6 +97,10 @@ def _bad(tmp_path: Path, change) -> str:
         (lambda d: d.update(format_version="two"), "format_version"),
         (lambda d: d.update(task="multi"), "thresholds"),
         (lambda d: d.update(architecture=7), "architecture"),
+        (lambda d: d.update(text="ocr"), "text"),
+        (lambda d: d.update(text={"ngram_range": [2, 4]}), "text.buckets"),
+        (lambda d: d.update(text={"buckets": 2**30, "ngram_range": [2, 4]}), "text.buckets"),
+        (lambda d: d.update(text={"buckets": 64, "ngram_range": [4, 2]}), "text.ngram_range"),
     ],
 )
 def test_a_wrong_field_is_one_line_naming_the_field_and_the_file(tmp_path, change, field):

@@ -7,12 +7,18 @@ worker process, posters spread over `workers` processes. A poster's text is its 
 lines with confidence >= `MIN_SCORE`, in reading order, joined by " | ". It is stored as UTF-8
 in fixed rows of `TEXT_BYTES` bytes (longer text is cut at a character boundary) in an
 `ArrayStore`, so it gets the pixel cache's checksums, locking and maintenance.
+
+`TextSpec` turns text into a model's text input: character n-grams within word boundaries,
+lower-cased, hashed into a fixed number of buckets (scikit-learn's `HashingVectorizer`, so no
+vocabulary is stored), as sublinear term frequencies `1 + log(count)`. A model that reads text
+weights them by its stored IDF and L2-normalises them itself (the TF-IDF of its training).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +35,10 @@ OCR_PACKAGE = "rapidocr-onnxruntime"
 TEXT_BYTES = 1024
 MIN_SCORE = 0.5
 SEPARATOR = " | "
+
+
+DEFAULT_BUCKETS = 1 << 16
+DEFAULT_NGRAMS = (2, 4)
 
 
 class OcrUnavailable(UserError):
@@ -74,6 +84,43 @@ def encode_text(text: str) -> np.ndarray:
 def decode_text(row: np.ndarray) -> str:
     """The text stored in a row."""
     return bytes(np.asarray(row, dtype=np.uint8)).rstrip(b"\0").decode("utf-8", "ignore")
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """How a model that reads text turns a poster's text into its text input."""
+
+    buckets: int = DEFAULT_BUCKETS
+    ngram_min: int = DEFAULT_NGRAMS[0]
+    ngram_max: int = DEFAULT_NGRAMS[1]
+
+    def counts(self, texts: Sequence[str]) -> Any:
+        """Sparse (B, buckets) float64 sublinear term frequencies (scipy CSR)."""
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        vectorizer = HashingVectorizer(
+            analyzer="char_wb",
+            ngram_range=(self.ngram_min, self.ngram_max),
+            n_features=self.buckets,
+            alternate_sign=False,
+            norm=None,
+            lowercase=True,
+        )
+        counts = vectorizer.transform([t or "" for t in texts]).tocsr()
+        counts.data = 1.0 + np.log(counts.data)
+        return counts
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """Dense float32 (B, buckets) text input of a model (see `counts`)."""
+        return self.counts(texts).toarray().astype(np.float32)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reader": OCR_PACKAGE,
+            "features": "hashed character n-grams (char_wb, lower-case), 1 + log(count)",
+            "buckets": self.buckets,
+            "ngram_range": [self.ngram_min, self.ngram_max],
+        }
 
 
 def _ocr_job(args: tuple[int, str, InputSpec]) -> Row:

@@ -8,6 +8,10 @@ An ensemble's `forward_features` gives several maps (one per backbone, at differ
 resolutions). Its heatmap is the sum of each map's Grad-CAM (the map weighted by the target's
 gradient), each resized to the finest map's grid, normalised once: where the backbones together
 find evidence for the genre.
+
+A model that also reads the poster's text (`TextFusion`) is explained on its image part: the
+text adds a constant to each logit, so the probability shown (and the default genre) include
+the text, and the heatmap shows where the pixels add evidence on top of it.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from PIL import Image
 from torch import nn
 
 from postergenre.atomic import atomic_path
+from postergenre.data.text import read_text
 from postergenre.errors import UserError
 from postergenre.models.card import ModelCard, to_probabilities
 from postergenre.models.knn import KNNClassifier
+from postergenre.models.text_fusion import TextFusion
 
 OVERLAY_ALPHA = 0.45
 COLORMAP = "jet"
@@ -39,6 +45,7 @@ class Explanation:
     heatmap: np.ndarray  # (H, W) float32 in [0, 1] at the model's input size
     overlay: Image.Image  # the poster, original size, with the coloured heatmap blended in
     raw: np.ndarray  # (h, w) float32 in [0, 1] at the feature map's resolution
+    text: str | None = None  # what OCR read, for a model that reads the poster's text
 
     def save(self, out: str | Path, npy: bool = False) -> list[Path]:
         """Write the overlay (.png, .jpg or .webp) and, with `npy`, the heatmap beside it as
@@ -79,9 +86,10 @@ def _cam(fmap: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
 
 
 def _cam_and_logits(
-    model: nn.Module, x: torch.Tensor, target: int | None
+    model: nn.Module, x: torch.Tensor, target: int | None, text_logits: torch.Tensor | None = None
 ) -> tuple[np.ndarray, torch.Tensor, int]:
-    """Grad-CAM map (h, w), the logits (1, n) and the target used (None: the top logit)."""
+    """Grad-CAM map (h, w), the logits (1, n) and the target used (None: the top logit);
+    `text_logits` (1, n): what the poster's text adds to each logit."""
     was_training = model.training
     model.eval()
     try:
@@ -91,6 +99,8 @@ def _cam_and_logits(
         maps = [f.detach().requires_grad_(True) for f in (features if several else [features])]
         with torch.enable_grad():
             logits = model.forward_head(tuple(maps) if several else maps[0])
+            if text_logits is not None:
+                logits = logits + text_logits
             if target is None:
                 target = int(logits[0].argmax())
             score = _target_score(model, maps[0], logits, target)
@@ -162,7 +172,12 @@ def explain_poster(
     image = image.convert("RGB")
     pixels = card.input.resize_image(image)
     x = card.input.normalisation.tensor(pixels[None])
-    raw, logits, target = _cam_and_logits(model, x, target)
+    text, text_logits = None, None
+    if isinstance(model, TextFusion) and card.text is not None:
+        text = read_text(pixels)
+        with torch.no_grad():
+            text_logits = model.text_logits(torch.from_numpy(card.text.features([text])))
+    raw, logits, target = _cam_and_logits(model, x, target, text_logits)
     probs = to_probabilities(logits, card.task)
     # The model squashes the poster to its input size, so its map goes back by resizing too.
     heatmap = upsample(raw, *pixels.shape[:2])
@@ -172,4 +187,5 @@ def explain_poster(
         heatmap=heatmap,
         overlay=overlay_heatmap(_shrunk(image, overlay_max_side), heatmap),
         raw=raw,
+        text=text,
     )

@@ -8,6 +8,10 @@ The graph's single input `pixels` is float32 NCHW, already preprocessed exactly 
 2. scale to [0, 1]: `x / 255`;
 3. normalise per channel: `(x - mean) / std`, then lay out as (batch, 3, height, width).
 
+A model that reads the poster's text (the card's `text` section) has a second input `text`:
+float32 (batch, buckets), the sublinear term frequencies of the hashed character n-grams of
+the text OCR reads from the same resized poster (`postergenre.data.text.TextSpec.features`).
+
 The single output `probabilities` is (batch, n_genres), by the card's activation rule, in the
 order of the `genres` metadata. The batch axis is dynamic; height and width are fixed. The
 whole card travels in the model's `metadata_props` (`card`), with `genres`, `thresholds`,
@@ -37,6 +41,7 @@ from torch import nn
 from postergenre import __version__
 from postergenre.atomic import write_bytes
 from postergenre.data.decode import decode_poster
+from postergenre.data.text import read_text
 from postergenre.errors import UserError
 from postergenre.models.bundle import ModelBundle, load_bundle
 from postergenre.models.card import to_probabilities
@@ -44,6 +49,7 @@ from postergenre.models.catalog import resolve_model
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "pixels"
+TEXT_INPUT_NAME = "text"
 OUTPUT_NAME = "probabilities"
 TOLERANCE = 1e-4
 PREPROCESSING = (
@@ -64,8 +70,8 @@ class ProbabilityModel(nn.Module):
         self.model = model
         self.task = task
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return to_probabilities(self.model(x), self.task)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return to_probabilities(self.model(*inputs), self.task)
 
 
 def require_onnx() -> None:
@@ -94,6 +100,7 @@ def onnx_metadata(bundle: ModelBundle) -> dict[str, str]:
         "thresholds": json.dumps(data["thresholds"] or {}),
         "input": json.dumps(data["input"]),
         "preprocessing": PREPROCESSING,
+        "text": json.dumps(data["text"]),
         "output": f"{OUTPUT_NAME}: " + ("softmax" if card.task == "single" else "sigmoid"),
         "name": card.name,
         "postergenre_version": __version__,
@@ -121,19 +128,23 @@ def _to_onnx_bytes(bundle: ModelBundle, opset: int) -> bytes:
     spec = bundle.card.input
     wrapper = ProbabilityModel(bundle.model, bundle.task).eval()
     # Trace with batch 2, so nothing can specialise on a batch of one.
-    dummy = torch.zeros(2, 3, spec.height, spec.width)
+    dummy: tuple[torch.Tensor, ...] = (torch.zeros(2, 3, spec.height, spec.width),)
+    names = [INPUT_NAME]
+    if bundle.card.text is not None:
+        dummy += (torch.zeros(2, bundle.card.text.buckets),)
+        names.append(TEXT_INPUT_NAME)
     buffer = io.BytesIO()
     try:
         with _quiet_export(), torch.no_grad():
             torch.onnx.export(
                 wrapper,
-                (dummy,),
+                dummy,
                 buffer,
                 dynamo=False,
                 opset_version=opset,
-                input_names=[INPUT_NAME],
+                input_names=names,
                 output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes={**{name: {0: "batch"} for name in names}, OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True,
             )
     except Exception as exc:  # the exporter raises many types for unsupported graphs
@@ -156,16 +167,26 @@ def _to_onnx_bytes(bundle: ModelBundle, opset: int) -> bytes:
 
 def _check_batches(
     bundle: ModelBundle, images: Sequence[str | Path] | None, n_random: int, seed: int
-) -> Iterator[np.ndarray]:
+) -> Iterator[tuple[np.ndarray, ...]]:
     """Model inputs to compare on: random posters (a batch of n_random, then of 1), then the
-    given image files, preprocessed as the `Predictor` does."""
-    spec = bundle.card.input
+    given image files, preprocessed as the `Predictor` does; for a model that reads text,
+    with random text features (random posters) or the text OCR reads (image files)."""
+    spec, text = bundle.card.input, bundle.card.text
     rng = np.random.default_rng(seed)
     for n in (n_random, 1):
-        yield spec.normalise(rng.integers(0, 256, (n, spec.height, spec.width, 3), dtype=np.uint8))
+        x = spec.normalise(rng.integers(0, 256, (n, spec.height, spec.width, 3), dtype=np.uint8))
+        if text is None:
+            yield (x,)
+        else:
+            present = rng.random((n, text.buckets)) < 0.002
+            yield x, (present * (1 + rng.random((n, text.buckets)))).astype(np.float32)
     paths = list(images or [])
     for start in range(0, len(paths), 16):
-        yield spec.prepare([decode_poster(p) for p in paths[start : start + 16]])
+        pixels = np.stack([spec.resize_image(decode_poster(p)) for p in paths[start : start + 16]])
+        if text is None:
+            yield (spec.normalise(pixels),)
+        else:
+            yield spec.normalise(pixels), text.features([read_text(p) for p in pixels])
 
 
 def validate_onnx(
@@ -189,14 +210,15 @@ def validate_onnx(
         raise OnnxMismatchError(f"ONNX Runtime cannot load the exported graph: {exc}") from exc
     wrapper = ProbabilityModel(bundle.model, bundle.task).eval()
     worst, n = 0.0, 0
-    for x in _check_batches(bundle, images, n_random, seed):
+    names = [i.name for i in session.get_inputs()]
+    for inputs in _check_batches(bundle, images, n_random, seed):
         with torch.no_grad():
-            expected = wrapper(torch.from_numpy(x)).numpy()
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+            expected = wrapper(*map(torch.from_numpy, inputs)).numpy()
+        got = session.run([OUTPUT_NAME], dict(zip(names, inputs, strict=True)))[0]
         if got.shape != expected.shape:
             raise OnnxMismatchError(f"ONNX output shape {got.shape} != PyTorch's {expected.shape}")
         worst = max(worst, float(np.abs(got - expected).max()))
-        n += len(x)
+        n += len(inputs[0])
     return {"max_abs_diff": worst, "n_checked": n}
 
 

@@ -62,9 +62,11 @@ class OnnxRunner:
             raise UserError(f"ONNX Runtime cannot load {where}: {exc}") from exc
         self.path = None if isinstance(path, bytes) else Path(path)
         self.threads = options.intra_op_num_threads
-        [model_input] = self.session.get_inputs()
+        model_input, *text_input = self.session.get_inputs()
         self.input_name = model_input.name
         self.input_shape = tuple(model_input.shape)  # ("batch", 3, height, width)
+        # a model that reads the poster's text: (batch, buckets) text features
+        self.text_name = text_input[0].name if text_input else None
         self.output_name = self.session.get_outputs()[0].name
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 
@@ -77,9 +79,12 @@ class OnnxRunner:
         """The bundle's `input` section: width, height, resize, interpolation, mean, std."""
         return dict(json.loads(self.metadata["input"]))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Preprocessed float32 (B, 3, H, W) -> probabilities (B, n_genres)."""
+    def __call__(self, x: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
+        """Preprocessed float32 (B, 3, H, W) (and, for a model that reads text, its text
+        features (B, buckets)) -> probabilities (B, n_genres)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if (text is None) != (self.text_name is None):
+            raise ValueError("text features are needed exactly when the model reads text")
         expected = self.input_shape[1:]
         if x.ndim != 4 or any(
             isinstance(e, int) and e != s for e, s in zip(expected, x.shape[1:], strict=True)
@@ -87,11 +92,17 @@ class OnnxRunner:
             raise ValueError(
                 f"expected input (batch, {', '.join(map(str, expected))}), got {x.shape}"
             )
+        def feed(rows: slice) -> dict[str, np.ndarray]:
+            inputs = {self.input_name: x[rows]}
+            if self.text_name is not None and text is not None:
+                inputs[self.text_name] = np.ascontiguousarray(text[rows], dtype=np.float32)
+            return inputs
+
         if not len(x):
-            return self.session.run([self.output_name], {self.input_name: x})[0]
+            return self.session.run([self.output_name], feed(slice(None)))[0]
         return np.concatenate(
             [
-                self.session.run([self.output_name], {self.input_name: x[i : i + RUN_CHUNK]})[0]
+                self.session.run([self.output_name], feed(slice(i, i + RUN_CHUNK)))[0]
                 for i in range(0, len(x), RUN_CHUNK)
             ]
         )

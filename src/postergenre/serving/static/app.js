@@ -90,6 +90,7 @@ async function loadModel() {
     const task = model.task === "multi" ? "multi-label" : "single-label";
     const name = el("span", { class: "model-name", title: model.name, text: shortName(model.name) });
     const facts = [model.architecture, task, `${model.genres.length} genres`];
+    if (model.text) facts.push("reads the poster's text (OCR, about 1 s a poster)");
     if (model.runtime) facts.push(model.runtime);
     const line = el("p", { class: "model-line" }, "Model ", name, ` · ${facts.filter(Boolean).join(" · ")}`);
     const list = el("ul", { class: "genre-list" }, ...model.genres.map((g) => el("li", { text: g })));
