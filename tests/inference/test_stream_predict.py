@@ -18,8 +18,8 @@ from postergenre.cli import main
 from postergenre.data.sources import poster_source
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
+from postergenre.inference.batches import decoded_batches, in_flight_batches
 from postergenre.inference.predictions import PathSet, PredictionJournal, journal_path
-from postergenre.inference.predictor import decoded_batches, in_flight_batches
 from tests.conftest import make_poster, make_seed_bundle
 
 GENRES = ["Action", "Comedy", "Drama"]
@@ -229,11 +229,11 @@ bundle, folder, out = sys.argv[1:4]
 predictor = Predictor.from_pretrained(bundle, runtime="torch")
 run, calls = predictor._run, []
 
-def run_then_hang(pixels):
+def run_then_hang(pixels, texts=None):
     calls.append(len(pixels))
     if len(calls) > 3:
         time.sleep(600)  # the test kills this process here: 3 batches are in the journal
-    return run(pixels)
+    return run(pixels, texts)
 
 predictor._run = run_then_hang
 predictor.predict_to(folder, out, batch_size=4, workers=1, progress_bar=False)
@@ -313,7 +313,7 @@ def test_a_run_stopped_before_its_first_row_leaves_nothing_to_resume(
 ):
     _posters(tmp_path / "posters", 2)
 
-    def broken(pixels):
+    def broken(pixels, texts=None):
         raise UserError("the model broke")
 
     monkeypatch.setattr(predictor, "_run", broken)

@@ -92,11 +92,26 @@ class PosterIndex:
         arch: str = "efficientnet-lite0",
         cache_dir: Path | None = None,
         progress: bool = True,
+        *,
+        engine: str = "local",
+        address: str | None = None,
+        workers: int | None = None,
     ) -> PosterIndex:
-        """Embed every poster (through the embedding cache) and index it."""
+        """Embed every poster (through the embedding cache) and index it. `engine="ray"`
+        embeds the posters not cached yet on Ray (`ray_engine.ray_embeddings`: the cluster at
+        `address`, or a Ray started here, with `workers` actors)."""
+        from postergenre.inference.ray_engine import check_engine, ray_embeddings
+
+        check_engine(engine, address)
         spec = get_arch(arch)
         arch = spec.embedding_arch or arch
-        vectors = compute_embeddings(arch, [r.path for r in records], cache_dir, progress)
+        paths = [r.path for r in records]
+        if engine == "ray":
+            vectors = ray_embeddings(
+                arch, paths, cache_dir, progress, address=address, workers=workers
+            )
+        else:
+            vectors = compute_embeddings(arch, paths, cache_dir, progress)
         report_skipped(vectors.errors)
         keep = vectors.ok
         if not len(keep):

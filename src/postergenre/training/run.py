@@ -30,6 +30,7 @@ from postergenre.data.targets import (
     infer_task,
     resolve_genres,
 )
+from postergenre.data.text import TextSpec
 from postergenre.data.transforms import Augmentation
 from postergenre.errors import UserError
 from postergenre.evaluation.metrics import multi_label_metrics, single_label_metrics
@@ -39,11 +40,13 @@ from postergenre.models import ArchSpec, ModelCard, create_model, get_arch, to_p
 from postergenre.models.bundle import save_bundle
 from postergenre.models.card import CARD_FILE
 from postergenre.models.embeddings import compute_embeddings
+from postergenre.models.text_fusion import TextFusion
 from postergenre.training import distributed
 from postergenre.training.calibration import fit_calibration, fold_into
 from postergenre.training.data import assign_splits, prepare_split
 from postergenre.training.distributed import echo, warn
 from postergenre.training.probe import fit_knn, fit_linear_probe
+from postergenre.training.text import TextHead, fit_fused_probe, fit_text_head, read_texts
 from postergenre.training.trainer import LoopConfig, fit, predict_logits
 
 SPLITS = ("train", "val")
@@ -87,6 +90,9 @@ class TrainConfig:
     cache_dir: Path | None = None
     max_label_bytes: int | None = None
     calibrate: bool = True
+    text: bool = False  # linear probes: also read the poster's text (OCR) and fuse it
+    engine: str = "local"  # where frozen embeddings are computed: "local" or "ray"
+    address: str | None = None  # the Ray cluster to join (engine "ray"; None: start Ray here)
     resume: bool = False
     progress: bool = True
 
@@ -177,6 +183,7 @@ class Fitted:
     val_probs: np.ndarray
     info: dict[str, Any]
     val_logits: np.ndarray | None = None  # None for a k-NN vote (no logits to calibrate)
+    text: TextSpec | None = None  # how the model reads text, if it does
 
 
 def fit_on_embeddings(
@@ -191,6 +198,10 @@ def fit_on_embeddings(
     arch = spec.embedding_arch or spec.name
 
     def load(paths: list[Path]) -> CachedArrays:
+        if cfg.engine == "ray":
+            from postergenre.inference.ray_engine import ray_embeddings
+
+            return ray_embeddings(arch, paths, cfg.cache_dir, cfg.progress, address=cfg.address)
         return compute_embeddings(arch, paths, cfg.cache_dir, cfg.progress)
 
     train, val = (prepare_split(name, by_split[name], genres, task, load) for name in SPLITS)
@@ -202,18 +213,51 @@ def fit_on_embeddings(
         val_probs = model.vote(torch.from_numpy(x_val)).numpy()
         echo(f"k-NN: k={info['k']} chosen on val (score {info['val_score']:.4f})")
     else:
-        weight, bias, info = fit_linear_probe(
-            x_train, train.y, x_val, val.y, task, len(genres), balanced=cfg.balance != "none"
-        )
-        with torch.no_grad():
-            model.classifier.weight.copy_(weight)
-            model.classifier.bias.copy_(bias)
+        balanced = cfg.balance != "none"
+        text = None
+        if cfg.text:
+            texts = {s.name: read_texts(s.records, spec.input, cfg.cache_dir, cfg.progress)
+                     for s in (train, val)}  # fmt: skip
+            text = fit_text_head(texts["train"], train.y, texts["val"], val.y, task,
+                                 len(genres), balanced=balanced)  # fmt: skip
+            weight, bias, info, x_train, x_val = fit_fused_probe(
+                x_train, train.y, x_val, val.y, text, task, len(genres), balanced
+            )
+        else:
+            weight, bias, info = fit_linear_probe(
+                x_train, train.y, x_val, val.y, task, len(genres), balanced=balanced
+            )
         val_logits = (torch.from_numpy(x_val) @ weight.T + bias).numpy()
+        if text is not None:
+            model = fuse_text(model, weight, bias, text)
+            info["text"] = text.info
+        else:
+            with torch.no_grad():
+                model.classifier.weight.copy_(weight)
+                model.classifier.bias.copy_(bias)
         echo(f"linear probe: C={info['C']} chosen on val (score {info['val_score']:.4f})")
         info["fit_seconds"] = round(time.perf_counter() - started, 2)
-        return Fitted(model, train.y, val.y, _probabilities(val_logits, task), info, val_logits)
+        fitted = Fitted(model, train.y, val.y, _probabilities(val_logits, task), info, val_logits)
+        fitted.text = text.spec if text is not None else None
+        return fitted
     info["fit_seconds"] = round(time.perf_counter() - started, 2)
     return Fitted(model, train.y, val.y, val_probs, info)
+
+
+def fuse_text(
+    image: nn.Module, weight: torch.Tensor, bias: torch.Tensor, text: TextHead
+) -> nn.Module:
+    """The fused probe as one model: `weight` acts on [image features, text logits]; the text
+    logits are the text head's linear map of the TF-IDF, so both fold into `TextFusion`."""
+    n_image = weight.shape[1] - text.weight.shape[0]
+    on_text = weight[:, n_image:].double()
+    model = TextFusion(image, text.spec.buckets)
+    with torch.no_grad():
+        model.classifier.weight.copy_(weight[:, :n_image])
+        model.classifier.bias.copy_(bias + (on_text @ torch.from_numpy(text.bias)).float())
+        model.text.weight.copy_((on_text @ torch.from_numpy(text.weight)).float())
+        model.text_idf.copy_(torch.from_numpy(text.idf))
+    return model
 
 
 def fit_with_gradients(
@@ -295,7 +339,8 @@ def calibrate(fitted: Fitted, task: str) -> dict[str, Any]:
     if fitted.val_logits is None or not isinstance(classifier, nn.Linear):
         return {"method": "none"}
     calibration = fit_calibration(fitted.val_logits, fitted.y_val, task)
-    fold_into(classifier, calibration)
+    model = fitted.model
+    fold_into(model.output_layers() if isinstance(model, TextFusion) else classifier, calibration)
     fitted.val_logits = calibration.apply(fitted.val_logits).astype(np.float32)
     fitted.val_probs = _probabilities(fitted.val_logits, task)
     return calibration.to_json()
@@ -307,8 +352,19 @@ def train(cfg: TrainConfig) -> Path:
     Under `torchrun` with several processes, gradient training (seed-cnn, finetune) runs with
     DistributedDataParallel and rank 0 alone writes the run folder. A linear probe or k-NN has
     no gradient loop to share: rank 0 fits it alone and the other ranks return at once."""
+    from postergenre.inference.ray_engine import check_engine
+
+    check_engine(cfg.engine, cfg.address)
     spec = get_arch(cfg.arch)
     mode = resolve_mode(spec, cfg.mode)
+    if cfg.engine != "local" and mode == "scratch":
+        raise UserError(
+            f"the Ray engine computes frozen embeddings; {cfg.arch} has none to compute"
+        )
+    if cfg.text and mode != "linear-probe":
+        raise UserError(
+            f"only a linear probe can read poster text; {cfg.arch} is fitted as {mode} here"
+        )
     if distributed.launched() and mode not in ("scratch", "finetune"):
         if not distributed.is_main():
             return cfg.out / "model"
@@ -418,6 +474,7 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str) -> Path:
         mode=mode,
         training=training,
         metrics={"val": {k: v for k, v in val_metrics.items() if k != "genres"}},
+        text=fitted.text,
     )
     bundle = save_bundle(cfg.out / "model", fitted.model, card)
     echo(f"val {headline}; model bundle written to {bundle}")
