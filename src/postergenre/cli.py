@@ -64,11 +64,31 @@ def _add_cache_arg(parser: argparse.ArgumentParser) -> None:
 def _add_runtime_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
-        choices=["auto", "onnx", "torch"],
+        choices=["auto", "onnx", "openvino", "torch"],
         default="auto",
         help="inference engine: ONNX Runtime (the model is exported once, then cached; ~3x "
-        "faster on CPU and quick to start) or PyTorch; auto (default): ONNX Runtime where "
-        "installed",
+        "faster on CPU and quick to start), OpenVINO (the same exported model and "
+        "probabilities, often faster; pip install 'postergenre[openvino]') or PyTorch; auto "
+        "(default): ONNX Runtime where installed",
+    )
+
+
+def _add_engine_args(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group("engine (Ray: pip install 'postergenre[ray]')")
+    group.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help=f"where {what}: in processes on this machine (local, the default) or on Ray: "
+        "actors that each read posters and hold the model, on a Ray started here or on the "
+        "cluster at --address; same output either way",
+    )
+    group.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --engine ray: join the Ray cluster at ADDR (host:port of its head, or "
+        "'auto') instead of starting Ray here; every node needs postergenre and the posters "
+        "at the same paths",
     )
 
 
@@ -185,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
         "temperature for single-label, Platt scaling per genre for multi-label)",
     )
     p.add_argument(
+        "--text",
+        action="store_true",
+        help="linear probes: also read each poster's text with OCR (needs postergenre[ocr]; "
+        "about 1 s per poster per core, once, cached) and fuse it with the image features; "
+        "the model then reads text when it predicts, too",
+    )
+    _add_engine_args(p, "frozen embeddings (linear-probe, knn) are computed")
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the interrupted run in --out from its last checkpoint",
@@ -270,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         metavar="N",
         help="processes decoding posters beside the model (default min(2, cores); collections "
-        "under 64 posters, and 0, decode in one thread)",
+        "under 64 posters, and 0, decode in one thread); with --engine ray: Ray actors, each "
+        "decoding and running the model (default one per CPU of the Ray cluster)",
     )
     caching = p.add_mutually_exclusive_group()
     caching.add_argument(
@@ -283,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accepted for compatibility and does nothing: the cache is off unless --cache",
     )
+    _add_engine_args(p, "a collection streamed into --out is scored")
     _add_cache_arg(p)
     p.set_defaults(handler=_cmd_predict)
 
@@ -300,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="backbone whose embeddings are indexed (default efficientnet-lite0)",
     )
     p.add_argument("--split", help="index one split only")
+    _add_engine_args(p, "posters not cached yet are embedded")
     _add_cache_arg(p)
     p.set_defaults(handler=_cmd_index)
 
@@ -354,6 +385,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POSTER",
         help="real posters to compare on, besides random inputs",
     )
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="also quantize: int8 static quantization with ONNX Runtime, calibrated on "
+        "training posters (the train split of --labels/--splits or --folder); smaller and "
+        "faster on CPU, slightly different probabilities (BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--calibration-size",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="with --quantize: training posters drawn (seeded) to calibrate on (default 256)",
+    )
+    _add_data_args(p)
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
     p.set_defaults(handler=_cmd_export)
 
@@ -544,6 +590,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         balance=args.balance,
         augment=not args.no_augment,
         calibrate=not args.no_calibrate,
+        text=args.text,
+        engine=args.engine,
+        address=args.address,
         cache_dir=args.cache_dir,
         max_label_bytes=_label_limit(args),
         resume=args.resume,
@@ -592,13 +641,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from postergenre.data.sources import PosterFiles, open_sources
     from postergenre.inference import Predictor
     from postergenre.inference.predictions import check_output, journal_path, read_predictions
+    from postergenre.inference.ray_engine import check_engine
 
+    check_engine(args.engine, args.address)
     folder_given = any(Path(p).is_dir() for p in args.posters)
     out = args.out or (Path("predictions.csv") if folder_given else None)
     if out is not None:
         check_output(out)  # say so before the work
     elif args.resume:
         raise UserError("--resume goes on with an unfinished --out FILE: name the FILE")
+    elif args.engine == "ray":
+        raise UserError("--engine ray streams a collection into a file: name it with --out FILE")
     sources = open_sources(args.posters)  # a missing file fails before any model loads
     predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
     if out is not None:
@@ -610,6 +663,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 cache=args.cache,
                 top=args.top,
+                engine=args.engine,
+                address=args.address,
             )
         except KeyboardInterrupt:
             if journal_path(out).exists():
@@ -636,13 +691,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from postergenre.console import echo
+    from postergenre.inference.ray_engine import check_engine
     from postergenre.inference.similarity import PosterIndex
 
+    check_engine(args.engine, args.address)
     collection = _load_collection(args)
     records = collection.split(args.split).records
     if not records:
         raise UserError(f"no posters in split {args.split!r}")
-    index = PosterIndex.build(records, args.arch, args.cache_dir)
+    index = PosterIndex.build(
+        records, args.arch, args.cache_dir, engine=args.engine, address=args.address
+    )
     index.save(args.out)
     echo(f"indexed {len(index)} posters ({index.arch}) in {args.out}")
     return 0
@@ -672,6 +731,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     explanation = predictor.explain(args.poster, args.genre)
     written = explanation.save(out, npy=args.npy)
     print(f"{explanation.genre} ({explanation.probability:.1%}): heatmap overlay written to {out}")
+    if explanation.text is not None:
+        print(f"text read on the poster (it counts in the probability): {explanation.text!r}")
     if args.npy:
         print(f"raw heatmap written to {written[1]}")
     return 0
@@ -680,9 +741,40 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from postergenre.inference import Predictor
 
-    report = Predictor.from_pretrained(args.model, runtime="torch").export(args.out, args.check)
+    predictor = Predictor.from_pretrained(args.model, runtime="torch")
+    if args.quantize is None:
+        if args.labels is not None or args.folder is not None:
+            raise UserError("--labels and --folder give calibration posters for --quantize int8")
+        report = predictor.export(args.out, args.check)
+    else:
+        if args.labels is None and args.folder is None:
+            raise UserError(
+                f"--quantize {args.quantize} calibrates on training posters: give them with "
+                "--labels CSV [--splits CSV] or --folder DIR"
+            )
+        collection = _load_collection(args)
+        train = collection.split("train") if "train" in collection.splits else collection
+        report = predictor.export(
+            args.out,
+            args.check,
+            quantize=args.quantize,
+            calibration=[r.path for r in train.records],
+            calibration_size=args.calibration_size,
+        )
+        if report["note"]:
+            from postergenre.console import warn
+
+            warn(report["note"])
     if args.json:
         print(json.dumps(report))
+    elif args.quantize is not None:
+        print(
+            f"wrote {report['path']} ({report['size_bytes'] / 1e6:.1f} MB, {args.quantize}, "
+            f"from {report['fp32_size_bytes'] / 1e6:.1f} MB fp32, {report['architecture']}, "
+            f"{report['task']}-label); calibrated on {report['calibration_posters']} posters; "
+            f"max abs difference from fp32 {report['max_abs_diff_vs_fp32']:.2g}, same top "
+            f"genre on {report['top_genre_agreement']:.0%} of {report['n_compared']} posters"
+        )
     else:
         print(
             f"wrote {report['path']} ({report['size_bytes'] / 1e6:.1f} MB, opset "
@@ -788,6 +880,7 @@ _FLAG_HINTS = {
     "LabelFileTooLarge": "or pass --max-labels-mb",
     "UrlColumnMissing": "name it with --url-column",
     "IdColumnMissing": "name it with --id-column",
+    "AddressWithoutRay": "--address goes with --engine ray",
 }
 
 

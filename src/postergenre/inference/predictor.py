@@ -21,17 +21,10 @@ and the model runs each batch here.
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
-import os
-import signal
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass
-from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,10 +33,18 @@ import numpy as np
 from PIL import Image
 
 from postergenre.console import echo, progress, report_skipped, warn
-from postergenre.data.decode import decode_poster, load_poster_array
+from postergenre.data.decode import decode_poster
 from postergenre.data.records import PosterCollection, PosterRecord
 from postergenre.data.sources import PosterFiles, PosterSources, find_posters, open_sources
+from postergenre.data.text import PosterText, ocr_version, read_text
 from postergenre.errors import PosterDecodeError, UserError
+from postergenre.inference.batches import (
+    DecodedBatch,
+    cached_batches,
+    decoded_batches,
+    decoder_started,
+    in_flight_batches,
+)
 from postergenre.inference.predictions import (
     PathSet,
     Prediction,
@@ -61,14 +62,11 @@ if TYPE_CHECKING:
     from postergenre.explain.gradcam import Explanation
     from postergenre.models.bundle import ModelBundle
 
-RUNTIMES = ("auto", "onnx", "torch")
+RUNTIMES = ("auto", "onnx", "openvino", "torch")
 PREDICT_BATCH = 32
 # Fewer posters than this decode in one thread beside the model when no worker count is
 # named: starting decoding processes would cost more than they save.
 PROCESS_MIN_POSTERS = 64
-# With the decode cache, posters are looked up (and missing ones decoded into it) this many
-# at a time, one chunk ahead of the model; the pixels are memory-mapped from the cache.
-CACHE_CHUNK = 4096
 
 
 def default_workers() -> int:
@@ -76,143 +74,6 @@ def default_workers() -> int:
     from postergenre.inference.onnx_runtime import available_cores
 
     return min(2, available_cores())
-
-
-def in_flight_batches(workers: int) -> int:
-    """Batches handed to the decoders and not yet taken by the model: two per decoding
-    process (one being decoded, one waiting), two for the one decoding thread. With the batch
-    the model is running, at most this + 1 batches of decoded posters exist at once."""
-    return 2 * max(workers, 1)
-
-
-@dataclass
-class DecodedBatch:
-    """Posters decoded together: the readable ones (position in the stream, path, uint8
-    pixels at the model's input size) and the unreadable ones (position, path, reason)."""
-
-    positions: list[int]
-    paths: list[Path]
-    pixels: np.ndarray  # (len(paths), height, width, 3)
-    errors: list[tuple[int, Path, str]]
-
-    @property
-    def size(self) -> int:
-        """Posters in the batch, readable or not."""
-        return len(self.paths) + len(self.errors)
-
-
-Size = tuple[int, int, str, str]  # width, height, resize mode, interpolation
-
-
-def _decode_batch(
-    paths: list[str], size: Size
-) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
-    """A decoder's unit of work: (the positions of the readable `paths`, their pixels,
-    [(position, reason)] of the others)."""
-    width, height, resize, interpolation = size
-    kept: list[int] = []
-    pixels: list[np.ndarray] = []
-    errors: list[tuple[int, str]] = []
-    for i, path in enumerate(paths):
-        try:
-            pixels.append(load_poster_array(path, width, height, resize, interpolation))
-            kept.append(i)
-        except PosterDecodeError as exc:
-            errors.append((i, str(exc)))
-        except Exception as exc:  # an image library bug on one odd file must not stop a run
-            errors.append((i, f"{path}: cannot be decoded ({type(exc).__name__}: {exc})"))
-    stacked = np.stack(pixels) if pixels else np.zeros((0, height, width, 3), np.uint8)
-    return kept, stacked, errors
-
-
-def _decoder_started() -> None:
-    """In a decoding process: leave Ctrl-C to the parent, and exit as soon as the parent is
-    gone (even killed with SIGKILL) instead of waiting for work forever."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-
-        def exit_with_parent() -> None:
-            parent.join()
-            os._exit(1)
-
-        threading.Thread(target=exit_with_parent, daemon=True).start()
-
-
-def _batched(items: Iterator[tuple[int, Path]], n: int) -> Iterator[list[tuple[int, Path]]]:
-    while chunk := list(islice(items, n)):
-        yield chunk
-
-
-def decoded_batches(
-    posters: Iterable[Path],
-    size: Size,
-    batch_size: int,
-    executor: Executor,
-    in_flight: int,
-) -> Iterator[DecodedBatch]:
-    """Decode `posters` (read lazily) in batches on `executor`, in order, with at most
-    `in_flight` batches submitted and not yet taken: memory is bounded whatever the number of
-    posters, and the decoders work while the caller runs the model on the batch it took."""
-    chunks = _batched(enumerate(posters), batch_size)
-    pending: deque[tuple[list[tuple[int, Path]], Future[Any]]] = deque()
-
-    def submit() -> None:
-        chunk = next(chunks, None)
-        if chunk is not None:
-            pending.append(
-                (chunk, executor.submit(_decode_batch, [str(p) for _, p in chunk], size))
-            )
-
-    for _ in range(in_flight):
-        submit()
-    while pending:
-        chunk, future = pending.popleft()
-        kept, pixels, errors = future.result()
-        submit()  # keep the decoders busy while the model runs this batch
-        yield DecodedBatch(
-            [chunk[i][0] for i in kept],
-            [chunk[i][1] for i in kept],
-            pixels,
-            [(chunk[i][0], chunk[i][1], reason) for i, reason in errors],
-        )
-
-
-def cached_batches(
-    posters: Iterable[Path], open_cache: Callable[[], PosterCache], batch_size: int, workers: int
-) -> Iterator[DecodedBatch]:
-    """Like `decoded_batches`, through the decode cache: `CACHE_CHUNK` posters at a time are
-    looked up (missing ones decoded into the cache by `workers` processes) one chunk ahead, in
-    a thread that opens the cache (`open_cache()`) and alone uses it."""
-    chunks = _batched(enumerate(posters), CACHE_CHUNK)
-    opened: list[PosterCache] = []
-
-    def load(chunk: list[tuple[int, Path]]) -> Any:
-        if not opened:  # the cache's database works in the thread that opened it
-            opened.append(open_cache())
-        return opened[0].load([p for _, p in chunk], workers=max(workers, 1), progress=False)
-
-    with ThreadPoolExecutor(1, thread_name_prefix="postergenre-cache") as pool:
-        chunk = next(chunks, None)
-        pending = pool.submit(load, chunk) if chunk is not None else None
-        while chunk is not None and pending is not None:
-            cached = pending.result()
-            following = next(chunks, None)
-            pending = pool.submit(load, following) if following is not None else None
-            for start in range(0, len(chunk), batch_size):
-                part = range(start, min(start + batch_size, len(chunk)))
-                kept = [i for i in part if cached.rows[i] >= 0]
-                yield DecodedBatch(
-                    [chunk[i][0] for i in kept],
-                    [chunk[i][1] for i in kept],
-                    cached[np.asarray(kept, dtype=np.int64)],
-                    [
-                        (chunk[i][0], chunk[i][1], cached.errors[i])
-                        for i in part
-                        if i in cached.errors
-                    ],
-                )
-            chunk = following
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -248,7 +109,8 @@ class Predictor:
     """Predict genres with a model bundle: `Predictor.from_pretrained("imdb-20").predict(paths)`.
 
     `runtime` is "onnx" (ONNX Runtime over the exported graph, exported once and cached),
-    "torch" (PyTorch) or "auto" (ONNX Runtime where it is installed).
+    "openvino" (OpenVINO over the same graph; the `openvino` extra), "torch" (PyTorch) or
+    "auto" (ONNX Runtime where it is installed).
     """
 
     def __init__(
@@ -277,6 +139,12 @@ class Predictor:
         self._runner: Any = None
         self._auto = runtime == "auto"
         self.runtime = ("onnx" if onnx_available() else "torch") if self._auto else runtime
+        if self.runtime == "openvino":
+            from postergenre.inference.openvino_runtime import require_openvino
+
+            require_openvino()  # refuses now, with how to install it, if it is missing
+        if self.card.reads_text:
+            ocr_version()  # refuses now, with how to install OCR, if it is missing
 
     @classmethod
     def from_pretrained(
@@ -311,9 +179,10 @@ class Predictor:
 
     @property
     def onnx_runner(self) -> Any:
-        """The ONNX Runtime session (runtime "onnx"), made on first use: the first prediction
-        of a bundle exports it once into the cache, so bad input fails before any export."""
-        if self.runtime != "onnx":
+        """The runner of the exported graph (ONNX Runtime for runtime "onnx", OpenVINO for
+        "openvino"), made on first use: the first prediction of a bundle exports it once into
+        the cache, so bad input fails before any export."""
+        if self.runtime not in ("onnx", "openvino"):
             return None
         if self._runner is None:
             try:
@@ -340,6 +209,10 @@ class Predictor:
             bundle = self.bundle  # a damaged bundle fails here, before anything is announced
             echo(f"exporting model {self.name} to ONNX once (cached in {path.parent})")
             export_onnx(bundle, path)
+        if self.runtime == "openvino":
+            from postergenre.inference.openvino_runtime import OpenVinoRunner
+
+            return OpenVinoRunner(path)
         return OnnxRunner(path)
 
     # -- arrays -----------------------------------------------------------------------------
@@ -347,26 +220,45 @@ class Predictor:
         """An RGB poster -> uint8 (H, W, 3) at the model's input size."""
         return self.input_spec.resize_image(image)
 
-    def _run(self, pixels: np.ndarray) -> np.ndarray:
+    def read_texts(self, pixels: np.ndarray) -> list[str]:
+        """The text OCR reads in each uint8 (H, W, 3) poster at the input size."""
+        return [read_text(p) for p in pixels]
+
+    def _run(self, pixels: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
         """uint8 (B, H, W, 3) at the input size -> probabilities (B, genres); a model that
-        gives anything but finite probabilities is refused, never shown."""
+        reads text gets `texts` (read here by OCR when not given). A model that gives anything
+        but finite probabilities is refused, never shown."""
+        text_input = []
+        if self.card.text is not None:
+            texts = self.read_texts(pixels) if texts is None else texts
+            text_input.append(self.card.text.features(texts))
         runner = self.onnx_runner
         if runner is not None:  # the graph already outputs probabilities
-            probs = runner(self.input_spec.normalise(pixels))
+            probs = runner(self.input_spec.normalise(pixels), *text_input)
         else:
             import torch
 
             with torch.no_grad():
                 x = self.input_spec.normalisation.tensor(pixels)
-                probs = to_probabilities(self.model(x), self.task).numpy()
+                extra = [torch.from_numpy(t) for t in text_input]
+                probs = to_probabilities(self.model(x, *extra), self.task).numpy()
         if not np.isfinite(probs).all():
             raise UserError(f"model {self.name} gave non-finite probabilities; it is damaged")
         return probs
 
-    def predict_pixels(self, pixels: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-        """uint8 (B, H, W, 3) at the input size -> probabilities (B, genres)."""
+    def predict_pixels(
+        self,
+        pixels: np.ndarray,
+        batch_size: int = PREDICT_BATCH,
+        texts: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """uint8 (B, H, W, 3) at the input size -> probabilities (B, genres). A model that
+        reads text takes `texts` (one per poster), or reads them here with OCR."""
         out = [
-            self._run(pixels[start : start + batch_size])
+            self._run(
+                pixels[start : start + batch_size],
+                None if texts is None else texts[start : start + batch_size],
+            )
             for start in range(0, len(pixels), batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.genres)), np.float32)
@@ -429,6 +321,8 @@ class Predictor:
         cache: bool = False,
         top: int | None = None,
         progress_bar: bool = True,
+        engine: str = "local",
+        address: str | None = None,
     ) -> StreamSummary:
         """Predict every poster of `posters` (files, folders, globs, label CSVs, text files of
         paths) into the file `out` (.csv, .json, .jsonl or .parquet, as `Predictions.write`
@@ -447,14 +341,24 @@ class Predictor:
         posters are skipped, counted by reason and listed (on stderr too); a run in which no
         poster can be read is an error. `cache`: keep decoded posters in the cache (off by
         default; see `CACHE_CHUNK`).
+
+        `engine="ray"` scores on Ray instead (`postergenre.inference.ray_engine`): on the
+        cluster at `address`, or on a Ray started here; `workers` are then its actors, each
+        decoding posters and running the model (default: one per CPU of the cluster). Rows,
+        journal and skipped posters are those of the local engine.
         """
+        from postergenre.inference.ray_engine import check_engine
+
         started = time.monotonic()
         out = Path(out)
         check_output(out)
         _check_batch_size(batch_size)
+        check_engine(engine, address)
+        if engine == "ray" and cache:
+            raise UserError("the decode cache is local to this machine: use the local engine")
         sources = open_sources(posters)
         total = sources.count()  # one pass: an empty folder fails here, before any work
-        workers = self.decoders(workers, total)
+        decoders = self.decoders(workers, total) if engine == "local" else 0
         summary = StreamSummary(out)
         if resume and not journal_path(out).exists():
             echo(f"nothing to resume ({journal_path(out)} does not exist): starting afresh")
@@ -475,10 +379,17 @@ class Predictor:
                     else:
                         yield path
 
-            batches = self._batches(new_posters(), cache, batch_size, workers)
+            if engine == "ray":
+                from postergenre.inference.ray_engine import ray_scored_batches
+
+                batches = ray_scored_batches(self, new_posters(), batch_size, workers, address)
+                scored = batches
+            else:
+                batches = self._batches(new_posters(), cache, batch_size, decoders)
+                scored = self._run_batches(batches)
             try:
                 with progress(total, "predicting", enabled=progress_bar) as bar, closing(batches):
-                    for batch, probs in self._run_batches(batches):
+                    for batch, probs in scored:
                         paths = [str(p) for p in batch.paths]
                         journal.append(Predictions(self.card, paths, probs))
                         for _, path, reason in batch.errors:
@@ -526,7 +437,13 @@ class Predictor:
                     self.cache_dir, spec.width, spec.height, spec.resize, spec.interpolation
                 )
 
-            yield from cached_batches(posters, open_cache, batch_size, workers)
+            open_text = None
+            if self.card.reads_text:
+
+                def open_text() -> PosterText:
+                    return PosterText(self.cache_dir, spec)
+
+            yield from cached_batches(posters, open_cache, batch_size, workers, open_text)
             return
         size = (spec.width, spec.height, spec.resize, spec.interpolation)
         executor: Executor
@@ -534,11 +451,16 @@ class Predictor:
             executor = ThreadPoolExecutor(1, thread_name_prefix="postergenre-decode")
         else:  # spawn, not fork: the parent may hold torch's or ONNX Runtime's threads
             executor = ProcessPoolExecutor(
-                workers, mp_context=get_context("spawn"), initializer=_decoder_started
+                workers, mp_context=get_context("spawn"), initializer=decoder_started
             )
         try:
             yield from decoded_batches(
-                posters, size, batch_size, executor, in_flight_batches(workers)
+                posters,
+                size,
+                batch_size,
+                executor,
+                in_flight_batches(workers),
+                self.card.reads_text,
             )
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -549,7 +471,7 @@ class Predictor:
         """Each batch with the probabilities of its readable posters."""
         for batch in batches:
             if batch.paths:
-                yield batch, self._run(batch.pixels)
+                yield batch, self._run(batch.pixels, batch.texts)
             else:
                 yield batch, np.zeros((0, len(self.genres)), np.float32)
 
@@ -647,8 +569,26 @@ class Predictor:
         image = poster if isinstance(poster, Image.Image) else decode_poster(poster)
         return explain_poster(self.model, self.card, image, genre, overlay_max_side)
 
-    def export(self, out: str | Path, images: Sequence[str | Path] | None = None) -> dict[str, Any]:
-        """Export to ONNX, checked against PyTorch (see `postergenre.export.onnx`)."""
-        from postergenre.export.onnx import export_onnx
+    def export(
+        self,
+        out: str | Path,
+        images: Sequence[str | Path] | None = None,
+        quantize: str | None = None,
+        calibration: Sequence[str | Path] | None = None,
+        calibration_size: int = 256,
+    ) -> dict[str, Any]:
+        """Export to ONNX, checked against PyTorch (see `postergenre.export.onnx`); with
+        `quantize="int8"`, then quantized, calibrated on `calibration_size` of the
+        `calibration` poster files (training posters; see `postergenre.export.quantize`)."""
+        from postergenre.export.onnx import export_onnx, require_onnx
 
-        return export_onnx(self.bundle, Path(out), images=images)
+        if quantize is None:
+            return export_onnx(self.bundle, Path(out), images=images)
+        if not calibration:
+            raise UserError(f"{quantize} quantization needs calibration posters (training posters)")
+        require_onnx()
+        from postergenre.export.quantize import export_quantized
+
+        return export_quantized(
+            self.bundle, out, calibration, quantize, images=images, n_calibration=calibration_size
+        )

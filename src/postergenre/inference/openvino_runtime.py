@@ -1,0 +1,96 @@
+"""Run an exported model with OpenVINO: preprocessed posters in, probabilities out.
+
+The same exported ONNX graph as `OnnxRunner` (`graph_cache_path`), compiled for the CPU with
+the LATENCY hint (its THROUGHPUT hint was slower on 2 cores) and f32 inference precision: on
+CPUs with AVX-512 BF16 OpenVINO otherwise computes in bfloat16, which moved probabilities by
+up to ~0.04 (BENCHMARKS.md). No torch here. Needs the `openvino` extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from postergenre.errors import UserError
+from postergenre.inference.onnx_runtime import available_cores
+
+INSTALL_HINT = "pip install 'postergenre[openvino]'"
+
+
+def require_openvino() -> None:
+    """Fail with the install hint when OpenVINO is missing (checked without importing it)."""
+    if importlib.util.find_spec("openvino") is None:
+        raise UserError(f"the OpenVINO runtime needs openvino: {INSTALL_HINT}")
+
+
+class OpenVinoRunner:
+    """An exported graph compiled by OpenVINO for the CPU, on `threads` inference threads
+    (default: every available core); the same interface as `OnnxRunner`.
+
+    `precision` is OpenVINO's inference precision: "f32" (default) matches ONNX Runtime within
+    1e-4; "bf16" is faster where the CPU has AVX-512 BF16, and less exact."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, precision: str = "f32"):
+        require_openvino()
+        import openvino as ov
+
+        core = ov.Core()
+        self.threads = threads or available_cores()
+        try:
+            model = core.read_model(str(path))
+            # OpenVINO keeps the ONNX file's metadata_props under rt_info "framework".
+            # (checked first: reading a missing rt_info key inserts an empty one)
+            has_metadata = model.has_rt_info(["framework"])
+            framework = dict(model.get_rt_info()["framework"]) if has_metadata else {}
+            self.metadata: dict[str, str] = {k: v.astype(str) for k, v in framework.items()}
+            config = {
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": self.threads,
+                "INFERENCE_PRECISION_HINT": precision,
+            }
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError and its own types
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"OpenVINO cannot load {path}: {reason}") from exc
+        if "genres" not in self.metadata or "input" not in self.metadata:
+            raise UserError(f"{path} is not a PosterGenre export: it has no genres/input metadata")
+        self.path = Path(path)
+        self.precision = precision
+        self.request = self.compiled.create_infer_request()
+        # a model that reads the poster's text has a second input: (batch, buckets) features
+        self.reads_text = len(self.compiled.inputs) > 1
+        self.output = self.compiled.output(0)
+
+    @property
+    def genres(self) -> list[str]:
+        return list(json.loads(self.metadata["genres"]))
+
+    @property
+    def input_json(self) -> dict[str, Any]:
+        """The bundle's `input` section: width, height, resize, interpolation, mean, std."""
+        return dict(json.loads(self.metadata["input"]))
+
+    def __call__(self, x: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
+        """Preprocessed float32 (B, 3, H, W) (and, for a model that reads text, its text
+        features (B, buckets)) -> probabilities (B, n_genres)."""
+        if (text is None) == self.reads_text:
+            raise ValueError("text features are needed exactly when the model reads text")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        spec = self.input_json
+        expected = (3, spec["height"], spec["width"])
+        if x.ndim != 4 or x.shape[1:] != expected:
+            raise ValueError(
+                f"expected input (batch, {', '.join(map(str, expected))}), got {x.shape}"
+            )
+        if not len(x):
+            return np.zeros((0, len(self.genres)), np.float32)
+        inputs = {0: x}
+        if text is not None:
+            inputs[1] = np.ascontiguousarray(text, dtype=np.float32)
+        result = self.request.infer(inputs)
+        # the request reuses its output buffer on the next call
+        return np.array(result[self.output], dtype=np.float32, copy=True)
