@@ -38,7 +38,22 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-class OnnxRunner:
+class ExportedGraph:
+    """What every runtime reads from an exported graph's metadata."""
+
+    metadata: dict[str, str]
+
+    @property
+    def genres(self) -> list[str]:
+        return list(json.loads(self.metadata["genres"]))
+
+    @property
+    def input_json(self) -> dict[str, Any]:
+        """The bundle's `input` section: width, height, resize, interpolation, mean, std."""
+        return dict(json.loads(self.metadata["input"]))
+
+
+class OnnxRunner(ExportedGraph):
     """An ONNX Runtime session (CPU, all graph optimisations, `threads` intra-op threads,
     default: every available core) over an exported bundle."""
 
@@ -70,15 +85,6 @@ class OnnxRunner:
         self.output_name = self.session.get_outputs()[0].name
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 
-    @property
-    def genres(self) -> list[str]:
-        return list(json.loads(self.metadata["genres"]))
-
-    @property
-    def input_json(self) -> dict[str, Any]:
-        """The bundle's `input` section: width, height, resize, interpolation, mean, std."""
-        return dict(json.loads(self.metadata["input"]))
-
     def __call__(self, x: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
         """Preprocessed float32 (B, 3, H, W) (and, for a model that reads text, its text
         features (B, buckets)) -> probabilities (B, n_genres)."""
@@ -92,6 +98,7 @@ class OnnxRunner:
             raise ValueError(
                 f"expected input (batch, {', '.join(map(str, expected))}), got {x.shape}"
             )
+
         def feed(rows: slice) -> dict[str, np.ndarray]:
             inputs = {self.input_name: x[rows]}
             if self.text_name is not None and text is not None:

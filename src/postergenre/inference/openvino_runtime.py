@@ -9,14 +9,12 @@ up to ~0.04 (BENCHMARKS.md). No torch here. Needs the `openvino` extra.
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from postergenre.errors import UserError
-from postergenre.inference.onnx_runtime import available_cores
+from postergenre.inference.onnx_runtime import ExportedGraph, available_cores
 
 INSTALL_HINT = "pip install 'postergenre[openvino]'"
 
@@ -27,7 +25,7 @@ def require_openvino() -> None:
         raise UserError(f"the OpenVINO runtime needs openvino: {INSTALL_HINT}")
 
 
-class OpenVinoRunner:
+class OpenVinoRunner(ExportedGraph):
     """An exported graph compiled by OpenVINO for the CPU, on `threads` inference threads
     (default: every available core); the same interface as `OnnxRunner`.
 
@@ -64,15 +62,6 @@ class OpenVinoRunner:
         # a model that reads the poster's text has a second input: (batch, buckets) features
         self.reads_text = len(self.compiled.inputs) > 1
         self.output = self.compiled.output(0)
-
-    @property
-    def genres(self) -> list[str]:
-        return list(json.loads(self.metadata["genres"]))
-
-    @property
-    def input_json(self) -> dict[str, Any]:
-        """The bundle's `input` section: width, height, resize, interpolation, mean, std."""
-        return dict(json.loads(self.metadata["input"]))
 
     def __call__(self, x: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
         """Preprocessed float32 (B, 3, H, W) (and, for a model that reads text, its text
