@@ -25,7 +25,6 @@ from postergenre.data.labels import read_folder
 from postergenre.data.text import PosterText
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
-from postergenre.inference import predictor as predictor_module
 from postergenre.models import get_arch
 from postergenre.models.bundle import TEXT_HEAD_TENSORS
 from postergenre.training.run import TrainConfig, train
@@ -112,10 +111,7 @@ def test_evaluate_reads_the_cached_text_and_onnx_matches_pytorch(text_run):
 
 
 def test_a_poster_alone_is_read_by_ocr_and_explained_with_its_text(text_run, monkeypatch):
-    monkeypatch.setattr(predictor_module, "read_text", text_run["ocr"])
-    from postergenre.explain import gradcam
-
-    monkeypatch.setattr(gradcam, "read_text", text_run["ocr"])
+    monkeypatch.setattr(text_module, "read_text", text_run["ocr"])  # OCR of one poster
     predictor = Predictor.from_pretrained(text_run["runs"]["text"], "torch", text_run["cache"])
     record = read_folder(text_run["posters"]).split("test").records[0]
     [prediction] = predictor.predict(record.path)
@@ -133,7 +129,7 @@ def test_a_poster_alone_is_read_by_ocr_and_explained_with_its_text(text_run, mon
 def test_the_server_reads_text_off_the_batcher(text_run, monkeypatch):
     from postergenre.serving.app import create_app
 
-    monkeypatch.setattr(predictor_module, "read_text", text_run["ocr"])
+    monkeypatch.setattr(text_module, "read_text", text_run["ocr"])
     predictor = Predictor.from_pretrained(text_run["runs"]["text"], "onnx", text_run["cache"])
     path = read_folder(text_run["posters"]).split("test").records[-1].path
     buffer = io.BytesIO()

@@ -17,7 +17,7 @@ weights them by its stored IDF and L2-normalises them itself (the TF-IDF of its 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -70,6 +70,11 @@ def read_text(pixels: np.ndarray) -> str:
     result, _ = _engine()(np.ascontiguousarray(pixels[..., ::-1]), use_cls=False)
     lines = [str(text).strip() for _, text, score in (result or []) if float(score) >= MIN_SCORE]
     return SEPARATOR.join(line for line in lines if line)
+
+
+def read_poster_texts(pixels: Iterable[np.ndarray]) -> list[str]:
+    """The text OCR finds in each RGB uint8 (H, W, 3) poster."""
+    return [read_text(p) for p in pixels]
 
 
 def encode_text(text: str) -> np.ndarray:

@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 
 from postergenre.atomic import atomic_path
-from postergenre.data.text import read_text
+from postergenre.data.text import read_poster_texts
 from postergenre.errors import UserError
 from postergenre.models.card import ModelCard, to_probabilities
 from postergenre.models.knn import KNNClassifier
@@ -174,7 +174,7 @@ def explain_poster(
     x = card.input.normalisation.tensor(pixels[None])
     text, text_logits = None, None
     if isinstance(model, TextFusion) and card.text is not None:
-        text = read_text(pixels)
+        [text] = read_poster_texts([pixels])
         with torch.no_grad():
             text_logits = model.text_logits(torch.from_numpy(card.text.features([text])))
     raw, logits, target = _cam_and_logits(model, x, target, text_logits)

@@ -41,7 +41,7 @@ from torch import nn
 from postergenre import __version__
 from postergenre.atomic import write_bytes
 from postergenre.data.decode import decode_poster
-from postergenre.data.text import read_text
+from postergenre.data.text import read_poster_texts
 from postergenre.errors import UserError
 from postergenre.models.bundle import ModelBundle, load_bundle
 from postergenre.models.card import to_probabilities
@@ -186,7 +186,7 @@ def _check_batches(
         if text is None:
             yield (spec.normalise(pixels),)
         else:
-            yield spec.normalise(pixels), text.features([read_text(p) for p in pixels])
+            yield spec.normalise(pixels), text.features(read_poster_texts(pixels))
 
 
 def validate_onnx(

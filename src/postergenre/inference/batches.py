@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from postergenre.data.decode import load_poster_array
-from postergenre.data.text import read_text
+from postergenre.data.text import read_poster_texts
 from postergenre.errors import PosterDecodeError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def decode_batch(
         except Exception as exc:  # an image library bug on one odd file must not stop a run
             errors.append((i, f"{path}: cannot be decoded ({type(exc).__name__}: {exc})"))
     stacked = np.stack(pixels) if pixels else np.zeros((0, height, width, 3), np.uint8)
-    texts = [read_text(p) for p in pixels] if with_text else None
+    texts = read_poster_texts(pixels) if with_text else None
     return kept, stacked, errors, texts
 
 

@@ -36,7 +36,7 @@ from postergenre.console import echo, progress, report_skipped, warn
 from postergenre.data.decode import decode_poster
 from postergenre.data.records import PosterCollection, PosterRecord
 from postergenre.data.sources import PosterFiles, PosterSources, find_posters, open_sources
-from postergenre.data.text import PosterText, ocr_version, read_text
+from postergenre.data.text import PosterText, ocr_version, read_poster_texts
 from postergenre.errors import PosterDecodeError, UserError
 from postergenre.inference.batches import (
     DecodedBatch,
@@ -220,17 +220,13 @@ class Predictor:
         """An RGB poster -> uint8 (H, W, 3) at the model's input size."""
         return self.input_spec.resize_image(image)
 
-    def read_texts(self, pixels: np.ndarray) -> list[str]:
-        """The text OCR reads in each uint8 (H, W, 3) poster at the input size."""
-        return [read_text(p) for p in pixels]
-
     def _run(self, pixels: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
         """uint8 (B, H, W, 3) at the input size -> probabilities (B, genres); a model that
         reads text gets `texts` (read here by OCR when not given). A model that gives anything
         but finite probabilities is refused, never shown."""
         text_input = []
         if self.card.text is not None:
-            texts = self.read_texts(pixels) if texts is None else texts
+            texts = read_poster_texts(pixels) if texts is None else texts
             text_input.append(self.card.text.features(texts))
         runner = self.onnx_runner
         if runner is not None:  # the graph already outputs probabilities

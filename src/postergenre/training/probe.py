@@ -6,6 +6,7 @@ on the validation split.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,10 +17,28 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.multiclass import OneVsRestClassifier
 
 from postergenre.evaluation.metrics import mean_average_precision
+from postergenre.models.card import to_probabilities
 from postergenre.models.knn import KNNClassifier
 
 C_GRID = (0.0001, 0.0003, 0.001, 0.003, 0.01)
 K_GRID = (5, 10, 20, 40, 80, 160)
+
+
+def fit_classifier(
+    x: Any, y: np.ndarray, task: str, c: float, balanced: bool, max_iter: int
+) -> Any:
+    """A logistic regression (one-vs-rest for multi-label, class-balanced unless told not)
+    fitted on `x`, convergence warnings silenced (C is chosen on validation anyway)."""
+    base = LogisticRegression(C=c, class_weight="balanced" if balanced else None, max_iter=max_iter)
+    classifier = base if task == "single" else OneVsRestClassifier(base, n_jobs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return classifier.fit(x, y)
+
+
+def logit_probabilities(logits: np.ndarray, task: str) -> np.ndarray:
+    """NumPy logits -> probabilities by the card's rule (`to_probabilities`)."""
+    return to_probabilities(torch.from_numpy(np.asarray(logits)), task).numpy()
 
 
 def validation_score(task: str, y: np.ndarray, probs: np.ndarray) -> float:
@@ -68,17 +87,10 @@ def fit_linear_probe(
     if column_weights is not None:
         std = std / column_weights
     xt, xv = (x_train - mean) / std, (x_val - mean) / std
-    class_weight = "balanced" if balanced else None
     tried = []
     best: tuple[float, float, Any] | None = None
     for c in C_GRID:
-        base = LogisticRegression(C=c, class_weight=class_weight, max_iter=2000)
-        classifier = base if task == "single" else OneVsRestClassifier(base, n_jobs=2)
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            classifier.fit(xt, y_train)
+        classifier = fit_classifier(xt, y_train, task, c, balanced, max_iter=2000)
         probs = classifier.predict_proba(xv)
         score = validation_score(task, y_val, probs)
         tried.append({"C": c, "val_score": score})

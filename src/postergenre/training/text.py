@@ -9,25 +9,26 @@ classifier plus one linear map of the TF-IDF (`postergenre.models.text_fusion.Te
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfTransformer
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
-from sklearn.multiclass import OneVsRestClassifier
 
 from postergenre.data.preprocess import InputSpec
 from postergenre.data.records import PosterRecord
 from postergenre.data.text import PosterText, TextSpec
-from postergenre.models.card import to_probabilities
 from postergenre.training.distributed import echo
-from postergenre.training.probe import fit_linear_probe, linear_weights, validation_score
+from postergenre.training.probe import (
+    fit_classifier,
+    fit_linear_probe,
+    linear_weights,
+    logit_probabilities,
+    validation_score,
+)
 
 FOLDS = 5
 TEXT_C = (0.3, 1.0, 3.0, 10.0)
@@ -67,10 +68,10 @@ def fit_fused_probe(
     task: str,
     n_classes: int,
     balanced: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], np.ndarray, np.ndarray]:
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], np.ndarray]:
     """The linear probe on [image features, text logits], the text's weight chosen on val.
 
-    Returns (weight, bias, info, fused train features, fused val features)."""
+    Returns (weight, bias, info, the fused val features)."""
     xt = np.hstack([x_train, text.train_logits]).astype(np.float32)
     xv = np.hstack([x_val, text.val_logits]).astype(np.float32)
     best = None
@@ -84,18 +85,11 @@ def fit_fused_probe(
         if best is None or info["val_score"] > best[2]["val_score"]:
             best = (weight, bias, {**info, "text_weight": text_weight})
     assert best is not None
-    return (*best, xt, xv)
-
-
-def _classifier(task: str, c: float, balanced: bool) -> Any:
-    base = LogisticRegression(C=c, class_weight="balanced" if balanced else None, max_iter=3000)
-    return base if task == "single" else OneVsRestClassifier(base, n_jobs=2)
+    return (*best, xv)
 
 
 def _fit(x: Any, y: np.ndarray, task: str, c: float, n_classes: int, balanced: bool):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        classifier = _classifier(task, c, balanced).fit(x, y)
+    classifier = fit_classifier(x, y, task, c, balanced, max_iter=3000)
     weight, bias = linear_weights(classifier, task, n_classes, x.shape[1])
     return np.asarray(weight), np.asarray(bias)
 
@@ -119,7 +113,7 @@ def fit_text_head(
     for c in TEXT_C:
         weight, bias = _fit(x_train, y_train, task, c, n_classes, balanced)
         logits = x_val @ weight.T + bias
-        score = validation_score(task, y_val, _probabilities(logits, task))
+        score = validation_score(task, y_val, logit_probabilities(logits, task))
         tried.append({"C": c, "val_score": round(score, 6)})
         if best is None or score > best[0]:
             best = (score, c, weight, bias)
@@ -139,7 +133,3 @@ def fit_text_head(
         val_logits=np.asarray(x_val @ weight.T + bias),
         info={"C": c, "val_score": score, "grid": tried, "folds": FOLDS},
     )
-
-
-def _probabilities(logits: np.ndarray, task: str) -> np.ndarray:
-    return to_probabilities(torch.from_numpy(np.asarray(logits)), task).numpy()
