@@ -32,10 +32,10 @@ import numpy as np
 from _common import print_table, require_data, write_result
 
 from postergenre._allocator import tune_allocator
+from postergenre._cpu import available_cores, default_workers
 from postergenre.inference import Predictor
-from postergenre.inference.onnx_runtime import available_cores
 from postergenre.inference.predictions import PredictionJournal, Predictions
-from postergenre.inference.predictor import PREDICT_BATCH, default_workers
+from postergenre.inference.predictor import PREDICT_BATCH
 from postergenre.inference.ray_engine import plan_workers, ray_session
 
 

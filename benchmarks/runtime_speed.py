@@ -24,10 +24,10 @@ import numpy as np
 from _common import print_table, require_data, write_result
 
 from postergenre._allocator import tune_allocator
+from postergenre._cpu import available_cores
 from postergenre.data.decode import decode_poster
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
-from postergenre.inference.onnx_runtime import available_cores
 
 
 def synthetic_posters(folder: Path, n: int, seed: int = 0) -> list[Path]:

@@ -34,9 +34,10 @@ import numpy as np
 from _common import DATA, print_table, write_result
 
 from postergenre._allocator import tune_allocator
+from postergenre._cpu import default_workers
 from postergenre.data.decode import decode_poster
 from postergenre.inference import Predictor
-from postergenre.inference.predictor import PREDICT_BATCH, default_workers
+from postergenre.inference.predictor import PREDICT_BATCH
 
 TARGET = 0.9
 

@@ -34,6 +34,16 @@ def report_skipped(errors: dict[int, str], what: str = "posters", limit: int = 2
     warn(f"{len(errors)} unreadable {what} skipped")
 
 
+def format_bytes(n: int) -> str:
+    """`512 B`, `3.4 kB`, `1.6 GB` (powers of 1000, like `du --si`)."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
 def format_duration(seconds: float) -> str:
     """`0.4s`, `42s`, `2m3s`, `1h5m0s`: short enough for a log line."""
     if seconds < 10:

@@ -10,13 +10,13 @@ import sqlite3
 import numpy as np
 import pytest
 
+from postergenre.console import format_bytes
 from postergenre.data.cache import (
     ArrayStore,
     PosterCache,
     cache_info,
     clear_cache,
     file_key,
-    format_bytes,
     prune_cache,
 )
 from postergenre.data.decode import load_poster_array

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from postergenre._cpu import available_cores
 from postergenre.cli import main
 from postergenre.data.records import PosterRecord
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
-from postergenre.inference.onnx_runtime import available_cores
 from postergenre.inference.ray_engine import (
     RayRunFailed,
     RayUnavailable,

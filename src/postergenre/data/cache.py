@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from postergenre import console
+from postergenre._cpu import default_workers
 from postergenre.atomic import write_json
 from postergenre.data.decode import load_poster_array
 from postergenre.errors import PosterDecodeError, UserError
@@ -487,7 +488,7 @@ class PosterCache:
         self, paths: Sequence[Path], workers: int | None = None, progress: bool = True
     ) -> CachedArrays:
         """Pixels for `paths` (decoding only files not cached yet); failures land in `errors`."""
-        workers = workers or min(2, os.cpu_count() or 1)
+        workers = workers or default_workers()
 
         def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
             jobs = [
@@ -549,7 +550,7 @@ class CacheInfo:
                 f"{f.entries:,}",
                 f"{f.failed:,}",
                 f"{f.stale:,}",
-                format_bytes(f.bytes),
+                console.format_bytes(f.bytes),
             )
             for f in self.folders
         ]
@@ -559,7 +560,7 @@ class CacheInfo:
             f"{self.entries:,}",
             f"{self.failed:,}",
             f"{self.stale:,}",
-            format_bytes(self.bytes),
+            console.format_bytes(self.bytes),
         )
         table = [header, *lines, total]
         widths = [max(len(row[c]) for row in table) for c in range(len(header))]
@@ -580,18 +581,8 @@ class PruneReport:
     bytes_freed: int = 0
 
     def format(self) -> str:
-        freed = format_bytes(self.bytes_freed)
+        freed = console.format_bytes(self.bytes_freed)
         return f"removed {self.entries_removed:,} stale entries, freed {freed}"
-
-
-def format_bytes(n: int) -> str:
-    """`512 B`, `3.4 kB`, `1.6 GB` (powers of 1000, like `du --si`)."""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
 
 
 def cache_info(cache_dir: Path | None = None) -> CacheInfo:

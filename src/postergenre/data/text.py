@@ -16,7 +16,6 @@ weights them by its stored IDF and L2-normalises them itself (the TF-IDF of its 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from postergenre._cpu import default_workers
 from postergenre.data.cache import ArrayStore, Row, default_cache_dir, fill_store, run_jobs
 from postergenre.data.decode import load_poster_array
 from postergenre.data.preprocess import InputSpec
@@ -153,7 +153,7 @@ class PosterText:
         self, paths: Sequence[Path], workers: int | None = None, progress: bool = True
     ) -> tuple[list[str | None], dict[int, str]]:
         """Each poster's text (None where it could not be read) and the reasons it could not."""
-        workers = workers or min(2, os.cpu_count() or 1)
+        workers = workers or default_workers()
 
         def compute(indices: list[int]) -> Iterator[Row]:
             jobs = [(i, str(paths[i]), self.spec) for i in indices]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from postergenre import __version__
+from postergenre._cpu import available_cores
 from postergenre.data.cache import default_cache_dir
 from postergenre.errors import UserError
 from postergenre.models.card import CARD_FILE, WEIGHTS_FILE
@@ -28,14 +28,6 @@ EXPORT_FORMAT = 2
 # ONNX Runtime's CPU kernels run these networks fastest on a few posters at a time (their
 # activations stay in cache): measured 122 posters/s at 4 vs 96 at 32 for Lite0.
 RUN_CHUNK = 4
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 class ExportedGraph:

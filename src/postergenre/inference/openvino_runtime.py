@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from postergenre._cpu import available_cores
 from postergenre.errors import UserError
-from postergenre.inference.onnx_runtime import ExportedGraph, available_cores
+from postergenre.inference.onnx_runtime import ExportedGraph
 
 INSTALL_HINT = "pip install 'postergenre[openvino]'"
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from postergenre._cpu import default_workers
 from postergenre.console import echo, progress, report_skipped, warn
 from postergenre.data.decode import decode_poster
 from postergenre.data.records import PosterCollection, PosterRecord
@@ -67,13 +68,6 @@ PREDICT_BATCH = 32
 # Fewer posters than this decode in one thread beside the model when no worker count is
 # named: starting decoding processes would cost more than they save.
 PROCESS_MIN_POSTERS = 64
-
-
-def default_workers() -> int:
-    """Decoding processes when none are named: min(2, cores)."""
-    from postergenre.inference.onnx_runtime import available_cores
-
-    return min(2, available_cores())
 
 
 def _check_batch_size(batch_size: int) -> None:

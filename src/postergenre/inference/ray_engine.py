@@ -121,7 +121,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    from postergenre.inference.onnx_runtime import available_cores
+    from postergenre._cpu import available_cores
 
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
