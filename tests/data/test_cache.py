@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from postergenre.data.cache import ArrayStore, PosterCache, default_cache_dir
+from postergenre.data.cache import PosterCache, default_cache_dir
 from postergenre.data.decode import load_poster_array
+from postergenre.data.store import ArrayStore
 from postergenre.errors import UserError
 
 WIDTH, HEIGHT = 4, 6

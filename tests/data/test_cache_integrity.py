@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from postergenre.data.cache import ArrayStore, PosterCache, fill_store
+from postergenre.data.cache import PosterCache, fill_store
 from postergenre.data.decode import load_poster_array
+from postergenre.data.store import ArrayStore
 from tests.conftest import make_poster
 
 WIDTH, HEIGHT = 4, 6

@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 
 from postergenre.console import format_bytes
-from postergenre.data.cache import (
-    ArrayStore,
-    PosterCache,
-    cache_info,
-    clear_cache,
-    file_key,
-    prune_cache,
-)
+from postergenre.data.cache import PosterCache
+from postergenre.data.cache_admin import cache_info, clear_cache, prune_cache
 from postergenre.data.decode import load_poster_array
+from postergenre.data.store import ArrayStore, file_key
 from postergenre.errors import UserError
 from tests.conftest import make_poster
 

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from postergenre._cpu import default_workers
-from postergenre.data.cache import ArrayStore, Row, default_cache_dir, fill_store, run_jobs
+from postergenre.data.cache import Row, default_cache_dir, fill_store, run_jobs
 from postergenre.data.decode import load_poster_array
 from postergenre.data.preprocess import InputSpec
+from postergenre.data.store import ArrayStore
 from postergenre.errors import PosterDecodeError, UserError
 
 OCR_PACKAGE = "rapidocr-onnxruntime"

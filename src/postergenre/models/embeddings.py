@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from postergenre import console
-from postergenre.data.cache import ArrayStore, CachedArrays, PosterCache, fill_store
+from postergenre.data.cache import CachedArrays, PosterCache, fill_store
 from postergenre.data.preprocess import InputSpec
+from postergenre.data.store import ArrayStore
 from postergenre.models._registry import create_model, get_arch
 
 EMBED_BATCH = 32
