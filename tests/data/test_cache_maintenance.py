@@ -88,6 +88,25 @@ def test_info_reports_embeddings_and_onnx_folders(tmp_path, posters):
     assert next(f.bytes for f in info.folders if f.kind == "onnx") == 1234
 
 
+def test_prune_compacts_a_store_in_the_shape_its_spec_records(tmp_path, posters):
+    cache_dir = tmp_path / "cache"
+    store = ArrayStore(cache_dir / "embeddings-seed-4x6-squash", (3,), "float32")
+    live = np.array([0.25, -1.5, 3.0], dtype=np.float32)
+    store.append([("gone|1|2", np.zeros(3), None), (file_key(posters[0]), live, None)])
+    store.close()
+    (cache_dir / "text-never-written").mkdir()  # a store folder that never got a spec
+
+    report = prune_cache(cache_dir)
+
+    assert report.entries_removed == 1
+    assert report.bytes_freed >= 3 * 4  # at least the dropped float32 row
+    assert list((cache_dir / "text-never-written").iterdir()) == []
+    again = ArrayStore(cache_dir / "embeddings-seed-4x6-squash", (3,), "float32")
+    [(key, (row, _))] = again.lookup([file_key(posters[0]), "gone|1|2"]).items()
+    assert key == file_key(posters[0]) and row == 0
+    assert np.array_equal(again.rows()[row], live) and len(again.rows()) == 1
+
+
 def test_info_and_prune_on_a_missing_folder_create_nothing(tmp_path):
     missing = tmp_path / "no-cache"
 
