@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from postergenre.serving.app import SERVER_MAX_PIXELS, create_app
+from postergenre.serving.app import create_app
+from postergenre.serving.limits import SERVER_MAX_PIXELS
 from postergenre.serving.server import bind_socket, make_server
 from tests.serving.conftest import png_bytes
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pytest
 from PIL import Image
+from starlette.datastructures import UploadFile
 
 from postergenre.errors import PosterDecodeError
-from postergenre.serving.uploads import EmptyUploadError, decode_poster_bytes, describe_size
+from postergenre.serving.uploads import (
+    EmptyUploadError,
+    UploadTooLargeError,
+    decode_poster_bytes,
+    read_upload,
+)
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -52,8 +59,15 @@ def test_bad_bytes_raise_readable_errors():
         decode_poster_bytes(big, "big.png", max_pixels=10_000)
 
 
-def test_describe_size():
-    assert describe_size(10 * 1024 * 1024) == "10 MB"
-    assert describe_size(64 * 1024) == "64 KB"
-    assert describe_size(1536) == "1.5 KB"
-    assert describe_size(12) == "12 bytes"
+def _upload(data: bytes, name: str = "p.png") -> UploadFile:
+    return UploadFile(io.BytesIO(data), filename=name)
+
+
+def test_an_upload_over_the_limit_names_the_limit_in_si_units():
+    with pytest.raises(UploadTooLargeError, match=r"^big\.jpg: larger than the 65\.5 kB limit$"):
+        asyncio.run(read_upload(_upload(b"x" * (64 * 1024 + 1), "big.jpg"), 64 * 1024))
+    with pytest.raises(UploadTooLargeError, match=r"the 10\.5 MB limit$"):
+        asyncio.run(read_upload(_upload(b"x" * (10 * 1024 * 1024 + 1)), 10 * 1024 * 1024))
+    with pytest.raises(UploadTooLargeError, match=r"the 12 B limit$"):
+        asyncio.run(read_upload(_upload(b"x" * 13), 12))
+    assert asyncio.run(read_upload(_upload(b"x" * 12), 12)) == b"x" * 12  # at the limit: fine
