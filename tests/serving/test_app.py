@@ -168,7 +168,7 @@ def test_oversized_uploads_are_413(client):
         ("/api/explain", "file"),
         ("/api/similar", "file"),
     ):
-        assert "64 KB" in _error(client.post(url, files={field: ("big.jpg", big)}), 413)
+        assert "65.5 kB" in _error(client.post(url, files={field: ("big.jpg", big)}), 413)
     # several small files that add up to too much
     files = [("files", (f"{i}.jpg", big[:30_000])) for i in range(4)]
     assert "together" in _error(client.post("/api/predict", files=files), 413)

@@ -14,14 +14,19 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from postergenre.serving.app import SERVER_MAX_PIXELS, create_app
+from postergenre.serving.app import create_app
+from postergenre.serving.limits import SERVER_MAX_PIXELS
 from postergenre.serving.server import bind_socket, make_server
 from tests.serving.conftest import png_bytes
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def live(predictor):
-    """The app behind the real HTTP server on 127.0.0.1, with 1-second client timeouts."""
+    """The app behind the real HTTP server on 127.0.0.1, with 1-second client timeouts.
+
+    One server for the module: its tests send requests the server refuses or cuts off, and
+    each opens its own connections, so none sees another's state.
+    """
     app = create_app(predictor, warmup=False, request_timeout=1.0)
     sock = bind_socket("127.0.0.1", 0)
     server = make_server(app, request_timeout=1.0)
@@ -126,10 +131,13 @@ def test_an_explanation_of_a_large_poster_comes_back_small(client):
 def test_quick_predictions_are_not_stuck_behind_a_slow_explanation(predictor, monkeypatch):
     real_explain = predictor.explain
     explaining = threading.Event()
+    finish = threading.Event()
 
     def slow_explain(*args, **kwargs):
+        # Runs until the quick prediction is back: were that prediction queued behind this
+        # explanation, it would come back only after `finish` timed out, with `slow` done.
         explaining.set()
-        time.sleep(3)
+        finish.wait(10)
         return real_explain(*args, **kwargs)
 
     monkeypatch.setattr(predictor, "explain", slow_explain)
@@ -143,4 +151,5 @@ def test_quick_predictions_are_not_stuck_behind_a_slow_explanation(predictor, mo
         quick = http.post("/api/predict", files={"files": ("q.png", poster, "image/png")})
         assert quick.status_code == 200
         assert not slow.done()  # the prediction came back while the explanation was running
+        finish.set()
         assert slow.result().status_code == 200

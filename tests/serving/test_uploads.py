@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
+import time
 
+import numpy as np
 import pytest
 from PIL import Image
+from starlette.datastructures import UploadFile
 
 from postergenre.errors import PosterDecodeError
-from postergenre.serving.uploads import EmptyUploadError, decode_poster_bytes, describe_size
+from postergenre.serving.uploads import (
+    EmptyUploadError,
+    UploadDecoder,
+    UploadTooLargeError,
+    decode_poster_bytes,
+    read_upload,
+)
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -52,8 +63,54 @@ def test_bad_bytes_raise_readable_errors():
         decode_poster_bytes(big, "big.png", max_pixels=10_000)
 
 
-def test_describe_size():
-    assert describe_size(10 * 1024 * 1024) == "10 MB"
-    assert describe_size(64 * 1024) == "64 KB"
-    assert describe_size(1536) == "1.5 KB"
-    assert describe_size(12) == "12 bytes"
+def _upload(data: bytes, name: str = "p.png") -> UploadFile:
+    return UploadFile(io.BytesIO(data), filename=name)
+
+
+def test_an_upload_over_the_limit_names_the_limit_in_si_units():
+    with pytest.raises(UploadTooLargeError, match=r"^big\.jpg: larger than the 65\.5 kB limit$"):
+        asyncio.run(read_upload(_upload(b"x" * (64 * 1024 + 1), "big.jpg"), 64 * 1024))
+    with pytest.raises(UploadTooLargeError, match=r"the 10\.5 MB limit$"):
+        asyncio.run(read_upload(_upload(b"x" * (10 * 1024 * 1024 + 1)), 10 * 1024 * 1024))
+    with pytest.raises(UploadTooLargeError, match=r"the 12 B limit$"):
+        asyncio.run(read_upload(_upload(b"x" * 13), 12))
+    assert asyncio.run(read_upload(_upload(b"x" * 12), 12)) == b"x" * 12  # at the limit: fine
+
+
+def test_several_uploads_share_one_limit():
+    decoder = UploadDecoder(max_upload_bytes=100, max_pixels=10_000)
+    datas = asyncio.run(decoder.read_all([_upload(b"a" * 60), _upload(b"b" * 40)]))
+    assert datas == [b"a" * 60, b"b" * 40]
+    together = r"^2 posters together are larger than the 100 B limit$"
+    with pytest.raises(UploadTooLargeError, match=together):
+        asyncio.run(decoder.read_all([_upload(b"a" * 60), _upload(b"b" * 41)]))
+    with pytest.raises(UploadTooLargeError, match=r"^one\.png: larger than the 100 B limit$"):
+        asyncio.run(decoder.read_all([_upload(b"a" * 101, "one.png")]))
+
+
+def test_decodes_run_at_most_concurrency_at_once():
+    decoder = UploadDecoder(max_upload_bytes=10_000, max_pixels=10_000, concurrency=2)
+    poster = _encode(Image.new("RGB", (6, 9), (200, 30, 30)), "PNG")
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def preprocess(image: Image.Image) -> np.ndarray:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return np.asarray(image)
+
+    async def decode_all() -> list[np.ndarray]:
+        return await asyncio.gather(
+            *(decoder.pixels(poster, f"{i}.png", preprocess) for i in range(6))
+        )
+
+    arrays = asyncio.run(decode_all())
+    assert [a.shape for a in arrays] == [(9, 6, 3)] * 6
+    assert most == 2
+    with pytest.raises(PosterDecodeError, match="too big"):
+        asyncio.run(UploadDecoder(10_000, max_pixels=10).pixels(poster, "too big.png", preprocess))

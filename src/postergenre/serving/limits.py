@@ -1,5 +1,6 @@
 """Limits that keep one request (or one slow client) from stalling the server.
 
+- The app's default limits: upload bytes, decoded pixels, files per request, decodes at once.
 - `RequestLimitsMiddleware` (ASGI): refuses over-long queries (414) and oversized or too many
   headers (431) before the app runs, and answers 408 when a request body stops arriving.
 - `HeadAsGetMiddleware`: HEAD is answered wherever GET is.
@@ -23,6 +24,18 @@ MAX_QUERY_BYTES = 4 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
 REQUEST_TIMEOUT_S = 15.0
+
+# What the app accepts by default (`create_app` and `serve` take most of them as settings).
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# Posters are a few megapixels; the server decodes at most this many per image (files on disk
+# may have up to 40 MP), so one upload cannot take seconds of CPU and hundreds of MB.
+SERVER_MAX_PIXELS = 16_000_000
+# Uploads decoded at once; more wait their turn (each decode holds a whole image in memory).
+DECODE_CONCURRENCY = 2
+MAX_FILES = 32
+MAX_K = 50
+# Boundaries and part headers of a multipart body, on top of the poster bytes themselves.
+MULTIPART_OVERHEAD = 64 * 1024
 
 
 def error_body(message: str) -> bytes:

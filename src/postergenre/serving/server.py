@@ -10,8 +10,13 @@ from postergenre._allocator import tune_allocator
 from postergenre.errors import UserError
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
-from postergenre.serving.app import MAX_FILES, SERVER_MAX_PIXELS, create_app
-from postergenre.serving.limits import REQUEST_TIMEOUT_S, GuardedH11Protocol
+from postergenre.serving.app import create_app
+from postergenre.serving.limits import (
+    MAX_FILES,
+    REQUEST_TIMEOUT_S,
+    SERVER_MAX_PIXELS,
+    GuardedH11Protocol,
+)
 
 
 class PortInUse(UserError):

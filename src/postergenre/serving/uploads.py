@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import numpy as np
 from PIL import Image
 from starlette.datastructures import Headers, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from postergenre.console import format_bytes
 from postergenre.data.decode import MAX_PIXELS, open_poster
 from postergenre.errors import PosterDecodeError, UserError
-from postergenre.serving.limits import send_json_error
+from postergenre.serving.limits import DECODE_CONCURRENCY, send_json_error
 
 READ_CHUNK = 1024 * 1024
+T = TypeVar("T")
 
 
 class EmptyUploadError(PosterDecodeError):
@@ -21,14 +27,6 @@ class EmptyUploadError(PosterDecodeError):
 
 class UploadTooLargeError(UserError):
     """An upload over the server's size limit."""
-
-
-def describe_size(n_bytes: int) -> str:
-    """Bytes as a short human-readable size (10 MB, 512 KB)."""
-    for unit, size in (("MB", 1024 * 1024), ("KB", 1024)):
-        if n_bytes >= size:
-            return f"{n_bytes / size:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{n_bytes} bytes"
 
 
 async def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -43,7 +41,7 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
         total += len(chunk)
         if total > limit:
             name = upload.filename or "upload"
-            raise UploadTooLargeError(f"{name}: larger than the {describe_size(limit)} limit")
+            raise UploadTooLargeError(f"{name}: larger than the {format_bytes(limit)} limit")
     return b"".join(chunks)
 
 
@@ -55,6 +53,56 @@ def decode_poster_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) ->
     if not data:
         raise EmptyUploadError(f"{name}: empty file (0 bytes)")
     return open_poster(io.BytesIO(data), name, max_pixels)
+
+
+class UploadDecoder:
+    """Reads uploads within the server's byte limit and decodes them off the event loop, at most
+    `concurrency` at once (each decode holds a whole image in memory)."""
+
+    def __init__(
+        self, max_upload_bytes: int, max_pixels: int, concurrency: int = DECODE_CONCURRENCY
+    ):
+        self.max_upload_bytes = max_upload_bytes
+        self.max_pixels = max_pixels
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def _decode(self, fn: Callable[..., T], *args: Any) -> T:
+        async with self._slots:
+            return await asyncio.to_thread(fn, *args)
+
+    async def image(self, upload: UploadFile) -> Image.Image:
+        """One uploaded poster, decoded."""
+        data = await read_upload(upload, self.max_upload_bytes)
+        name = upload.filename or "upload"
+        return await self._decode(decode_poster_bytes, data, name, self.max_pixels)
+
+    async def read_all(self, uploads: list[UploadFile]) -> list[bytes]:
+        """The bytes of every upload; all of them together must fit in the limit."""
+        datas: list[bytes] = []
+        for upload in uploads:
+            remaining = self.max_upload_bytes - sum(map(len, datas))
+            try:
+                datas.append(await read_upload(upload, remaining))
+            except UploadTooLargeError:
+                if len(uploads) == 1:
+                    raise
+                limit = format_bytes(self.max_upload_bytes)
+                raise UploadTooLargeError(
+                    f"{len(uploads)} posters together are larger than the {limit} limit"
+                ) from None
+        return datas
+
+    async def pixels(
+        self, data: bytes, name: str, preprocess: Callable[[Image.Image], np.ndarray]
+    ) -> np.ndarray:
+        """Uploaded bytes decoded and made model input by `preprocess`, in one go (the decoded
+        image is dropped as soon as it is resized)."""
+        return await self._decode(self._decode_and_preprocess, data, name, preprocess)
+
+    def _decode_and_preprocess(
+        self, data: bytes, name: str, preprocess: Callable[[Image.Image], np.ndarray]
+    ) -> np.ndarray:
+        return preprocess(decode_poster_bytes(data, name, self.max_pixels))
 
 
 class BodyLimitMiddleware:

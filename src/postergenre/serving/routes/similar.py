@@ -1,0 +1,91 @@
+"""Look-alikes: the indexed posters most similar to an upload, and their image files."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
+from PIL import Image
+
+from postergenre.serving.limits import MAX_K
+from postergenre.serving.schemas import SimilarResponse, error_responses
+from postergenre.serving.state import Server
+
+router = APIRouter()
+
+
+def _image_media_type(path: FilePath) -> str | None:
+    """The file's image MIME type from its name, or from its header when the name says none."""
+    guessed, _ = mimetypes.guess_type(path.name)
+    if guessed and guessed.startswith("image/"):
+        return guessed
+    try:
+        with Image.open(path) as image:
+            return Image.MIME.get(image.format or "")
+    except (OSError, ValueError):
+        return None
+
+
+@router.post(
+    "/api/similar",
+    response_model=SimilarResponse,
+    summary="The most similar indexed posters",
+    description="Cosine similarity of pretrained-backbone embeddings against the index "
+    "the server was started with; 404 when it has none.",
+    responses=error_responses(400, 404, 413, 415, 422, 503),
+)
+async def similar(
+    request: Request,
+    server: Server,
+    file: Annotated[UploadFile, File(description="one poster image")],
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="how many posters")] = 8,
+) -> dict[str, Any]:
+    index = server.index
+    if index is None:
+        raise HTTPException(404, "no poster index configured (start the server with one)")
+    image = await server.uploads.image(file)
+    vectors = await server.threads.run_slow(index.embed_images, [image])
+    [neighbours] = index.search(vectors, k)
+    root = request.scope.get("root_path", "").rstrip("/")
+    results = [
+        {
+            "id": n.id,
+            "genres": n.genres,
+            "similarity": round(n.similarity, 6),
+            "image_url": f"{root}/api/poster/{server.positions[(n.id, n.path)]}",
+        }
+        for n in neighbours
+    ]
+    return {"results": results}
+
+
+@router.get(
+    "/api/poster/{i}",
+    response_class=FileResponse,
+    summary="An indexed poster's image",
+    description="The image file of the i-th poster of the index (only files the index "
+    "lists are ever served).",
+    responses={
+        200: {"content": {"image/*": {}}, "description": "The poster file"},
+        **error_responses(404, 422),
+    },
+)
+async def poster(
+    server: Server, i: Annotated[int, Path(description="position in the index")]
+) -> Response:
+    index = server.index
+    if index is None or not 0 <= i < len(index):
+        raise HTTPException(404, f"no indexed poster {i}")
+    path = FilePath(index.items[i]["path"])
+    media_type = await asyncio.to_thread(_image_media_type, path) if path.is_file() else None
+    if media_type is None:
+        raise HTTPException(404, f"poster {i} is not available")
+    return FileResponse(
+        path,
+        media_type=media_type,
+        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )

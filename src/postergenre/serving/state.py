@@ -1,0 +1,59 @@
+"""What the routes share, kept on `app.state.server`, and the dependency that hands it to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from postergenre import __version__
+from postergenre.data.decode import POSTER_FORMATS
+from postergenre.inference.predictor import Predictor
+from postergenre.inference.similarity import PosterIndex
+from postergenre.serving.batcher import MicroBatcher
+from postergenre.serving.model_threads import ModelThreads
+from postergenre.serving.uploads import UploadDecoder
+
+
+@dataclass
+class ServerState:
+    """The model, its index, and the machinery the routes run them with."""
+
+    predictor: Predictor
+    index: PosterIndex | None
+    batcher: MicroBatcher
+    uploads: UploadDecoder
+    max_files: int
+    warmup: bool = True
+    threads: ModelThreads = field(default_factory=ModelThreads)
+    # Built once: /api/model's answer, and each indexed poster's position for its image URL.
+    model_info: dict[str, Any] = field(init=False)
+    positions: dict[tuple[str, str], int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model_info = self._model_info()
+        items = self.index.items if self.index is not None else []
+        self.positions = {(item["id"], item["path"]): i for i, item in enumerate(items)}
+
+    def _model_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = self.predictor.card.to_json()
+        info["name"] = self.predictor.name
+        info["runtime"] = self.predictor.runtime
+        info["server"] = {
+            "max_upload_bytes": self.uploads.max_upload_bytes,
+            "max_files": self.max_files,
+            "formats": list(POSTER_FORMATS),
+            "similar": self.index is not None,
+            "index_size": len(self.index) if self.index is not None else 0,
+            "version": __version__,
+        }
+        return info
+
+
+def _server_state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+Server = Annotated[ServerState, Depends(_server_state)]
+"""A route parameter of this type receives the app's `ServerState`."""
