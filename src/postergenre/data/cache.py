@@ -33,6 +33,7 @@ from postergenre._cpu import default_workers
 from postergenre.atomic import write_json
 from postergenre.data.decode import load_poster_array
 from postergenre.errors import PosterDecodeError, UserError
+from postergenre.paths import user_path
 
 CACHE_ENV = "POSTERGENRE_CACHE"
 _APPEND_BATCH = 256
@@ -69,7 +70,7 @@ Row = tuple[int, np.ndarray | None, str | None]
 def default_cache_dir() -> Path:
     """`$POSTERGENRE_CACHE`, else `~/.cache/postergenre`."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "postergenre"
+    return user_path(env) if env else Path.home() / ".cache" / "postergenre"
 
 
 def file_key(path: Path) -> str:

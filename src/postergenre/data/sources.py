@@ -29,6 +29,7 @@ from pathlib import Path
 from postergenre.data.formats import is_image_name
 from postergenre.data.labels import ID_COLUMNS, CsvFile, ImageFinder, find_column, open_csv
 from postergenre.errors import UserError
+from postergenre.paths import user_path
 
 _GLOB_CHARS = frozenset("*?[")
 LABEL_SUFFIXES = (".csv", ".tsv")
@@ -98,7 +99,7 @@ class PosterSource:
                 for line in handle:
                     text = line.strip()
                     if text and not text.startswith("#"):
-                        path = Path(text).expanduser()
+                        path = user_path(text)
                         yield path if path.is_absolute() else base / path
         except UnicodeDecodeError as exc:
             raise UserError(f"{self.path} is not a UTF-8 text file of paths") from exc
@@ -128,7 +129,7 @@ def poster_source(source: str | Path) -> PosterSource:
     """Classify one SOURCE (see the module docstring); a missing file, or a label CSV without
     an id column, is a `UserError` now, an empty folder or list when it is read."""
     text = str(source)
-    path = Path(source).expanduser()
+    path = user_path(source)
     if path.is_dir():
         return PosterSource(text, "folder", path)
     if path.exists():

@@ -40,6 +40,7 @@ from postergenre.data.decode import decode_poster
 from postergenre.data.preprocess import InputSpec
 from postergenre.errors import PosterDecodeError, UserError
 from postergenre.models.card import ModelCard
+from postergenre.paths import user_path
 
 QUANTIZATIONS = ("int8",)
 # int8 would be recommended for bulk scoring if it cost <= 0.005 of test mAP and of
@@ -238,7 +239,7 @@ def quantize_onnx(
     pixels = decode_calibration(calibration_sample(calibration, n_calibration, seed), spec)
     data = quantize_int8(model, pixels, spec)
     check = compare_graphs(model, data, spec.normalise(pixels[:CHECK_POSTERS]))
-    out = write_bytes(Path(out).expanduser(), data)
+    out = write_bytes(user_path(out), data)
     return {
         "path": str(out),
         "size_bytes": out.stat().st_size,
