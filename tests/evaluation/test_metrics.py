@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from postergenre.data.records import PosterRecord
 from postergenre.evaluation.metrics import (
+    balanced_accuracy,
     mean_average_precision,
     multi_label_metrics,
     single_label_metrics,
@@ -22,6 +24,26 @@ def _one_hot_probs(pred: list[int], k: int = 3) -> np.ndarray:
     probs = np.full((len(pred), k), 0.1)
     probs[np.arange(len(pred)), pred] = 0.8
     return probs
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_genres_posters_have():
+    y_true = np.array([0, 0, 1, 1, 1, 1])
+    # genre 2 is predicted but no poster has it: it has no recall and does not count
+    y_pred = np.array([0, 2, 1, 1, 1, 0])
+    assert balanced_accuracy(y_true, y_pred) == pytest.approx((0.5 + 0.75) / 2)
+    assert balanced_accuracy(np.array([], int), np.array([], int)) == 0.0
+
+
+def test_balanced_accuracy_agrees_with_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y_true, y_pred = rng.integers(0, 4, 30), rng.integers(0, 3, 30)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
+            expected = balanced_accuracy_score(y_true, y_pred)
+        assert balanced_accuracy(y_true, y_pred) == expected
 
 
 def test_single_label_metrics_match_hand_computed_values():
