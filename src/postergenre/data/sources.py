@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from postergenre.data.formats import is_image_name
-from postergenre.data.labels import ID_COLUMNS, CsvFile, ImageFinder, find_column, open_csv
+from postergenre.data.labels import CsvFile, ImageFinder, default_image_folder, id_column, open_csv
 from postergenre.errors import UserError
 from postergenre.paths import user_path
 
@@ -106,12 +106,9 @@ class PosterSource:
 
     def _labelled(self) -> Iterator[Path]:
         assert self._csv is not None
-        id_col = find_column(self._csv.fieldnames, ID_COLUMNS)
-        assert id_col is not None
+        id_col = id_column(self._csv)
         if self._finder is None:  # scanned once, even when the source is read twice
-            parent = self.path.parent
-            images = parent / "images" if (parent / "images").is_dir() else parent
-            self._finder = ImageFinder(images)
+            self._finder = ImageFinder(default_image_folder(self.path))
         for row in self._csv.rows():
             raw_id = (row.get(id_col) or "").strip()
             if raw_id:
@@ -138,11 +135,7 @@ def poster_source(source: str | Path) -> PosterSource:
             return PosterSource(text, "list", path)
         if suffix in LABEL_SUFFIXES:
             csv_file = open_csv(path)
-            if find_column(csv_file.fieldnames, ID_COLUMNS) is None:
-                raise UserError(
-                    f"{path}: no id column; expected one of Id, id, imdbId, filename, image, "
-                    f"path (found {', '.join(csv_file.fieldnames)})"
-                )
+            id_column(csv_file)  # refused now, not when it is read
             return PosterSource(text, "labels", path, csv_file)
         return PosterSource(text, "file", path)
     if _GLOB_CHARS & set(text):
