@@ -93,6 +93,22 @@ def test_evaluation_chooses_among_the_genres_present():
     assert "ignored" in report and "Western" in report
 
 
+def test_both_reports_end_with_the_genres_only_one_side_knows():
+    from postergenre.evaluation.report import evaluate_multi_label, format_multi_label
+
+    records = _records([("Comedy",), ("Drama",), ("Drama",), ("Western",)])
+    probs = np.array([[0.7, 0.2, 0.1], [0.6, 0.1, 0.3], [0.5, 0.3, 0.2], [0.4, 0.3, 0.3]])
+    single = evaluate_single_label(records, probs, GENRES)
+    multi = evaluate_multi_label(records, probs, GENRES, np.full(3, 0.5))
+    ending = (
+        "\nmodel genres absent from the data (ignored): Action\n"
+        "data genres the model does not know (left out): Western"
+    )
+    for metrics, report in ((single, format_single_label), (multi, format_multi_label)):
+        assert (metrics["ignored_genres"], metrics["unknown_genres"]) == (["Action"], ["Western"])
+        assert report(metrics).endswith(ending)
+
+
 def test_multi_label_metrics_match_hand_computed_values():
     from postergenre.evaluation.metrics import multi_label_metrics
 
