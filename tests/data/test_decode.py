@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from postergenre.data.decode import decode_poster, load_poster_array, resize_poster
+from postergenre.data.decode import (
+    decode_poster,
+    input_box,
+    load_poster_array,
+    resize_poster,
+)
 from postergenre.errors import PosterDecodeError, UserError
 
 ORIENTATION = 0x0112  # the EXIF tag
@@ -248,6 +253,36 @@ def test_pad_letterboxes_on_black():
 def test_unknown_resize_mode():
     with pytest.raises(ValueError, match="unknown resize mode 'stretch'"):
         resize_poster(three_stripes(), 10, 10, mode="stretch")
+    with pytest.raises(ValueError, match="unknown resize mode 'stretch'"):
+        input_box((30, 10), 10, 10, mode="stretch")
+
+
+SIZES = [((30, 10), (10, 10)), ((10, 30), (12, 18)), ((101, 150), (20, 20)), ((64, 96), (32, 48))]
+
+
+@pytest.mark.parametrize(("poster", "target"), SIZES)
+def test_input_box_of_a_crop_is_the_part_the_crop_resizes(poster, target):
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (poster[1], poster[0], 3), dtype=np.uint8))
+    box = input_box(poster, *target, mode="crop")
+
+    by_box = image.resize(target, Image.Resampling.BILINEAR, box=box)
+
+    assert np.array_equal(np.asarray(by_box), resize_poster(image, *target, mode="crop"))
+    assert input_box(poster, *target) == (0, 0, *poster)  # squash: the whole poster
+
+
+@pytest.mark.parametrize(("poster", "target"), SIZES)
+def test_input_box_of_a_pad_places_the_poster_where_the_pad_puts_it(poster, target):
+    out = resize_poster(Image.new("RGB", poster, (255, 255, 255)), *target, mode="pad")
+    left, top, right, bottom = input_box(poster, *target, mode="pad")
+
+    # The poster's edges (0 and its size) in input pixels; everything between is poster.
+    cols = [round((edge - left) / (right - left) * target[0]) for edge in (0, poster[0])]
+    rows = [round((edge - top) / (bottom - top) * target[1]) for edge in (0, poster[1])]
+    inside = np.zeros(out.shape[:2], dtype=bool)
+    inside[rows[0] : rows[1], cols[0] : cols[1]] = True
+    assert (out[inside] == 255).all() and (out[~inside] == 0).all()
 
 
 def test_load_poster_array_decodes_and_resizes(tmp_path, save_image):

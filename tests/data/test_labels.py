@@ -61,6 +61,30 @@ def test_id_column_names_are_case_insensitive(dataset, write_text, id_column):
     ]
 
 
+def test_a_csv_without_an_id_column_is_refused_alike_as_labels_and_as_posters(tmp_path):
+    from postergenre.data.sources import poster_source
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("title,genre\nx,Drama\n")
+    expected = (
+        f"{labels}: no id column; expected one of Id, id, imdbId, filename, image, path "
+        "(found title, genre)"
+    )
+    for read in (read_label_csv, poster_source):
+        with pytest.raises(UserError) as error:
+            read(labels)
+        assert str(error.value) == expected, read
+
+
+def test_posters_are_looked_up_in_images_beside_the_csv_else_beside_it(tmp_path):
+    from postergenre.data.labels import default_image_folder
+
+    labels = tmp_path / "labels.csv"
+    assert default_image_folder(labels) == tmp_path
+    (tmp_path / "images").mkdir()
+    assert default_image_folder(labels) == tmp_path / "images"
+
+
 @pytest.mark.parametrize("poster_id", ["tt1", "tt1.jpg"])
 def test_ids_match_with_or_without_extension(dataset, write_text, poster_id):
     labels = write_text(dataset / "labels.csv", f"id,genre\n{poster_id},Action\n")

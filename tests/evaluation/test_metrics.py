@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from postergenre.data.records import PosterRecord
 from postergenre.evaluation.metrics import (
+    balanced_accuracy,
     mean_average_precision,
     multi_label_metrics,
     single_label_metrics,
@@ -22,6 +24,26 @@ def _one_hot_probs(pred: list[int], k: int = 3) -> np.ndarray:
     probs = np.full((len(pred), k), 0.1)
     probs[np.arange(len(pred)), pred] = 0.8
     return probs
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_genres_posters_have():
+    y_true = np.array([0, 0, 1, 1, 1, 1])
+    # genre 2 is predicted but no poster has it: it has no recall and does not count
+    y_pred = np.array([0, 2, 1, 1, 1, 0])
+    assert balanced_accuracy(y_true, y_pred) == pytest.approx((0.5 + 0.75) / 2)
+    assert balanced_accuracy(np.array([], int), np.array([], int)) == 0.0
+
+
+def test_balanced_accuracy_agrees_with_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y_true, y_pred = rng.integers(0, 4, 30), rng.integers(0, 3, 30)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
+            expected = balanced_accuracy_score(y_true, y_pred)
+        assert balanced_accuracy(y_true, y_pred) == expected
 
 
 def test_single_label_metrics_match_hand_computed_values():
@@ -69,6 +91,22 @@ def test_evaluation_chooses_among_the_genres_present():
     assert m["accuracy"] == pytest.approx(2 / 3)  # the third poster picks Comedy over Drama
     report = format_single_label(m)
     assert "ignored" in report and "Western" in report
+
+
+def test_both_reports_end_with_the_genres_only_one_side_knows():
+    from postergenre.evaluation.report import evaluate_multi_label, format_multi_label
+
+    records = _records([("Comedy",), ("Drama",), ("Drama",), ("Western",)])
+    probs = np.array([[0.7, 0.2, 0.1], [0.6, 0.1, 0.3], [0.5, 0.3, 0.2], [0.4, 0.3, 0.3]])
+    single = evaluate_single_label(records, probs, GENRES)
+    multi = evaluate_multi_label(records, probs, GENRES, np.full(3, 0.5))
+    ending = (
+        "\nmodel genres absent from the data (ignored): Action\n"
+        "data genres the model does not know (left out): Western"
+    )
+    for metrics, report in ((single, format_single_label), (multi, format_multi_label)):
+        assert (metrics["ignored_genres"], metrics["unknown_genres"]) == (["Action"], ["Western"])
+        assert report(metrics).endswith(ending)
 
 
 def test_multi_label_metrics_match_hand_computed_values():

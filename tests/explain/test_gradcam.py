@@ -11,7 +11,8 @@ from torch import nn
 from postergenre.data.preprocess import UNIT_RANGE, InputSpec
 from postergenre.data.transforms import to_model_input
 from postergenre.errors import UserError
-from postergenre.explain import grad_cam
+from postergenre.explain import explain_poster, grad_cam
+from postergenre.explain.gradcam import heatmap_on_poster, overlay_heatmap
 from postergenre.inference import Predictor
 from postergenre.models.bundle import ModelBundle
 from postergenre.models.seed_cnn import SeedCNN
@@ -119,6 +120,41 @@ class _DeadFeatures(nn.Module):
 def test_an_all_zero_map_stays_zero():
     cam = grad_cam(_DeadFeatures(), torch.zeros(1, 3, 8, 8), target=1)
     assert cam.shape == (3, 2) and np.all(cam == 0)
+
+
+def test_a_map_goes_back_over_the_poster_the_way_the_poster_was_resized():
+    heatmap = np.zeros((10, 10), np.float32)
+    heatmap[:, :5] = 1.0  # the input's left half
+    squash = InputSpec(10, 10, "squash", UNIT_RANGE)
+    assert heatmap_on_poster(heatmap, squash, (20, 40)) is heatmap  # stretched as it is
+
+    # A 20x40 poster cropped to a square: the model saw rows 10..29, and nothing else.
+    cropped = heatmap_on_poster(heatmap, InputSpec(10, 10, "crop", UNIT_RANGE), (20, 40))
+    assert cropped.shape == (40, 20)
+    assert (cropped[:10] == 0).all() and (cropped[30:] == 0).all()
+    # bilinear: the two columns either side of the half's edge (9, 10) blend
+    assert (cropped[10:30, :9] == 1).all() and (cropped[10:30, 11:] == 0).all()
+
+    # A 10x20 poster padded to 20x20 fills input columns 5..14: the input's left half is
+    # the poster's left half.
+    wide = np.zeros((20, 20), np.float32)
+    wide[:, :10] = 1.0
+    padded = heatmap_on_poster(wide, InputSpec(20, 20, "pad", UNIT_RANGE), (10, 20))
+    assert padded.shape == (20, 10)
+    assert (padded[:, :5] == 1).all() and (padded[:, 5:] == 0).all()
+
+
+def test_a_cropping_model_colours_only_the_part_of_the_poster_it_saw(corner_predictor):
+    crop = InputSpec(SIZE, SIZE, "crop", UNIT_RANGE)
+    card = make_card("seed-cnn", ["Corner", "Plain"], input=crop)
+    poster = corner_poster(np.random.default_rng(3), (0, 0))  # 100x150: the crop keeps 25..124
+
+    explanation = explain_poster(corner_predictor.model, card, poster, "Corner")
+
+    overlay = np.asarray(explanation.overlay)
+    cold = np.asarray(overlay_heatmap(poster, np.zeros((1, 1), np.float32)))
+    assert np.array_equal(overlay[:25], cold[:25]) and np.array_equal(overlay[125:], cold[125:])
+    assert not np.array_equal(overlay[25:125], cold[25:125])
 
 
 def test_unknown_genre_is_a_user_error_listing_the_known_ones(corner_predictor):

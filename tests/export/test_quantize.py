@@ -117,6 +117,14 @@ def test_refusals_are_user_errors(graphs, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_export_quantized_refuses_an_unknown_quantization_before_exporting(tmp_path):
+    from postergenre.export.quantize import export_quantized
+
+    with pytest.raises(UserError, match="unknown quantization 'int4': choose one of int8"):
+        export_quantized("no-such-model", tmp_path / "x.onnx", [], quantization="int4")
+    assert not (tmp_path / "x.onnx").exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

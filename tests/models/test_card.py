@@ -13,7 +13,7 @@ from postergenre.cli import main
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
 from postergenre.models import ModelCard
-from postergenre.models.card import CardError
+from postergenre.models.card import CardError, to_probabilities
 from postergenre.models.catalog import BUNDLED_DIR
 from tests.conftest import make_card, make_poster
 
@@ -131,6 +131,21 @@ def test_decision_rule_and_genre_lookup():
     probs = np.array([[0.35, 0.55, 0.9], [0.1, 0.9, 0.05]])
     assert multi.decide(probs).tolist() == [[True, False, True], [False, True, False]]
     assert multi.predicted_genres(probs[0]) == ["C", "A"]  # most probable first
+
+
+@pytest.mark.parametrize("task", ["single", "multi"])
+def test_to_probabilities_gives_the_same_numbers_for_arrays_and_tensors(task):
+    import torch
+
+    logits = np.array([[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]], dtype=np.float32)
+    from_array = to_probabilities(logits, task)
+    from_tensor = to_probabilities(torch.from_numpy(logits), task)
+    assert isinstance(from_array, np.ndarray) and isinstance(from_tensor, torch.Tensor)
+    assert np.array_equal(from_array, from_tensor.numpy())
+    if task == "single":
+        assert np.allclose(from_array.sum(axis=1), 1.0)
+    else:
+        assert np.allclose(from_array, 1 / (1 + np.exp(-logits)))
 
 
 def test_models_command_lists_bundled_models_from_their_cards(capsys):

@@ -23,6 +23,7 @@ from postergenre._cpu import default_workers
 from postergenre.data.decode import load_poster_array
 from postergenre.data.store import ArrayStore, file_key
 from postergenre.errors import PosterDecodeError, UserError
+from postergenre.paths import user_path
 
 CACHE_ENV = "POSTERGENRE_CACHE"
 _APPEND_BATCH = 256
@@ -33,7 +34,7 @@ Row = tuple[int, np.ndarray | None, str | None]
 def default_cache_dir() -> Path:
     """`$POSTERGENRE_CACHE`, else `~/.cache/postergenre`."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "postergenre"
+    return user_path(env) if env else Path.home() / ".cache" / "postergenre"
 
 
 def cache_root(cache_dir: Path | None) -> Path:

@@ -127,6 +127,38 @@ def resize_poster(
     return np.asarray(out, dtype=np.uint8)
 
 
+def input_box(
+    size: tuple[int, int], width: int, height: int, mode: str = "squash"
+) -> tuple[float, float, float, float]:
+    """The rectangle (left, top, right, bottom), in the pixels of a poster of `size` (width,
+    height), that `resize_poster` turns into the `width` x `height` input: the whole poster
+    (squash), its centre (crop), or more than the poster, reaching into the padding (pad).
+    It mirrors Pillow's `ImageOps.fit` and `ImageOps.pad`, so a map over the input can be
+    laid back over the poster (Grad-CAM)."""
+    w, h = size
+    poster_ratio, input_ratio = w / h, width / height
+    if mode == "squash" or poster_ratio == input_ratio:
+        return (0.0, 0.0, float(w), float(h))
+    if mode == "crop":
+        if poster_ratio > input_ratio:
+            crop_w, crop_h = input_ratio * h, float(h)
+        else:
+            crop_w, crop_h = float(w), w / input_ratio
+        left, top = (w - crop_w) / 2, (h - crop_h) / 2
+        return (left, top, left + crop_w, top + crop_h)
+    if mode == "pad":
+        # The poster is resized to fit inside (Pillow rounds its size), then centred.
+        inner_w, inner_h = width, height
+        if poster_ratio > input_ratio:
+            inner_h = round(h / w * width)
+        else:
+            inner_w = round(w / h * height)
+        x, y = round((width - inner_w) / 2), round((height - inner_h) / 2)
+        scale_x, scale_y = w / inner_w, h / inner_h
+        return (-x * scale_x, -y * scale_y, (width - x) * scale_x, (height - y) * scale_y)
+    raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
+
+
 def load_poster_array(
     path: str | Path,
     width: int,

@@ -19,8 +19,10 @@ from postergenre.data.formats import IMAGE_EXTENSIONS, is_image_name
 from postergenre.data.records import PosterCollection, PosterRecord, normalise_split
 from postergenre.errors import UserError
 
-# Accepted id columns, in order of preference (matched case-insensitively).
-ID_COLUMNS = ("id", "imdbid", "filename", "image", "path")
+# Accepted id columns, in order of preference, spelled as messages name them; they are matched
+# case-insensitively, by ID_COLUMNS.
+ID_COLUMN_NAMES = ("Id", "id", "imdbId", "filename", "image", "path")
+ID_COLUMNS = tuple(dict.fromkeys(name.lower() for name in ID_COLUMN_NAMES))
 LABEL_COLUMNS = ("genre", "genres", "label", "labels")
 SPLIT_COLUMN = "split"
 # Label values that mean "no genre" rather than a genre called "N/A".
@@ -64,14 +66,6 @@ def parse_genres(value: str) -> tuple[str, ...]:
         if name.lower() not in MISSING_LABELS and name not in genres:
             genres.append(name)
     return tuple(genres)
-
-
-def _find_column(fieldnames: Iterable[str], candidates: Iterable[str]) -> str | None:
-    by_lower = {name.strip().lower(): name for name in fieldnames}
-    for candidate in candidates:
-        if candidate in by_lower:
-            return by_lower[candidate]
-    return None
 
 
 # A label file is text with one row per poster: even 10 million posters fit in well under this.
@@ -163,7 +157,29 @@ def open_csv(path: Path, max_bytes: int | None = None) -> CsvFile:
 def find_column(fieldnames: Iterable[str], candidates: Iterable[str]) -> str | None:
     """The column named by the first of `candidates` (lower case) that `fieldnames` holds,
     matched case-insensitively and ignoring surrounding spaces."""
-    return _find_column(fieldnames, candidates)
+    by_lower = {name.strip().lower(): name for name in fieldnames}
+    for candidate in candidates:
+        if candidate in by_lower:
+            return by_lower[candidate]
+    return None
+
+
+def id_column(csv_file: CsvFile) -> str:
+    """The column of poster ids (see `ID_COLUMN_NAMES`); a `UserError` when there is none."""
+    found = find_column(csv_file.fieldnames, ID_COLUMNS)
+    if found is None:
+        raise UserError(
+            f"{csv_file.path}: no id column; expected one of {', '.join(ID_COLUMN_NAMES)} "
+            f"(found {', '.join(csv_file.fieldnames)})"
+        )
+    return found
+
+
+def default_image_folder(labels: Path) -> Path:
+    """Where a label CSV's posters are when no folder is named: `images/` beside it, if it
+    exists, else the CSV's own folder."""
+    images = labels.parent / "images"
+    return images if images.is_dir() else labels.parent
 
 
 def _one_hot_columns(csv_file: CsvFile, skip: set[str]) -> list[str]:
@@ -231,8 +247,8 @@ class ImageFinder:
 def read_splits_csv(path: Path, max_bytes: int | None = None) -> dict[str, str]:
     """Read an `id,split` file into {match key of the id: split} (see `match_key`)."""
     csv_file = _read_csv(path, max_bytes)
-    id_col = _find_column(csv_file.fieldnames, ID_COLUMNS)
-    split_col = _find_column(csv_file.fieldnames, (SPLIT_COLUMN,))
+    id_col = find_column(csv_file.fieldnames, ID_COLUMNS)
+    split_col = find_column(csv_file.fieldnames, (SPLIT_COLUMN,))
     if id_col is None or split_col is None:
         raise UserError(f"{path}: a splits file needs an id column and a 'split' column")
     splits: dict[str, str] = {}
@@ -274,14 +290,9 @@ def read_label_csv(
     labels = Path(labels)
     csv_file = _read_csv(labels, max_bytes)
     fieldnames = csv_file.fieldnames
-    id_col = _find_column(fieldnames, ID_COLUMNS)
-    if id_col is None:
-        raise UserError(
-            f"{labels}: no id column; expected one of Id, id, imdbId, filename, image, path "
-            f"(found {', '.join(fieldnames)})"
-        )
-    label_col = _find_column(fieldnames, LABEL_COLUMNS)
-    split_col = _find_column(fieldnames, (SPLIT_COLUMN,))
+    id_col = id_column(csv_file)
+    label_col = find_column(fieldnames, LABEL_COLUMNS)
+    split_col = find_column(fieldnames, (SPLIT_COLUMN,))
     one_hot: list[str] = []
     if label_col is None:
         one_hot = _one_hot_columns(csv_file, {id_col, split_col or ""})
@@ -291,7 +302,7 @@ def read_label_csv(
                 "and no one-hot genre columns"
             )
     if images is None:
-        images = labels.parent / "images" if (labels.parent / "images").is_dir() else labels.parent
+        images = default_image_folder(labels)
     finder = ImageFinder(Path(images))
     split_map = read_splits_csv(Path(splits), max_bytes) if splits is not None else None
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from postergenre.data.formats import is_image_name
-from postergenre.data.labels import ID_COLUMNS, CsvFile, ImageFinder, find_column, open_csv
+from postergenre.data.labels import CsvFile, ImageFinder, default_image_folder, id_column, open_csv
 from postergenre.errors import UserError
+from postergenre.paths import user_path
 
 _GLOB_CHARS = frozenset("*?[")
 LABEL_SUFFIXES = (".csv", ".tsv")
@@ -98,19 +99,16 @@ class PosterSource:
                 for line in handle:
                     text = line.strip()
                     if text and not text.startswith("#"):
-                        path = Path(text).expanduser()
+                        path = user_path(text)
                         yield path if path.is_absolute() else base / path
         except UnicodeDecodeError as exc:
             raise UserError(f"{self.path} is not a UTF-8 text file of paths") from exc
 
     def _labelled(self) -> Iterator[Path]:
         assert self._csv is not None
-        id_col = find_column(self._csv.fieldnames, ID_COLUMNS)
-        assert id_col is not None
+        id_col = id_column(self._csv)
         if self._finder is None:  # scanned once, even when the source is read twice
-            parent = self.path.parent
-            images = parent / "images" if (parent / "images").is_dir() else parent
-            self._finder = ImageFinder(images)
+            self._finder = ImageFinder(default_image_folder(self.path))
         for row in self._csv.rows():
             raw_id = (row.get(id_col) or "").strip()
             if raw_id:
@@ -128,7 +126,7 @@ def poster_source(source: str | Path) -> PosterSource:
     """Classify one SOURCE (see the module docstring); a missing file, or a label CSV without
     an id column, is a `UserError` now, an empty folder or list when it is read."""
     text = str(source)
-    path = Path(source).expanduser()
+    path = user_path(source)
     if path.is_dir():
         return PosterSource(text, "folder", path)
     if path.exists():
@@ -137,11 +135,7 @@ def poster_source(source: str | Path) -> PosterSource:
             return PosterSource(text, "list", path)
         if suffix in LABEL_SUFFIXES:
             csv_file = open_csv(path)
-            if find_column(csv_file.fieldnames, ID_COLUMNS) is None:
-                raise UserError(
-                    f"{path}: no id column; expected one of Id, id, imdbId, filename, image, "
-                    f"path (found {', '.join(csv_file.fieldnames)})"
-                )
+            id_column(csv_file)  # refused now, not when it is read
             return PosterSource(text, "labels", path, csv_file)
         return PosterSource(text, "file", path)
     if _GLOB_CHARS & set(text):

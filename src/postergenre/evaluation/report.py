@@ -43,10 +43,8 @@ def evaluate_single_label(
     )
     sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
     metrics = single_label_metrics(np.asarray(y, dtype=np.int64), sub, present)
-    data_genres = {g for r in records for g in r.genres}
     metrics.update(
-        ignored_genres=[g for g in model_genres if g not in present],
-        unknown_genres=sorted(data_genres - set(index)),
+        **_vocabulary(records, model_genres),
         skipped={"unknown_genre": skipped_unknown, "several_genres": skipped_multi},
     )
     if plots_dir is not None:
@@ -74,6 +72,31 @@ def _plot_reliability(metrics: dict[str, Any], plots_dir: Path, title: str) -> N
         f"Reliability ({title}, n={metrics['n']}, {label})",
     )
     metrics["reliability_plot"] = path.name
+
+
+def _vocabulary(records: list[PosterRecord], model_genres: list[str]) -> dict[str, list[str]]:
+    """The genres only one side knows: the model's absent from the data (ignored) and the
+    data's unknown to the model (left out)."""
+    data_genres = {g for r in records for g in r.genres}
+    return {
+        "ignored_genres": [g for g in model_genres if g not in data_genres],
+        "unknown_genres": sorted(data_genres - set(model_genres)),
+    }
+
+
+def _vocabulary_lines(metrics: dict[str, Any]) -> list[str]:
+    """The report's closing lines on genres only one side knows (none when both agree)."""
+    lines = []
+    if metrics.get("ignored_genres"):
+        lines.append(
+            f"\nmodel genres absent from the data (ignored): {', '.join(metrics['ignored_genres'])}"
+        )
+    if metrics.get("unknown_genres"):
+        lines.append(
+            f"data genres the model does not know (left out): "
+            f"{', '.join(metrics['unknown_genres'])}"
+        )
+    return lines
 
 
 def _number(value: float | None, spec: str) -> str:
@@ -114,16 +137,7 @@ def format_single_label(metrics: dict[str, Any]) -> str:
     ]
     for genre, counts in zip(genres, metrics["confusion_matrix"], strict=True):
         lines.append(f"{genre:<16}" + "".join(f"{c:>{width}d}" for c in counts))
-    if metrics.get("ignored_genres"):
-        lines.append(
-            f"\nmodel genres absent from the data (ignored): {', '.join(metrics['ignored_genres'])}"
-        )
-    if metrics.get("unknown_genres"):
-        lines.append(
-            f"data genres the model does not know (left out): "
-            f"{', '.join(metrics['unknown_genres'])}"
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + _vocabulary_lines(metrics))
 
 
 def evaluate_multi_label(
@@ -147,10 +161,7 @@ def evaluate_multi_label(
     if train_prevalence:
         prevalence = np.array([train_prevalence.get(g, 0.0) for g in shared])
     metrics = multi_label_metrics(y, probs[:, columns], shared, thresholds[columns], prevalence)
-    metrics.update(
-        ignored_genres=[g for g in model_genres if g not in data_genres],
-        unknown_genres=sorted(data_genres - set(model_genres)),
-    )
+    metrics.update(_vocabulary(records, model_genres))
     if plots_dir is not None:
         from postergenre.evaluation.plots import plot_pr_curves
 
@@ -203,13 +214,4 @@ def format_multi_label(metrics: dict[str, Any]) -> str:
         lines.append(
             f"{genre:<16}{ap:>8}{row['f1']:>8.3f}{row['threshold']:>11.3f}{row['support']:>9d}"
         )
-    if metrics.get("ignored_genres"):
-        lines.append(
-            f"\nmodel genres absent from the data (ignored): {', '.join(metrics['ignored_genres'])}"
-        )
-    if metrics.get("unknown_genres"):
-        lines.append(
-            f"data genres the model does not know (left out): "
-            f"{', '.join(metrics['unknown_genres'])}"
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + _vocabulary_lines(metrics))

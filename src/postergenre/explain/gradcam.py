@@ -26,6 +26,8 @@ from PIL import Image
 from torch import nn
 
 from postergenre.atomic import atomic_path
+from postergenre.data.decode import input_box
+from postergenre.data.preprocess import InputSpec
 from postergenre.data.text import read_poster_texts
 from postergenre.errors import UserError
 from postergenre.models.card import ModelCard, to_probabilities
@@ -137,6 +139,25 @@ def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     return out[0, 0].clamp(0.0, 1.0).numpy()
 
 
+def heatmap_on_poster(heatmap: np.ndarray, spec: InputSpec, size: tuple[int, int]) -> np.ndarray:
+    """A heatmap over the model's input laid over a poster of `size` (width, height) the way
+    `spec` resized the poster: for a squashed poster the map itself (stretching it back is the
+    inverse), else a (height, width) map, zero where the model did not see the poster (what a
+    crop cut off)."""
+    width, height = size
+    left, top, right, bottom = input_box(size, spec.width, spec.height, spec.resize)
+    if (left, top, right, bottom) == (0, 0, width, height):
+        return heatmap
+    # Each poster pixel's centre in the input, in grid_sample's [-1, 1] coordinates.
+    xs = (torch.arange(width) + 0.5 - left) / (right - left) * 2 - 1
+    ys = (torch.arange(height) + 0.5 - top) / (bottom - top) * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).float()  # (H, W, 2)
+    t = torch.from_numpy(np.ascontiguousarray(heatmap, dtype=np.float32))[None, None]
+    out = F.grid_sample(t, grid[None], padding_mode="border", align_corners=False)[0, 0]
+    seen = (grid.abs() <= 1).all(dim=-1)
+    return torch.where(seen, out, 0.0).clamp(0.0, 1.0).numpy()
+
+
 def overlay_heatmap(
     image: Image.Image, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA
 ) -> Image.Image:
@@ -166,8 +187,9 @@ def explain_poster(
     overlay_max_side: int | None = None,
 ) -> Explanation:
     """Grad-CAM of `genre` (any case; default: the most probable genre) for one poster. The
-    model sees the whole poster; the overlay is drawn at most `overlay_max_side` pixels on a
-    side (a huge poster's full-size colour map would cost seconds and hundreds of MB)."""
+    model sees the poster as its card resizes it (squash, crop or pad), and the heatmap goes
+    back over the same part; the overlay is drawn at most `overlay_max_side` pixels on a side
+    (a huge poster's full-size colour map would cost seconds and hundreds of MB)."""
     target = None if genre is None else card.find_genre(genre)
     image = image.convert("RGB")
     pixels = card.input.resize_image(image)
@@ -179,13 +201,13 @@ def explain_poster(
             text_logits = model.text_logits(torch.from_numpy(card.text.features([text])))
     raw, logits, target = _cam_and_logits(model, x, target, text_logits)
     probs = to_probabilities(logits, card.task)
-    # The model squashes the poster to its input size, so its map goes back by resizing too.
     heatmap = upsample(raw, *pixels.shape[:2])
+    shown = _shrunk(image, overlay_max_side)
     return Explanation(
         genre=card.genres[target],
         probability=float(probs[0, target]),
         heatmap=heatmap,
-        overlay=overlay_heatmap(_shrunk(image, overlay_max_side), heatmap),
+        overlay=overlay_heatmap(shown, heatmap_on_poster(heatmap, card.input, shown.size)),
         raw=raw,
         text=text,
     )

@@ -46,6 +46,7 @@ from postergenre.errors import UserError
 from postergenre.models.bundle import ModelBundle, load_bundle
 from postergenre.models.card import to_probabilities
 from postergenre.models.catalog import resolve_model
+from postergenre.paths import user_path
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "pixels"
@@ -253,7 +254,7 @@ def export_onnx(
             f"{what}: probabilities differ by up to {check['max_abs_diff']:.3g} "
             f"(tolerance {tolerance:g}) on {check['n_checked']} posters; nothing written"
         )
-    out = write_bytes(Path(out).expanduser(), data)
+    out = write_bytes(user_path(out), data)
     return {
         "path": str(out),
         "size_bytes": out.stat().st_size,

@@ -40,6 +40,7 @@ from postergenre.data.decode import decode_poster
 from postergenre.data.preprocess import InputSpec
 from postergenre.errors import PosterDecodeError, UserError
 from postergenre.models.card import ModelCard
+from postergenre.paths import user_path
 
 QUANTIZATIONS = ("int8",)
 # int8 would be recommended for bulk scoring if it cost <= 0.005 of test mAP and of
@@ -204,6 +205,14 @@ def quantize_int8(model: bytes, pixels: np.ndarray, spec: InputSpec) -> bytes:
     return result.SerializeToString()
 
 
+def _check_quantization(quantization: str) -> None:
+    """Refuse an unknown quantization before any work starts."""
+    if quantization not in QUANTIZATIONS:
+        raise UserError(
+            f"unknown quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}"
+        )
+
+
 def quantize_onnx(
     model: bytes | str | Path,
     out: str | Path,
@@ -220,10 +229,7 @@ def quantize_onnx(
     `max_abs_diff_vs_fp32` .. `n_compared` compare the two graphs on the first
     `CHECK_POSTERS` calibration posters; `note` says why int8 is not recommended, if so.
     """
-    if quantization not in QUANTIZATIONS:
-        raise UserError(
-            f"unknown quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}"
-        )
+    _check_quantization(quantization)
     import onnx
 
     started = time.perf_counter()
@@ -238,7 +244,7 @@ def quantize_onnx(
     pixels = decode_calibration(calibration_sample(calibration, n_calibration, seed), spec)
     data = quantize_int8(model, pixels, spec)
     check = compare_graphs(model, data, spec.normalise(pixels[:CHECK_POSTERS]))
-    out = write_bytes(Path(out).expanduser(), data)
+    out = write_bytes(user_path(out), data)
     return {
         "path": str(out),
         "size_bytes": out.stat().st_size,
@@ -267,10 +273,7 @@ def export_quantized(
     the export's {opset, architecture, task, genres}."""
     from postergenre.export.onnx import export_onnx
 
-    if quantization not in QUANTIZATIONS:
-        raise UserError(
-            f"unknown quantization {quantization!r}: choose one of {', '.join(QUANTIZATIONS)}"
-        )
+    _check_quantization(quantization)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="postergenre-fp32-") as tmp:
         fp32 = export_onnx(bundle, Path(tmp) / "fp32.onnx", images=images)

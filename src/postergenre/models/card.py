@@ -50,7 +50,12 @@ class CardError(UserError):
 def to_probabilities(logits: Any, task: str) -> Any:
     """Logits (B, G) -> probabilities: softmax for single-label, sigmoid for multi-label.
 
-    Works on torch tensors without importing torch here (the fast path never loads it)."""
+    A torch tensor gives a tensor, a NumPy array an array (computed by torch, so both forms
+    agree to the bit). torch is imported only for an array: the fast path never loads it."""
+    if isinstance(logits, np.ndarray):
+        import torch
+
+        return to_probabilities(torch.from_numpy(np.asarray(logits)), task).numpy()
     return logits.softmax(dim=1) if task == "single" else logits.sigmoid()
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from postergenre.errors import UserError
 from postergenre.models.card import CARD_FILE
+from postergenre.paths import user_path
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
 DEFAULT_MODEL = "imdb-20"
@@ -25,7 +26,7 @@ def resolve_model(name_or_path: str | Path | None) -> Path:
     text = str(name_or_path)
     if text in bundled_models():
         return BUNDLED_DIR / text
-    path = Path(text).expanduser()
+    path = user_path(text)
     if (path / CARD_FILE).is_file():
         return path
     if (path / "model" / CARD_FILE).is_file():

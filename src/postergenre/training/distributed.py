@@ -95,11 +95,6 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     return out.to(value.device)
 
 
-def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """The mean of `value` over ranks."""
-    return all_reduce_sum(value) / world_size()
-
-
 def broadcast(obj: T) -> T:
     """Rank 0's `obj` on every rank (e.g. the loop state with its stop decision)."""
     if not active():

@@ -13,11 +13,9 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
 from sklearn.multiclass import OneVsRestClassifier
 
-from postergenre.evaluation.metrics import mean_average_precision
-from postergenre.models.card import to_probabilities
+from postergenre.evaluation.metrics import balanced_accuracy, mean_average_precision
 from postergenre.models.knn import KNNClassifier
 
 C_GRID = (0.0001, 0.0003, 0.001, 0.003, 0.01)
@@ -36,15 +34,10 @@ def fit_classifier(
         return classifier.fit(x, y)
 
 
-def logit_probabilities(logits: np.ndarray, task: str) -> np.ndarray:
-    """NumPy logits -> probabilities by the card's rule (`to_probabilities`)."""
-    return to_probabilities(torch.from_numpy(np.asarray(logits)), task).numpy()
-
-
 def validation_score(task: str, y: np.ndarray, probs: np.ndarray) -> float:
     """The validation score that picks C or k: balanced accuracy, or mAP for multi-label."""
     if task == "single":
-        return float(balanced_accuracy_score(y, probs.argmax(1)))
+        return balanced_accuracy(y, probs.argmax(1))
     return mean_average_precision(y, probs)
 
 

@@ -38,14 +38,14 @@ from postergenre.evaluation.plots import plot_confusion_matrix, plot_pr_curves
 from postergenre.evaluation.thresholds import count_matched_threshold, tune_thresholds
 from postergenre.models import ArchSpec, ModelCard, create_model, get_arch
 from postergenre.models.bundle import save_bundle
-from postergenre.models.card import CARD_FILE
+from postergenre.models.card import CARD_FILE, to_probabilities
 from postergenre.models.embeddings import compute_embeddings
 from postergenre.models.text_fusion import TextFusion
 from postergenre.training import distributed
 from postergenre.training.calibration import fit_calibration, fold_into
 from postergenre.training.data import assign_splits, prepare_split
 from postergenre.training.distributed import echo, warn
-from postergenre.training.probe import fit_knn, fit_linear_probe, logit_probabilities
+from postergenre.training.probe import fit_knn, fit_linear_probe
 from postergenre.training.text import TextHead, fit_fused_probe, fit_text_head, read_texts
 from postergenre.training.trainer import LoopConfig, fit, predict_logits
 
@@ -237,9 +237,7 @@ def fit_on_embeddings(
                 model.classifier.bias.copy_(bias)
         echo(f"linear probe: C={info['C']} chosen on val (score {info['val_score']:.4f})")
         info["fit_seconds"] = round(time.perf_counter() - started, 2)
-        fitted = Fitted(
-            model, train.y, val.y, logit_probabilities(val_logits, task), info, val_logits
-        )
+        fitted = Fitted(model, train.y, val.y, to_probabilities(val_logits, task), info, val_logits)
         fitted.text = text.spec if text is not None else None
         return fitted
     info["fit_seconds"] = round(time.perf_counter() - started, 2)
@@ -327,7 +325,7 @@ def fit_with_gradients(
         "monitor": monitor,
         "stopped": state["stopped"],
     }
-    val_probs = logit_probabilities(val_logits, task)
+    val_probs = to_probabilities(val_logits, task)
     return Fitted(model, splits["train"].y, splits["val"].y, val_probs, info, val_logits)
 
 
@@ -340,7 +338,7 @@ def calibrate(fitted: Fitted, task: str) -> dict[str, Any]:
     model = fitted.model
     fold_into(model.output_layers() if isinstance(model, TextFusion) else classifier, calibration)
     fitted.val_logits = calibration.apply(fitted.val_logits).astype(np.float32)
-    fitted.val_probs = logit_probabilities(fitted.val_logits, task)
+    fitted.val_probs = to_probabilities(fitted.val_logits, task)
     return calibration.to_json()
 
 

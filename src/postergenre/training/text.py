@@ -21,12 +21,12 @@ from sklearn.model_selection import KFold
 from postergenre.data.preprocess import InputSpec
 from postergenre.data.records import PosterRecord
 from postergenre.data.text import PosterText, TextSpec
+from postergenre.models.card import to_probabilities
 from postergenre.training.distributed import echo
 from postergenre.training.probe import (
     fit_classifier,
     fit_linear_probe,
     linear_weights,
-    logit_probabilities,
     validation_score,
 )
 
@@ -113,7 +113,7 @@ def fit_text_head(
     for c in TEXT_C:
         weight, bias = _fit(x_train, y_train, task, c, n_classes, balanced)
         logits = x_val @ weight.T + bias
-        score = validation_score(task, y_val, logit_probabilities(logits, task))
+        score = validation_score(task, y_val, to_probabilities(logits, task))
         tried.append({"C": c, "val_score": round(score, 6)})
         if best is None or score > best[0]:
             best = (score, c, weight, bias)

@@ -22,7 +22,7 @@ from postergenre.atomic import atomic_path
 from postergenre.console import progress
 from postergenre.data.preprocess import Normalisation
 from postergenre.data.transforms import Augmentation, to_model_input
-from postergenre.evaluation.metrics import mean_average_precision
+from postergenre.evaluation.metrics import balanced_accuracy, mean_average_precision
 from postergenre.evaluation.plots import plot_training_curves
 from postergenre.models.card import to_probabilities
 from postergenre.training import distributed
@@ -90,8 +90,8 @@ def epoch_order(train: SplitData, cfg: LoopConfig, generator: torch.Generator) -
 def _score(task: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     if task == "single":
         pred = probs.argmax(1)
-        recalls = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
-        return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(np.mean(recalls))}
+        accuracy = float((pred == y).mean())
+        return {"accuracy": accuracy, "balanced_accuracy": balanced_accuracy(y, pred)}
     return {"map": mean_average_precision(y, probs)}
 
 
@@ -222,7 +222,7 @@ def predict_split(
 ) -> np.ndarray:
     """Probabilities for every poster of a split, in order, without augmentation."""
     logits = predict_logits(model, split, normalisation)
-    return to_probabilities(torch.from_numpy(logits), task).numpy()
+    return to_probabilities(logits, task)
 
 
 def evaluate_split(
