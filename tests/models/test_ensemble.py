@@ -8,7 +8,8 @@ import torch
 
 from postergenre.explain.gradcam import grad_cam
 from postergenre.models import create_model, get_arch
-from postergenre.models.efficientnet_lite import efficientnet_lite, lite_ensemble
+from postergenre.models.efficientnet_lite import efficientnet_lite
+from postergenre.models.lite_ensemble import lite_ensemble
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _MODEL_MODULES = (
     "postergenre.models.seed_cnn",
     "postergenre.models.efficientnet_lite",
+    "postergenre.models.lite_ensemble",
     "postergenre.models.knn",
 )
 
