@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import errno
 import io
 import os
 import random
 import re
+import warnings
 from collections import Counter, deque
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -63,6 +66,11 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 # formats the label reader looks for.
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
 RETRY_STATUSES = frozenset({408, 429})
+# A file name holds 255 bytes: an id leaves room for its extension and the temporary name
+# an atomic write goes through.
+MAX_ID_BYTES = 200
+# Errors writing one poster that no other poster would escape: the run stops, lists written.
+FOLDER_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 NOT_ATTEMPTED = "not attempted (interrupted)"
 _TITLE_YEAR = re.compile(r"(?P<title>.*?)\s*\((?P<year>\d{4})(?:\s*[-–]\s*\d{0,4})?\s*\)\s*")
 
@@ -172,10 +180,24 @@ def _poster_id(raw: str) -> tuple[str, str]:
     poster_id = match_key(text)
     if not poster_id:
         return "", "no id"
-    unsafe = poster_id.startswith(".") or any(c in poster_id for c in "/\\\0")
-    if unsafe or not poster_id.isprintable() or len(poster_id) > 200:
-        return poster_id, "bad id"
-    return poster_id, ""
+    return poster_id, _id_problem(poster_id)
+
+
+def _id_problem(poster_id: str) -> str:
+    """Why `poster_id` cannot name a file in images/ ("" when it can)."""
+    if any(c in poster_id for c in "/\\"):
+        return "bad id: a path separator"
+    if poster_id.startswith("."):
+        return "bad id: starts with a dot"
+    if not poster_id.isprintable():
+        return "bad id: an unprintable character"
+    try:
+        size = len(os.fsencode(poster_id))
+    except UnicodeEncodeError:
+        return "bad id: characters no file name here can hold"
+    if size > MAX_ID_BYTES:
+        return "bad id: too long for a file name"
+    return ""
 
 
 def split_title_year(title: str) -> tuple[str, str]:
@@ -350,13 +372,17 @@ class _HostRateLimit:
     def __init__(self, rate: float):
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self._next: dict[str, float] = {}
+        self._turns: dict[str, asyncio.Lock] = {}
 
     async def wait(self, host: str) -> None:
-        now = asyncio.get_running_loop().time()
-        slot = max(now, self._next.get(host, now))
-        self._next[host] = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        """Return when a request to `host` may start: one `interval` after the previous one
+        really started. Slots are not booked ahead, so requests whose wake-up comes late (a
+        busy loop) cannot start together; the lock hands out turns first come, first served."""
+        loop = asyncio.get_running_loop()
+        async with self._turns.setdefault(host, asyncio.Lock()):
+            while (delay := self._next.get(host, 0.0) - loop.time()) > 0:
+                await asyncio.sleep(delay)  # again if a 429 moved the time on meanwhile
+            self._next[host] = loop.time() + self.interval
 
     def pause(self, host: str, seconds: float) -> None:
         until = asyncio.get_running_loop().time() + seconds
@@ -368,6 +394,10 @@ class _Outcome:
     kind: str  # "downloaded", "there" or "failed"
     reason: str = ""
     attempts: int = 0
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.3g}"
 
 
 def _scan_images(images: Path) -> dict[str, list[Path]]:
@@ -486,11 +516,19 @@ class _Downloader:
         """Write `body` as `images/<id>.<ext>` if it decodes as a poster (runs in a thread)."""
         if not body:
             raise _Failed("empty body")
+        limit = f"over the limit of {_megapixels(self.settings.max_pixels)} megapixels"
         try:
-            with Image.open(io.BytesIO(body), formats=POSTER_FORMATS) as probe:
-                image_format = probe.format or ""
+            with warnings.catch_warnings():  # the size is checked below, against our limit
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(body), formats=POSTER_FORMATS) as probe:
+                    image_format, (width, height) = probe.format or "", probe.size
+        except Image.DecompressionBombError:  # so large that Pillow will not even say the size
+            pillow = _megapixels(2 * (Image.MAX_IMAGE_PIXELS or 0))
+            raise _Failed(f"too many pixels: more than {pillow} megapixels, {limit}") from None
         except Exception:
             raise _Failed("not an image") from None
+        if width * height > self.settings.max_pixels:
+            raise _Failed(f"too many pixels: {width} x {height}, {limit}")
         try:
             image = open_poster(io.BytesIO(body), poster_id, self.settings.max_pixels)
         except PosterDecodeError as exc:
@@ -509,7 +547,9 @@ class _Downloader:
                 if stale != path:
                     stale.unlink(missing_ok=True)
         except OSError as exc:
-            raise DownloadFolderError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            if exc.errno in FOLDER_ERRORS:
+                raise DownloadFolderError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise _Failed(f"cannot store the poster ({exc.strerror or exc})") from None
         return path
 
 
@@ -595,8 +635,14 @@ def _write_lists(
             labels.append([row.id, "|".join(row.genres), row.title, row.year, row.url])
     report.kept = len(labels)
     failures = [[f.id, f.url, f.reason, str(f.attempts)] for f in report.failures]
-    write_text(report.labels_path, _csv_text(LABELS_HEADER, labels))
-    write_text(report.failures_path, _csv_text(FAILURES_HEADER, failures))
+    for path, text in (
+        (report.labels_path, _csv_text(LABELS_HEADER, labels)),
+        (report.failures_path, _csv_text(FAILURES_HEADER, failures)),
+    ):
+        try:
+            write_text(path, text)
+        except OSError as exc:
+            raise DownloadFolderError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return report
 
 
@@ -672,6 +718,10 @@ def download_posters(
         asyncio.run(_download_all(rows, settings, images, results, progress))
     except KeyboardInterrupt:
         interrupted = True
+    except DownloadFolderError:  # the folder refuses every poster: keep what is done, stop
+        with suppress(DownloadFolderError):
+            _write_lists(out, rows, results, duplicates, interrupted=True)
+        raise
     report = _write_lists(out, rows, results, duplicates, interrupted)
     if interrupted:
         raise DownloadInterrupted(report)
