@@ -24,15 +24,10 @@ import pytest
 
 from postergenre import __version__
 from postergenre.cli import main
-from postergenre.data.download import (
-    USER_AGENT,
-    DownloadFolderError,
-    IdColumnMissing,
-    UrlColumnMissing,
-    download_posters,
-    retry_after_seconds,
-)
+from postergenre.data.download import DownloadFolderError, download_posters
 from postergenre.data.labels import load_posters
+from postergenre.data.poster_fetch import USER_AGENT, retry_after_seconds
+from postergenre.data.url_list import IdColumnMissing, UrlColumnMissing
 from tests.conftest import make_poster
 
 # Small limits and backoffs keep each test well under a few seconds.
@@ -687,7 +682,7 @@ def test_too_many_pixels_is_said_as_such_at_any_size(server, tmp_path):
 
 
 def test_the_rate_holds_in_every_one_second_window(server, tmp_path, monkeypatch):
-    import postergenre.data.download as fetch_module
+    import postergenre.data.poster_fetch as fetch_module
 
     add_posters(server, tmp_path / "src", ["a.png"])
     real_sleep = asyncio.sleep
