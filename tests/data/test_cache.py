@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from postergenre.data.cache import PosterCache, default_cache_dir
 from postergenre.data.decode import load_poster_array
@@ -174,3 +176,26 @@ def test_cache_dir_none_uses_the_default(monkeypatch, tmp_path, files):
     PosterCache(None, WIDTH, HEIGHT).load(files[:1], progress=False)
 
     assert (tmp_path / "env-cache" / "posters-4x6-squash" / "rows.bin").is_file()
+
+
+@pytest.mark.parametrize("how", ["rewritten-in-place", "renamed-over"])
+def test_a_poster_replaced_by_one_of_the_same_size_and_mtime_is_decoded_again(tmp_path, how):
+    # BMPs of one size have the same byte count whatever their pixels.
+    poster = tmp_path / "same.bmp"
+    Image.new("RGB", (8, 12), (200, 0, 0)).save(poster)
+    stat = poster.stat()
+    cache = PosterCache(tmp_path / "cache", WIDTH, HEIGHT)
+    assert (cache.load([poster], progress=False)[0][..., 0] > 150).all()
+    time.sleep(0.02)  # the clock the kernel stamps change times with is coarse
+    other = tmp_path / "other.bmp"
+    Image.new("RGB", (8, 12), (0, 0, 200)).save(other)
+    if how == "renamed-over":
+        os.replace(other, poster)
+    else:
+        poster.write_bytes(other.read_bytes())
+    os.utime(poster, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` or rsync leave it
+    assert (poster.stat().st_size, poster.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+
+    again = cache.load([poster], progress=False)
+
+    assert (again[0][..., 2] > 150).all() and (again[0][..., 0] < 50).all()

@@ -3,9 +3,12 @@ with one warning line, and two writers on one cache do not both redo the work.""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 
 from postergenre.data.cache import PosterCache, fill_store
 from postergenre.data.decode import load_poster_array
-from postergenre.data.store import ArrayStore
+from postergenre.data.store import ArrayStore, file_key
 from tests.conftest import make_poster
 
 WIDTH, HEIGHT = 4, 6
@@ -117,3 +120,27 @@ def test_two_writers_on_one_cache_do_not_both_compute_everything(tmp_path):
         assert worker.exitcode == 0
     computed = log.read_text().splitlines()
     assert len(computed) == n, f"{len(computed)} computations for {n} keys"
+
+
+def test_rows_stored_before_checksums_existed_are_computed_again(posters, tmp_path):
+    folder = tmp_path / "cache" / FOLDER
+    folder.mkdir(parents=True)
+    (folder / "store.json").write_text(
+        json.dumps({"row_shape": [HEIGHT, WIDTH, 3], "dtype": "|u1"})
+    )
+    (folder / "rows.bin").write_bytes(b"\x07" * (WIDTH * HEIGHT * 3) * 2)  # not these posters
+    with closing(sqlite3.connect(folder / "index.sqlite")) as db, db:  # the old schema: no crc
+        db.execute("CREATE TABLE rows (key TEXT PRIMARY KEY, row INTEGER, error TEXT)")
+        db.executemany(
+            "INSERT INTO rows VALUES (?, ?, NULL)",
+            [(file_key(p), i) for i, p in enumerate(posters[:2])],
+        )
+
+    np.testing.assert_array_equal(_load(tmp_path / "cache", posters[:2]), _expected(posters[:2]))
+    store = ArrayStore(folder, (HEIGHT, WIDTH, 3), "uint8")
+    assert store.lookup([file_key(posters[0])])[file_key(posters[0])][0] >= 2  # a new row
+
+    # and never through an index that still has unchecked entries the reader did not add
+    with closing(sqlite3.connect(folder / "index.sqlite")) as db, db:
+        db.execute("UPDATE rows SET crc = NULL")
+    assert store.lookup([file_key(p) for p in posters[:2]]) == {}

@@ -3,13 +3,17 @@ is retried and how, the Kaggle list as it is, and a run interrupted then resumed
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import errno
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -20,15 +24,10 @@ import pytest
 
 from postergenre import __version__
 from postergenre.cli import main
-from postergenre.data.download import (
-    USER_AGENT,
-    DownloadFolderError,
-    IdColumnMissing,
-    UrlColumnMissing,
-    download_posters,
-    retry_after_seconds,
-)
+from postergenre.data.download import DownloadFolderError, download_posters
 from postergenre.data.labels import load_posters
+from postergenre.data.poster_fetch import USER_AGENT, retry_after_seconds
+from postergenre.data.url_list import IdColumnMissing, UrlColumnMissing
 from tests.conftest import make_poster
 
 # Small limits and backoffs keep each test well under a few seconds.
@@ -601,3 +600,104 @@ def test_cli_names_the_flag_for_a_missing_url_column(tmp_path, capsys):
     assert main(["download", "--labels", str(labels), "--out", str(tmp_path / "o")]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "no URL column" in line and "--url-column" in line
+
+
+# -- rows that cannot be stored, pixels, and the rate over time -----------------------------
+
+
+def test_an_id_no_file_can_be_named_after_is_a_failed_row_not_a_failed_run(server, tmp_path):
+    add_posters(server, tmp_path / "src", ["a.png", "b.png"])
+    long_id = "é" * 150  # 150 characters, 300 bytes: more than a file name may hold
+    (tmp_path / "out" / "images" / "taken.png").mkdir(parents=True)  # a folder in the way
+    rows = [
+        ("1", "/p/a.png"),
+        (long_id, "/p/b.png"),
+        ("x" * 300, "/p/b.png"),
+        ("sub/dir", "/p/b.png"),
+        ("taken", "/p/a.png"),
+        ("2", "/p/b.png"),
+    ]
+    for _ in range(2):  # a rerun finds the same rows, and fails the same ones the same way
+        report, out = download(tmp_path, server, rows)
+
+        assert (report.kept, report.failed) == (2, 4)
+        assert [r["id"] for r in read_csv(out / "labels.csv")] == ["tt0000001", "tt0000002"]
+        failures = failures_by_id(out)
+        assert list(failures) == [long_id, "x" * 300, "sub/dir", "taken"]
+        assert failures[long_id]["reason"] == "bad id: too long for a file name"
+        assert failures["sub/dir"]["reason"] == "bad id: a path separator"
+        assert failures["taken"]["reason"].startswith("cannot store the poster")
+        assert sorted(p.name for p in (out / "images").iterdir()) == [
+            "taken.png",
+            "tt0000001.png",
+            "tt0000002.png",
+        ]
+        assert no_temporaries(out)
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_lists(server, tmp_path, monkeypatch):
+    import postergenre.data.download as download_module
+
+    add_posters(server, tmp_path / "src", ["a.png"])
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(download_module, "write_bytes", full)
+    with pytest.raises(DownloadFolderError, match="No space left on device") as raised:
+        download(tmp_path, server, [("1", "/p/a.png")])
+    assert "\n" not in str(raised.value)
+    assert read_csv(tmp_path / "out" / "labels.csv") == []
+    assert list(failures_by_id(tmp_path / "out")) == ["tt0000001"]
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width` x `height` pixels (and holds none)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_too_many_pixels_is_said_as_such_at_any_size(server, tmp_path):
+    sizes = {"a": (8_000, 6_000), "b": (10_000, 10_000), "c": (20_000, 20_000)}
+    for name, (width, height) in sizes.items():
+        server.files[f"{name}.png"] = _png_header(width, height)
+    rows = [(name, f"/p/{name}.png") for name in sizes]
+    report, out = download(tmp_path, server, rows, max_pixels=40_000_000)
+
+    failures = failures_by_id(out)
+    assert (
+        failures["a"]["reason"] == "too many pixels: 8000 x 6000, over the limit of 40 megapixels"
+    )
+    assert (
+        failures["b"]["reason"] == "too many pixels: 10000 x 10000, over the limit of 40 megapixels"
+    )
+    assert failures["c"]["reason"].startswith("too many pixels: more than 179 megapixels")
+    assert failures["c"]["reason"].endswith(", over the limit of 40 megapixels")
+    assert report.failed == 3
+
+
+def test_the_rate_holds_in_every_one_second_window(server, tmp_path, monkeypatch):
+    import postergenre.data.poster_fetch as fetch_module
+
+    add_posters(server, tmp_path / "src", ["a.png"])
+    real_sleep = asyncio.sleep
+
+    async def late_sleep(seconds: float) -> None:
+        # a busy event loop wakes sleepers late: here the second sleeper, once
+        await real_sleep(seconds + (0.4 if late_sleep.calls == 1 else 0.0))
+        late_sleep.calls += 1
+
+    late_sleep.calls = 0
+    monkeypatch.setattr(fetch_module.asyncio, "sleep", late_sleep)
+    rows = [(f"p{i}", "/p/a.png") for i in range(30)]
+    download(tmp_path, server, rows, concurrency=8, rate=20)
+
+    starts = sorted(server.times("/p/"))
+    assert len(starts) == 30
+    busiest = max(sum(1 for t in starts if first <= t < first + 1.0) for first in starts)
+    assert busiest <= 20, busiest

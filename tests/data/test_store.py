@@ -11,13 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from postergenre.data.store import (
-    ArrayStore,
-    file_key,
-    is_stale_key,
-    read_entries,
-    remove_store,
-)
+from postergenre.data.store import ArrayStore, file_key, is_stale_key
+from postergenre.data.store_folder import read_entries, remove_store
 from postergenre.errors import UserError
 
 

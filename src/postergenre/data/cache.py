@@ -1,7 +1,8 @@
 """Decode-once feature caches: posters (uint8 pixels), embeddings and text, memory-mapped on disk.
 
 Each kind of feature lives in its own `ArrayStore` folder of the cache root (`default_cache_dir`);
-`fill_store` computes only the rows of files not cached yet and maps every file to its row.
+`fill_store` computes only the rows of files not cached yet and maps every file to its row; a
+store the filesystem refuses is skipped with one warning and the rows computed in memory.
 `PosterCache` is the pixel cache; `run_jobs` runs decode or OCR jobs serially or in a pool.
 Maintenance (`cache info|prune|clear`) lives in `postergenre.data.cache_admin`.
 """
@@ -22,11 +23,16 @@ from postergenre import console
 from postergenre._cpu import default_workers
 from postergenre.data.decode import load_poster_array
 from postergenre.data.store import ArrayStore, file_key
+from postergenre.data.store_folder import CacheUnavailable
 from postergenre.errors import PosterDecodeError, UserError
 from postergenre.paths import user_path
 
 CACHE_ENV = "POSTERGENRE_CACHE"
 _APPEND_BATCH = 256
+# Rows computed without a usable store are held in memory: at most this many bytes per call.
+UNCACHED_MAX_BYTES = 2 << 30
+# Cache roots already warned about: one warning line per root and process, however many stores.
+_WARNED: set[Path] = set()
 # What a job computing one row gives back: (input index, row or None, error or None).
 Row = tuple[int, np.ndarray | None, str | None]
 
@@ -64,8 +70,29 @@ def fill_store(
 ) -> CachedArrays:
     """Compute the rows missing from `store` for `paths` (in batches, appended as they come),
     then map every path to its row. `compute(indices)` yields (index, row or None, error or
-    None); a file that cannot even be stat'ed is an error without a key."""
+    None); a file that cannot even be stat'ed is an error without a key. When the filesystem
+    refuses the store (read-only, full, not a folder), the rows are computed without it."""
     keys, key_errors = _file_keys(paths)
+    if store.unusable is None:
+        try:
+            return _fill_cached(store, paths, keys, key_errors, compute)
+        except CacheUnavailable:
+            pass  # the store marked itself unusable: what it held is computed again below
+    assert store.unusable is not None
+    if store.directory.parent not in _WARNED:
+        _WARNED.add(store.directory.parent)
+        console.warn(f"{store.unusable}; continuing without it")
+    return _fill_uncached(store, keys, key_errors, compute)
+
+
+def _fill_cached(
+    store: ArrayStore,
+    paths: Sequence[Path],
+    keys: list[str | None],
+    key_errors: dict[int, str],
+    compute: Callable[[list[int]], Iterator[Row]],
+) -> CachedArrays:
+    """`fill_store` through the store (CacheUnavailable as soon as the filesystem refuses)."""
     valid = [k for k in keys if k is not None]
     for attempt in range(2):
         missing = _missing(store, keys)
@@ -84,6 +111,34 @@ def fill_store(
     else:
         raise UserError(f"cache folder {store.directory} keeps damaging rows; delete it")
     return _arrays(data, paths, keys, known, key_errors)
+
+
+def _fill_uncached(
+    store: ArrayStore,
+    keys: list[str | None],
+    key_errors: dict[int, str],
+    compute: Callable[[list[int]], Iterator[Row]],
+) -> CachedArrays:
+    """`fill_store` without the store: every row computed into memory, within
+    `UNCACHED_MAX_BYTES`."""
+    wanted = [i for i, key in enumerate(keys) if key is not None]
+    needed = len(wanted) * store.row_bytes
+    if needed > UNCACHED_MAX_BYTES:
+        raise UserError(
+            f"{store.unusable}, and without it {len(wanted):,} rows would need "
+            f"{console.format_bytes(needed)} of memory; use a writable cache folder"
+        )
+    data = np.empty((len(wanted), *store.row_shape), dtype=store.dtype)
+    slots = {index: slot for slot, index in enumerate(wanted)}
+    rows = np.full(len(keys), -1, dtype=np.int64)
+    errors = dict(key_errors)
+    for index, array, error in compute(wanted):
+        if array is None:
+            errors[index] = error or "unreadable"
+        else:
+            data[slots[index]] = array
+            rows[index] = slots[index]
+    return CachedArrays(data, rows, errors)
 
 
 def _file_keys(paths: Sequence[Path]) -> tuple[list[str | None], dict[int, str]]:

@@ -2,7 +2,9 @@
 dropping the entries of changed or deleted files, and emptying it.
 
 `cache_info` only reads; `prune_cache` compacts every store through `ArrayStore.prune`;
-`clear_cache` deletes only folders that hold nothing but what postergenre writes.
+`clear_cache` deletes only folders that hold nothing but what postergenre writes. A store whose
+files do not read as one is reported damaged and left alone; a root that is not a folder, or
+that the filesystem refuses, is a one-line `UserError`.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from pathlib import Path
 
 from postergenre import console
 from postergenre.data.cache import cache_root
-from postergenre.data.store import (
+from postergenre.data.store import ArrayStore, is_stale_key
+from postergenre.data.store_folder import (
     STORE_FILES,
-    ArrayStore,
-    is_stale_key,
+    StoreDamaged,
     read_entries,
     remove_store,
     tree_bytes,
@@ -33,7 +35,8 @@ _ONNX_DIR = "onnx"
 
 @dataclass
 class FolderInfo:
-    """One folder of the cache root: `kind` is posters, embeddings, text, onnx or other."""
+    """One folder of the cache root: `kind` is posters, embeddings, text, onnx or other;
+    `damaged` says why a store's files do not read as one ("" when they do)."""
 
     name: str
     kind: str
@@ -41,6 +44,7 @@ class FolderInfo:
     failed: int = 0
     stale: int = 0
     bytes: int = 0
+    damaged: str = ""
 
 
 @dataclass
@@ -80,7 +84,8 @@ class CacheInfo:
             cells += [cell.rjust(width) for cell, width in zip(row[2:], widths[2:], strict=True)]
             return "  ".join(cells).rstrip()
 
-        return "\n".join([f"cache {self.root}", *(render(row) for row in table)])
+        notes = [f"{f.name} is damaged ({f.damaged})" for f in self.folders if f.damaged]
+        return "\n".join([f"cache {self.root}", *(render(row) for row in table), *notes])
 
 
 def _cells(name: str, kind: str, counts: FolderInfo | CacheInfo) -> tuple[str, ...]:
@@ -91,14 +96,18 @@ def _cells(name: str, kind: str, counts: FolderInfo | CacheInfo) -> tuple[str, .
 
 @dataclass
 class PruneReport:
-    """What `prune_cache` removed."""
+    """What `prune_cache` removed, and the damaged stores (folder names) it left alone."""
 
     entries_removed: int = 0
     bytes_freed: int = 0
+    damaged: dict[str, str] = field(default_factory=dict)  # folder name: why
 
     def format(self) -> str:
         freed = console.format_bytes(self.bytes_freed)
-        return f"removed {self.entries_removed:,} stale entries, freed {freed}"
+        lines = [f"removed {self.entries_removed:,} stale entries, freed {freed}"]
+        for name, reason in self.damaged.items():
+            lines.append(f"left {name} alone: damaged ({reason})")
+        return "\n".join(lines)
 
 
 def cache_info(cache_dir: Path | None = None) -> CacheInfo:
@@ -110,7 +119,11 @@ def cache_info(cache_dir: Path | None = None) -> CacheInfo:
         kind = _folder_kind(entry)
         folder = FolderInfo(entry.name, kind, bytes=tree_bytes(Path(entry.path)))
         if kind in _STORE_KINDS:
-            for key, row in read_entries(Path(entry.path)):
+            try:
+                entries = read_entries(Path(entry.path))
+            except StoreDamaged as exc:
+                folder.damaged, entries = str(exc), []
+            for key, row in entries:
                 folder.entries += 1
                 folder.failed += row < 0
                 folder.stale += is_stale_key(key)
@@ -125,9 +138,15 @@ def prune_cache(cache_dir: Path | None = None) -> PruneReport:
     compacting their row files (ONNX exports are left alone: only `clear_cache` removes them)."""
     report = PruneReport()
     for entry in _folders(cache_root(cache_dir)):
-        is_store = _folder_kind(entry) in _STORE_KINDS
-        store = ArrayStore.reopen(Path(entry.path)) if is_store else None
-        if store is None:  # not a store, or one that never stored anything
+        if _folder_kind(entry) not in _STORE_KINDS:
+            continue
+        try:
+            read_entries(Path(entry.path))  # read-only first: damage is reported, not repaired
+            store = ArrayStore.reopen(Path(entry.path))
+        except StoreDamaged as exc:
+            report.damaged[entry.name] = str(exc)
+            continue
+        if store is None:  # a store that never stored anything
             continue
         with closing(store):
             removed, freed = store.prune()
@@ -141,10 +160,6 @@ def clear_cache(cache_dir: Path | None = None) -> int:
     returns the bytes freed. Refuses, deleting nothing, when the root holds anything else:
     a mistyped `--cache-dir` must not empty someone's home folder."""
     root = cache_root(cache_dir)
-    if not root.exists():
-        return 0
-    if not root.is_dir():
-        raise UserError(f"cache folder {root} is not a folder")
     entries = _folders(root)
     foreign = [e.name for e in entries if not _is_ours(e)]
     if foreign:
@@ -160,17 +175,27 @@ def clear_cache(cache_dir: Path | None = None) -> int:
         folder = Path(entry.path)
         freed += tree_bytes(folder)
         if _folder_kind(entry) == "onnx":
-            shutil.rmtree(folder)
+            try:
+                shutil.rmtree(folder)
+            except OSError as exc:
+                raise UserError(f"cannot clear {folder}: {exc.strerror or exc}") from exc
         else:
             remove_store(folder)
     return freed
 
 
 def _folders(root: Path) -> list[os.DirEntry[str]]:
-    """The entries of the cache root by name; none when it is missing (nothing is created)."""
-    if not root.is_dir():
+    """The entries of the cache root by name; none when it is missing (nothing is created).
+    A root that is not a folder, or cannot be read, is a `UserError`."""
+    try:
+        with os.scandir(root) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except FileNotFoundError:
         return []
-    return sorted(os.scandir(root), key=lambda e: e.name)
+    except NotADirectoryError:
+        raise UserError(f"cache folder {root} is not a folder") from None
+    except OSError as exc:
+        raise UserError(f"cannot read cache folder {root}: {exc.strerror or exc}") from None
 
 
 def _folder_kind(entry: os.DirEntry[str]) -> str:
@@ -189,7 +214,11 @@ def _is_ours(entry: os.DirEntry[str]) -> bool:
     kind = _folder_kind(entry)
     if kind == "other":
         return False
-    for child in os.scandir(entry.path):
+    try:
+        children = list(os.scandir(entry.path))
+    except OSError as exc:
+        raise UserError(f"cannot read cache folder {entry.path}: {exc.strerror or exc}") from None
+    for child in children:
         if not child.is_file(follow_symlinks=False):
             return False
         if kind == "onnx":

@@ -1,10 +1,14 @@
 """The on-disk row store: fixed-shape rows appended to one file, found by key through SQLite.
 
 An `ArrayStore` is an append-only file of fixed-shape rows plus a SQLite index from a string key
-to a row. Keys (`file_key`) include a file's size and modification time, so a changed poster
-simply gets a new key (and a new row); deleting the store's folder only costs time.
+to a row. Keys (`file_key`) include a file's size, modification time, inode and change time, so a
+changed or replaced poster simply gets a new key (and a new row); deleting the store's folder only
+costs time.
 
-Every row carries a CRC32 of its bytes, so damage on disk is found and the row computed again.
+Every row carries a CRC32 of its bytes, so damage on disk is found and the row computed again; a
+row without one (written before checksums existed) is never served.
+A store the filesystem refuses (read-only, full, a folder where a file belongs) becomes
+`unusable`: its methods raise `CacheUnavailable`, so callers can go on without it.
 Writers take a store's lock exclusively; `snapshot` takes it shared while it maps the rows, so a
 compaction (`ArrayStore.prune`) never swaps the file between its index lookup and its map.
 """
@@ -12,66 +16,84 @@ compaction (`ArrayStore.prune`) never swaps the file between its index lookup an
 from __future__ import annotations
 
 import fcntl
-import json
+import functools
 import os
 import sqlite3
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from postergenre import console
 from postergenre.atomic import write_json
+from postergenre.data.store_folder import (
+    COMPACT_FILE,
+    DATA_FILE,
+    INDEX_FILE,
+    LOCK_FILE,
+    SPEC_FILE,
+    WORK_LOCK_FILE,
+    CacheUnavailable,
+    check_files,
+    checked_spec,
+    flocked,
+    fsync_dir,
+    read_spec,
+    tree_bytes,
+)
 from postergenre.errors import UserError
 
 # SQLite's limit on bound parameters: key lookups go in chunks of this many.
 _KEY_CHUNK = 900
-_DATA_FILE = "rows.bin"
-_INDEX_FILE = "index.sqlite"
-_SPEC_FILE = "store.json"
-_LOCK_FILE = "lock"
-# Held while rows are computed, so a second writer waits and then finds them done.
-_WORK_LOCK_FILE = "work.lock"
-# A compaction writes the live rows here, then renames it over rows.bin (see `_compact`).
-_COMPACT_FILE = "rows.bin.compact"
-# Everything an ArrayStore folder may hold: SQLite's side files and our temporary files too.
-STORE_FILES = frozenset(
-    {
-        _DATA_FILE,
-        _INDEX_FILE,
-        _SPEC_FILE,
-        _LOCK_FILE,
-        _WORK_LOCK_FILE,
-        _COMPACT_FILE,
-        "store.tmp",
-        f"{_INDEX_FILE}-journal",
-        f"{_INDEX_FILE}-wal",
-        f"{_INDEX_FILE}-shm",
-    }
-)
+# An index entry is served only with a checksum to check its row against (failures have no row).
+_SERVED = "(row < 0 OR crc IS NOT NULL)"
+_CHECKED_ROWS = "AND row >= 0 AND crc IS NOT NULL"
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def file_key(path: Path) -> str:
-    """Identify a file's current content cheaply: resolved path, size and mtime."""
-    stat = path.stat()
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    """Identify a file's current content cheaply: its resolved path and `_identity`."""
+    return f"{path.resolve()}|{_identity(path.stat())}"
+
+
+def _identity(stat: os.stat_result) -> str:
+    # Size and mtime can be copied over (`cp -p`, rsync); inode and change time cannot.
+    return f"{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|{stat.st_ctime_ns}"
 
 
 def is_stale_key(key: str) -> bool:
-    """Whether a `file_key` no longer describes its file (gone, or another size or mtime).
+    """Whether a `file_key` no longer describes its file (gone, replaced or changed).
     A key of any other form can never be looked up again, so it is stale too."""
-    parts = key.rsplit("|", 2)
-    if len(parts) != 3:
+    path, *identity = key.rsplit("|", 4)
+    if len(identity) != 4:
         return True
-    path, size, mtime_ns = parts
     try:
-        stat = os.stat(path)
+        return _identity(os.stat(path)) != "|".join(identity)
     except OSError:
         return True
-    return f"{stat.st_size}|{stat.st_mtime_ns}" != f"{size}|{mtime_ns}"
+
+
+def _guarded(
+    method: Callable[Concatenate[ArrayStore, _P], _R],
+) -> Callable[Concatenate[ArrayStore, _P], _R]:
+    """A store method after which a filesystem refusal leaves the store `unusable`; once it
+    is, every guarded method raises the same `CacheUnavailable` without touching the disk."""
+
+    @functools.wraps(method)
+    def run(store: ArrayStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if store.unusable is not None:
+            raise store.unusable
+        try:
+            return method(store, *args, **kwargs)
+        except (OSError, sqlite3.OperationalError) as exc:
+            store.unusable = CacheUnavailable(store.directory, exc)
+            raise store.unusable from exc
+
+    return run
 
 
 class ArrayStore:
@@ -82,15 +104,22 @@ class ArrayStore:
         self.row_shape = tuple(row_shape)
         self.dtype = np.dtype(dtype)
         self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create cache folder {self.directory}: {exc}") from exc
-        self._data_path = self.directory / _DATA_FILE
-        self._compact_path = self.directory / _COMPACT_FILE
+        self._data_path = self.directory / DATA_FILE
+        self._compact_path = self.directory / COMPACT_FILE
         self._spec = {"row_shape": list(self.row_shape), "dtype": self.dtype.str}
+        # Set by `_guarded` when the filesystem refuses the store (see `CacheUnavailable`).
+        self.unusable: CacheUnavailable | None = None
+        with suppress(CacheUnavailable):
+            self._setup()
+
+    @_guarded
+    def _setup(self) -> None:
+        """Create or open the folder, starting a damaged store again."""
+        self.directory.mkdir(parents=True, exist_ok=True)
         try:
             self._open()
+        except sqlite3.OperationalError:  # cannot open or write the index: not damage
+            raise
         except (sqlite3.DatabaseError, ValueError) as exc:  # ValueError: the spec is garbage
             self._start_again(str(exc))
         self._drop_rows_past_end()
@@ -98,20 +127,26 @@ class ArrayStore:
     @classmethod
     def reopen(cls, directory: Path) -> ArrayStore | None:
         """The store in `directory`, with the row shape and dtype its spec records; None when
-        the folder has no spec (nothing was ever stored there)."""
-        spec = _read_spec(Path(directory))
+        the folder has no spec (nothing was ever stored there). Raises `StoreDamaged` for an
+        unreadable spec and `CacheUnavailable` when the store cannot be opened for writing."""
+        spec = checked_spec(Path(directory))
         if spec is None:
             return None
-        return cls(directory, tuple(spec["row_shape"]), spec["dtype"])
+        store = cls(directory, tuple(spec["row_shape"]), spec["dtype"])
+        if store.unusable is not None:
+            raise store.unusable
+        return store
 
     def _open(self) -> None:
-        """Check the spec and the index, creating them when new; raise if either is damaged."""
-        spec = _read_spec(self.directory)  # garbage: ValueError, started again
+        """Check the files, the spec and the index, creating them when new; raise if any is
+        damaged (a folder where a file belongs is an OSError: unusable, not started again)."""
+        check_files(self.directory)
+        spec = read_spec(self.directory)  # garbage: ValueError, started again
         if spec is None:
-            write_json(self.directory / _SPEC_FILE, self._spec, indent=None)
+            write_json(self.directory / SPEC_FILE, self._spec, indent=None)
         elif spec != self._spec:  # a well-formed other shape is a mistake, not damage
             raise UserError(f"cache folder {self.directory} holds rows of another shape; delete it")
-        self._db = sqlite3.connect(self.directory / _INDEX_FILE, timeout=60)
+        self._db = sqlite3.connect(self.directory / INDEX_FILE, timeout=60)
         if self._db.execute("PRAGMA quick_check").fetchone() != ("ok",):
             raise sqlite3.DatabaseError("the index failed its integrity check")
         self._db.execute(
@@ -131,10 +166,10 @@ class ArrayStore:
         with suppress(AttributeError, sqlite3.Error):
             self._db.close()
         with self._locked(recover=False):
-            for name in (_DATA_FILE, _INDEX_FILE, _SPEC_FILE, _COMPACT_FILE):
+            for name in (DATA_FILE, INDEX_FILE, SPEC_FILE, COMPACT_FILE):
                 with suppress(FileNotFoundError):
                     (self.directory / name).unlink()
-            for side in self.directory.glob(f"{_INDEX_FILE}-*"):
+            for side in self.directory.glob(f"{INDEX_FILE}-*"):
                 side.unlink(missing_ok=True)
         self._open()
 
@@ -151,6 +186,7 @@ class ArrayStore:
                 "rows (a truncated file); they will be computed again"
             )
 
+    @_guarded
     def drop(self, keys: Sequence[str]) -> None:
         """Forget `keys` (their rows stay in the file until a prune)."""
         with self._locked(), self._db:
@@ -158,16 +194,23 @@ class ArrayStore:
 
     def damaged(self, keys: Sequence[str], data: np.ndarray) -> list[str]:
         """The keys among `keys` whose row in `data` no longer has the checksum it was
-        written with (rows stored before checksums existed are not checked)."""
+        written with (rows without a checksum are never served: see `lookup`)."""
         return [
             key
-            for key, row, crc in self._select("key, row, crc", keys, "AND row >= 0")
-            if crc is not None and (row >= len(data) or _checksum(data[row]) != crc)
+            for key, row, crc in self._select(
+                "key, row, crc", keys, "AND row >= 0 AND crc IS NOT NULL"
+            )
+            if row >= len(data) or _checksum(data[row]) != crc
         ]
 
+    @_guarded
     def lookup(self, keys: Sequence[str]) -> dict[str, tuple[int, str | None]]:
-        """{key: (row, error)} for the keys already stored (row is -1 for a recorded failure)."""
-        return {key: (row, error) for key, row, error in self._select("key, row, error", keys)}
+        """{key: (row, error)} for the keys already stored (row is -1 for a recorded failure);
+        a row stored without a checksum counts as missing, so it is computed again."""
+        return {
+            key: (row, error)
+            for key, row, error in self._select("key, row, error", keys, f"AND {_SERVED}")
+        }
 
     def _select(self, columns: str, keys: Sequence[str], also: str = "") -> Iterator[Any]:
         """`columns` of the index entries of `keys` (each key once) that also match `also`."""
@@ -182,15 +225,22 @@ class ArrayStore:
     def computing(self) -> Iterator[None]:
         """Held while rows are computed: a second writer of the same store waits here, then
         looks its keys up again and finds the first writer's rows."""
-        with _flocked(self.directory / _WORK_LOCK_FILE, fcntl.LOCK_EX):
+        with ExitStack() as held:
+            self._hold(held, WORK_LOCK_FILE)
             yield
+
+    @_guarded
+    def _hold(self, held: ExitStack, name: str) -> None:
+        """Take the exclusive lock `name` until `held` closes (only taking it is guarded: the
+        work done under it may fail in its own ways)."""
+        held.enter_context(flocked(self.directory / name, fcntl.LOCK_EX))
 
     @contextmanager
     def _locked(self, shared: bool = False, recover: bool = True) -> Iterator[None]:
         """Hold the store's lock: exclusive for writers, shared for readers that must see the
         index and rows.bin agree. Not re-entrant: never nest two `_locked` in one process."""
-        with _flocked(
-            self.directory / _LOCK_FILE, fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        with flocked(
+            self.directory / LOCK_FILE, fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         ) as lock:
             if recover and self._compact_path.exists():  # a compaction died: settle it
                 if shared:  # converting drops the lock first, so two readers cannot deadlock
@@ -207,12 +257,13 @@ class ArrayStore:
         if flagged:
             if self._compact_path.exists():
                 os.replace(self._compact_path, self._data_path)
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             self._db.execute("DELETE FROM meta WHERE name = 'compacting'")
             self._db.commit()
         elif self._compact_path.exists():  # the index still numbers the old file's rows
             self._compact_path.unlink()
 
+    @_guarded
     def append(self, items: Sequence[tuple[str, np.ndarray | None, str | None]]) -> None:
         """Store (key, row or None, error or None) items; rows are on disk before the index."""
         if not items:
@@ -241,6 +292,7 @@ class ArrayStore:
             )
             self._db.commit()
 
+    @_guarded
     def snapshot(
         self, keys: Sequence[str]
     ) -> tuple[dict[str, tuple[int, str | None]], np.ndarray, list[str]]:
@@ -252,6 +304,7 @@ class ArrayStore:
             data = self.rows()
             return known, data, self.damaged(keys, data)
 
+    @_guarded
     def rows(self) -> np.ndarray:
         """All stored rows, memory-mapped read-only. Use `snapshot` to read them together with
         the index: a map keeps its file alive, so rows mapped there stay valid after a
@@ -261,6 +314,7 @@ class ArrayStore:
         n = self._data_path.stat().st_size // self.row_bytes
         return np.memmap(self._data_path, self.dtype, "r", shape=(n, *self.row_shape))
 
+    @_guarded
     def prune(self) -> tuple[int, int]:
         """Drop the entries of files that are gone or changed, and compact rows.bin so only rows
         an entry refers to remain; returns (entries removed, bytes freed)."""
@@ -269,9 +323,10 @@ class ArrayStore:
             n_rows = self._row_count()
             dead: list[str] = []
             live: set[int] = set()
-            for key, row in self._db.execute("SELECT key, row FROM rows").fetchall():
-                # A row past the end of rows.bin cannot be read back: its entry goes too.
-                if row >= n_rows or is_stale_key(key):
+            entries = self._db.execute(f"SELECT key, row, {_SERVED} FROM rows").fetchall()
+            for key, row, served in entries:
+                # A row past the end of rows.bin, or without a checksum, is never served again.
+                if row >= n_rows or not served or is_stale_key(key):
                     dead.append(key)
                 elif row >= 0:
                     live.add(row)
@@ -291,8 +346,9 @@ class ArrayStore:
             return len(dead), max(before - tree_bytes(self.directory), 0)
 
     def close(self) -> None:
-        """Close the index connection."""
-        self._db.close()
+        """Close the index connection (if it was ever opened)."""
+        with suppress(AttributeError, sqlite3.Error):
+            self._db.close()
 
     def _data_size(self) -> int:
         try:
@@ -321,7 +377,7 @@ class ArrayStore:
             out.flush()
             os.fsync(out.fileno())
         del old_rows
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         keep = self._db.execute("SELECT key, row FROM rows WHERE row >= 0").fetchall()
         with self._db:  # one transaction: stale entries out, rows renumbered, flag set
             self._db.executemany("DELETE FROM rows WHERE key = ?", [(k,) for k in dead])
@@ -333,76 +389,5 @@ class ArrayStore:
         self._recover()
 
 
-def read_entries(directory: Path) -> list[tuple[str, int]]:
-    """(key, row) of every entry of the store in `directory`, its index opened read-only:
-    nothing is created, repaired or recovered (row is -1 for a recorded failure)."""
-    path = Path(directory) / _INDEX_FILE
-    if not path.is_file():
-        return []
-    try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            return db.execute("SELECT key, row FROM rows").fetchall()
-    except sqlite3.Error as exc:
-        raise UserError(f"cannot read cache index {path}: {exc}") from exc
-
-
-def remove_store(directory: Path) -> None:
-    """Delete the store folder `directory` and its files, under the store's lock so no writer
-    is halfway through an append or a compaction (the store is not opened, so not repaired)."""
-    directory = Path(directory)
-    with _flocked(directory / _LOCK_FILE, fcntl.LOCK_EX):
-        for name in os.listdir(directory):
-            if name != _LOCK_FILE:
-                (directory / name).unlink()
-        (directory / _LOCK_FILE).unlink()
-    directory.rmdir()
-
-
-def _read_spec(directory: Path) -> dict[str, Any] | None:
-    """The store description in `directory`, None when there is none; ValueError if garbage."""
-    path = directory / _SPEC_FILE
-    if not path.is_file():
-        return None
-    spec = json.loads(path.read_text())
-    if not isinstance(spec, dict) or set(spec) != {"row_shape", "dtype"}:
-        raise ValueError(f"{_SPEC_FILE} is not a store description")
-    return spec
-
-
-@contextmanager
-def _flocked(path: Path, mode: int) -> Iterator[IO[str]]:
-    """Hold an advisory `flock` (`mode`) on the lock file `path`, created if need be."""
-    with open(path, "a") as lock:
-        fcntl.flock(lock, mode)
-        try:
-            yield lock
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _checksum(row: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(row).data)
-
-
-def tree_bytes(path: Path) -> int:
-    """Total size of the files under `path` (links not followed)."""
-    if path.is_symlink() or not path.is_dir():
-        try:
-            return path.lstat().st_size
-        except OSError:
-            return 0
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            with suppress(OSError):  # removed meanwhile
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-    return total
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
