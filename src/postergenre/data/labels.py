@@ -31,9 +31,13 @@ _ONE_HOT_VALUES = {"0", "1", "0.0", "1.0", "true", "false"}
 class PosterSourceMissing(UserError):
     """Neither or both of a label file and a folder layout were given."""
 
+    hint = "use --labels CSV or --folder DIR"
+
 
 class LabelFileTooLarge(UserError):
     """A label file over the size limit."""
+
+    hint = "or pass --max-labels-mb"
 
 
 def parse_genres(value: str) -> tuple[str, ...]:

@@ -259,6 +259,8 @@ class PathSet:
 class UnfinishedPredictions(UserError):
     """The predictions of an unfinished run lie beside the output, and resuming was not asked."""
 
+    hint = "pass --resume to go on with it, or delete it"
+
 
 JOURNAL_SUFFIX = ".partial"
 _JOURNAL = "postergenre predictions journal"

@@ -17,6 +17,8 @@ from postergenre.serving.limits import REQUEST_TIMEOUT_S, GuardedH11Protocol
 class PortInUse(UserError):
     """The address cannot be listened on (taken by another server, or not this machine's)."""
 
+    hint = "choose another with --port (make demo PORT=N)"
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket; port 0 picks a free one."""

@@ -60,9 +60,13 @@ GRADIENT_ONLY = ("epochs", "batch_size", "lr", "patience", "monitor", "augment")
 class RunFolderInUse(UserError):
     """The output folder already holds a run (resume it, or train into another folder)."""
 
+    hint = "pass --resume to continue it, or choose another --out"
+
 
 class NothingToResume(UserError):
     """Asked to resume, but the folder holds no run to continue."""
+
+    hint = "run without --resume to start it"
 
 
 @dataclass
