@@ -259,3 +259,19 @@ def test_label_limits_in_megabytes():
 def test_cache_clear_prints_bytes_in_si_units(tmp_path, capsys):
     assert main(["cache", "clear", "--cache-dir", str(tmp_path / "none")]) == 0
     assert capsys.readouterr().out == "cleared the cache: 0 B freed\n"
+
+
+def test_the_environment_label_limit_goes_through_the_same_rule(tmp_path, monkeypatch):
+    from postergenre.data.labels import LABELS_LIMIT_ENV, read_label_csv
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("Id,Genre\n" + "tt1,Action\n" * 200)  # 2,209 bytes
+    monkeypatch.setenv(LABELS_LIMIT_ENV, str(2000 / 1024 / 1024))
+    with pytest.raises(LabelFileTooLarge):
+        read_label_csv(labels)
+    monkeypatch.setenv(LABELS_LIMIT_ENV, "0")  # zero is a limit, not "the default"
+    with pytest.raises(LabelFileTooLarge):
+        read_label_csv(labels)
+    monkeypatch.setenv(LABELS_LIMIT_ENV, "lots")
+    with pytest.raises(UserError, match="is not a number of megabytes"):
+        read_label_csv(labels)
