@@ -78,7 +78,7 @@ def test_only_cache_fills_the_cache_and_cache_commands(seed_run, tmp_path, capsy
     base = ["predict", str(folder), "--model", str(seed_run), "--runtime", "torch"]
     base += ["--cache-dir", str(cache), "--out", str(tmp_path / "p.csv")]
     assert main(base) == 0  # the cache is off by default
-    assert main([*base, "--no-cache"]) == 0  # still accepted, and does nothing
+    assert main([*base, "--no-cache"]) == 0  # the explicit form of the default
     assert not any(cache.glob("posters-*"))
     assert main([*base, "--cache"]) == 0
     capsys.readouterr()

@@ -265,16 +265,3 @@ class PosterCache:
             yield from run_jobs(_decode_job, jobs, workers, "decoding posters", progress, 64, 32)
 
         return fill_store(self.store, paths, compute)
-
-
-_MOVED_TO_ADMIN = frozenset({"cache_info", "prune_cache", "clear_cache"})
-
-
-def __getattr__(name: str) -> Any:
-    # The `cache` command still reaches the administration through this module; this
-    # forwarding goes once it imports postergenre.data.cache_admin itself.
-    if name in _MOVED_TO_ADMIN:
-        from postergenre.data import cache_admin
-
-        return getattr(cache_admin, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

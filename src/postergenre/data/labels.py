@@ -33,9 +33,13 @@ _ONE_HOT_VALUES = {"0", "1", "0.0", "1.0", "true", "false"}
 class PosterSourceMissing(UserError):
     """Neither or both of a label file and a folder layout were given."""
 
+    hint = "use --labels CSV or --folder DIR"
+
 
 class LabelFileTooLarge(UserError):
     """A label file over the size limit."""
+
+    hint = "or pass --max-labels-mb"
 
 
 def parse_genres(value: str) -> tuple[str, ...]:
@@ -76,14 +80,21 @@ HEADER_BYTES = 64 * 1024
 DELIMITERS = (",", ";", "\t")
 
 
+def label_limit_bytes(megabytes: float | None) -> int | None:
+    """A label-file limit given in megabytes (`--max-labels-mb`, `$POSTERGENRE_MAX_LABELS_MB`;
+    MiB) in bytes; None stays None (the default limit)."""
+    return None if megabytes is None else int(megabytes * 1024 * 1024)
+
+
 def _label_limit(max_bytes: int | None) -> int:
     if max_bytes is not None:
         return max_bytes
     env = os.environ.get(LABELS_LIMIT_ENV)
     try:
-        return int(float(env) * 1024 * 1024) if env else MAX_LABEL_BYTES
+        limit = label_limit_bytes(float(env)) if env else None
     except ValueError:
         raise UserError(f"{LABELS_LIMIT_ENV}={env!r} is not a number of megabytes") from None
+    return MAX_LABEL_BYTES if limit is None else limit
 
 
 def _encoding(path: Path) -> str:

@@ -36,9 +36,13 @@ _TITLE_YEAR = re.compile(r"(?P<title>.*?)\s*\((?P<year>\d{4})(?:\s*[-–]\s*\d{0
 class UrlColumnMissing(UserError):
     """The URL list has no column of poster URLs."""
 
+    hint = "name it with --url-column"
+
 
 class IdColumnMissing(UserError):
     """The URL list has no id column."""
+
+    hint = "name it with --id-column"
 
 
 @dataclass

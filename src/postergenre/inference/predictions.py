@@ -120,6 +120,27 @@ def check_output(path: Path) -> None:
         raise UserError("writing Parquet needs pyarrow: pip install 'postergenre[parquet]'")
 
 
+# Where a folder's predictions go when no output is named: a folder is too big to print.
+FOLDER_OUTPUT = Path("predictions.csv")
+
+
+def prediction_output(
+    sources: Sequence[str | Path], out: Path | None, resume: bool = False, engine: str = "local"
+) -> Path | None:
+    """The file the predictions of `sources` stream into (checked, before any work): `out`,
+    else `FOLDER_OUTPUT` when a folder is among them; None: print them. Resuming and the Ray
+    engine both need a file."""
+    if out is None and any(Path(source).is_dir() for source in sources):
+        out = FOLDER_OUTPUT
+    if out is not None:
+        check_output(out)
+    elif resume:
+        raise UserError("--resume goes on with an unfinished --out FILE: name the FILE")
+    elif engine == "ray":
+        raise UserError("--engine ray streams a collection into a file: name it with --out FILE")
+    return out
+
+
 def write_predictions(predictions: Predictions, path: Path, top: int | None = None) -> Path:
     """Write `predictions` to `path` in the format its suffix names (see `write_stream`)."""
     return write_stream(Path(path), predictions.genres, predictions, top)
@@ -258,6 +279,8 @@ class PathSet:
 
 class UnfinishedPredictions(UserError):
     """The predictions of an unfinished run lie beside the output, and resuming was not asked."""
+
+    hint = "pass --resume to go on with it, or delete it"
 
 
 JOURNAL_SUFFIX = ".partial"

@@ -68,6 +68,8 @@ class RayUnavailable(UserError):
 class AddressWithoutRay(UserError):
     """A Ray cluster's address was given for the local engine."""
 
+    hint = "--address goes with --engine ray"
+
 
 class RayRunFailed(UserError):
     """Ray could not be started or joined, or a run on it failed."""

@@ -22,6 +22,8 @@ from postergenre.serving.limits import (
 class PortInUse(UserError):
     """The address cannot be listened on (taken by another server, or not this machine's)."""
 
+    hint = "choose another with --port (make demo PORT=N)"
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket; port 0 picks a free one."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from torch import nn
 
 from postergenre.atomic import remove_stale_temporaries, write_json
 from postergenre.data.cache import CachedArrays, PosterCache
-from postergenre.data.labels import load_posters
+from postergenre.data.labels import label_limit_bytes, load_posters
 from postergenre.data.records import PosterRecord
 from postergenre.data.targets import (
     class_counts,
@@ -60,9 +61,13 @@ GRADIENT_ONLY = ("epochs", "batch_size", "lr", "patience", "monitor", "augment")
 class RunFolderInUse(UserError):
     """The output folder already holds a run (resume it, or train into another folder)."""
 
+    hint = "pass --resume to continue it, or choose another --out"
+
 
 class NothingToResume(UserError):
     """Asked to resume, but the folder holds no run to continue."""
+
+    hint = "run without --resume to start it"
 
 
 @dataclass
@@ -95,6 +100,21 @@ class TrainConfig:
     address: str | None = None  # the Ray cluster to join (engine "ray"; None: start Ray here)
     resume: bool = False
     progress: bool = True
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any] | object) -> TrainConfig:
+        """The config of `postergenre train`'s parsed arguments (a namespace or a mapping):
+        settings named like the fields, and the flags that say three of them differently
+        (`no_augment`, `no_calibrate`, `max_labels_mb`). Other names are ignored."""
+        given = dict(args) if isinstance(args, Mapping) else vars(args)
+        values = {f.name: given[f.name] for f in fields(cls) if f.name in given}
+        if "no_augment" in given:
+            values["augment"] = not given["no_augment"]
+        if "no_calibrate" in given:
+            values["calibrate"] = not given["no_calibrate"]
+        if "max_labels_mb" in given:
+            values["max_label_bytes"] = label_limit_bytes(given["max_labels_mb"])
+        return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
         """Every setting, paths as strings."""

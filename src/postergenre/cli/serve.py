@@ -1,0 +1,101 @@
+"""`postergenre serve`: the web page and JSON API."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from postergenre.cli._args import Subparsers, add_model_arg, add_runtime_arg, positive_int
+from postergenre.errors import UserError
+
+
+def register(commands: Subparsers) -> None:
+    """Add `serve` to `commands`."""
+    p = commands.add_parser(
+        "serve",
+        help="a web page and JSON API: drop posters, see genres and heatmaps",
+        description="Serve a page to drop posters on: genre probabilities, a Grad-CAM heatmap "
+        "per genre and, with --index, the most similar indexed posters. The JSON API is "
+        "documented at /docs.",
+    )
+    add_model_arg(p)
+    add_runtime_arg(p)
+    p.add_argument(
+        "--index",
+        type=Path,
+        metavar="INDEX",
+        help="an index folder from 'postergenre index': enables similar posters",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1: this machine only)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    _add_limit_args(p)
+    p.set_defaults(handler=_run)
+
+
+def _add_limit_args(p: argparse.ArgumentParser) -> None:
+    """What one request may send and take, and how requests are batched."""
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=10,
+        metavar="MB",
+        help="largest upload per request (default 10)",
+    )
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=16,
+        metavar="MP",
+        help="largest poster the server decodes, in megapixels (default 16)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=15,
+        metavar="S",
+        help="seconds a client may take to send its request headers, or pause in its upload, "
+        "before the server gives up on it (default 15)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=32,
+        help="most posters predicted together from concurrent requests (default 32)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="how long a request may wait for others to batch with (default 5)",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        from postergenre.serving.server import serve
+    except ImportError as exc:
+        raise UserError(
+            f"the web app needs {exc.name}: pip install fastapi uvicorn python-multipart"
+        ) from exc
+    from postergenre.inference import Predictor
+    from postergenre.inference.similarity import PosterIndex
+
+    predictor = Predictor.from_pretrained(args.model, args.runtime)
+    index = PosterIndex.load(args.index) if args.index is not None else None
+    serve(
+        predictor,
+        host=args.host,
+        port=args.port,
+        index=index,
+        max_upload_mb=args.max_upload_mb,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_pixels=int(args.max_megapixels * 1_000_000),
+        request_timeout=args.request_timeout,
+    )
+    return 0

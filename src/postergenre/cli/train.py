@@ -1,0 +1,113 @@
+"""`postergenre train`: fit a model into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from postergenre.cli._args import (
+    Subparsers,
+    add_cache_arg,
+    add_data_args,
+    add_engine_args,
+    genre_list,
+    positive_int,
+)
+
+
+def register(commands: Subparsers) -> None:
+    """Add `train` to `commands`."""
+    p = commands.add_parser(
+        "train",
+        help="train a model and write a run folder with its bundle",
+        description="Train a model. The run folder gets config.json, "
+        "history.csv, plots/, checkpoints/ and the final bundle "
+        "in model/.",
+    )
+    add_data_args(p)
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--arch", default="seed-cnn", help="architecture (see 'postergenre models')")
+    p.add_argument(
+        "--mode",
+        choices=["linear-probe", "finetune"],
+        help="for EfficientNet-Lite: a head on frozen, cached embeddings (linear-probe, the "
+        "default; seconds once cached) or the whole network (finetune; minutes per epoch)",
+    )
+    p.add_argument(
+        "--task",
+        choices=["single", "multi"],
+        help="single-label (softmax) or multi-label (sigmoid); default: from the data",
+    )
+    p.add_argument(
+        "--genres",
+        type=genre_list,
+        metavar="A,B,C",
+        help="genre vocabulary (default: every genre with >= --min-count posters)",
+    )
+    p.add_argument(
+        "--min-count",
+        type=positive_int,
+        metavar="N",
+        help="derive the vocabulary: genres with at least N training posters",
+    )
+    _add_fitting_args(p)
+    add_engine_args(p, "frozen embeddings (linear-probe, knn) are computed")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out from its last checkpoint",
+    )
+    add_cache_arg(p)
+    p.set_defaults(handler=_run, on_interrupt=_on_interrupt)
+
+
+def _add_fitting_args(p: argparse.ArgumentParser) -> None:
+    """How the model is fitted: epochs to text, in the order `train --help` lists them."""
+    p.add_argument("--epochs", type=positive_int, default=30, help="maximum epochs (default 30)")
+    p.add_argument("--batch-size", type=positive_int, help="default: the architecture's")
+    p.add_argument("--lr", type=float, help="learning rate (default: the architecture's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--patience",
+        type=positive_int,
+        default=5,
+        help="early stopping: epochs without validation gain (default 5)",
+    )
+    p.add_argument(
+        "--monitor",
+        help="history column for early stopping (default "
+        "val_balanced_accuracy, or val_map for multi-label)",
+    )
+    p.add_argument(
+        "--balance",
+        choices=["none", "weights", "sampler"],
+        default="weights",
+        help="class balancing: loss weights (default), balanced sampling, or none",
+    )
+    p.add_argument(
+        "--no-augment", action="store_true", help="turn off random crops and colour jitter"
+    )
+    p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="keep the raw probabilities (default: calibrated on the validation split, "
+        "temperature for single-label, Platt scaling per genre for multi-label)",
+    )
+    p.add_argument(
+        "--text",
+        action="store_true",
+        help="linear probes: also read each poster's text with OCR (needs postergenre[ocr]; "
+        "about 1 s per poster per core, once, cached) and fuse it with the image features; "
+        "the model then reads text when it predicts, too",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from postergenre.training.run import TrainConfig, train
+
+    train(TrainConfig.from_args(args))
+    return 0
+
+
+def _on_interrupt(args: argparse.Namespace) -> str:
+    return f"continue with the same command plus --resume (run folder {args.out})"
