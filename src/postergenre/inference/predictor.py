@@ -34,8 +34,8 @@ from postergenre.data.sources import PosterFiles, PosterSources, find_posters
 from postergenre.data.text import ocr_version, read_poster_texts
 from postergenre.engines.local import LocalEngine, decoding_workers
 from postergenre.errors import UserError
-from postergenre.inference.predictions import Prediction, Predictions, StreamSummary
-from postergenre.inference.streaming import stream_predictions
+from postergenre.inference.predictions import Prediction, Predictions
+from postergenre.inference.streaming import StreamSummary, stream_predictions
 from postergenre.models.card import ModelCard, to_probabilities
 from postergenre.models.catalog import DEFAULT_MODEL, resolve_model
 
