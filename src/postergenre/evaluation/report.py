@@ -167,16 +167,7 @@ def format_single_label(metrics: dict[str, Any]) -> str:
     ]
     for genre, counts in zip(genres, metrics["confusion_matrix"], strict=True):
         lines.append(f"{genre:<16}" + "".join(f"{c:>{width}d}" for c in counts))
-    if metrics.get("ignored_genres"):
-        lines.append(
-            f"\nmodel genres absent from the data (ignored): {', '.join(metrics['ignored_genres'])}"
-        )
-    if metrics.get("unknown_genres"):
-        lines.append(
-            f"data genres the model does not know (left out): "
-            f"{', '.join(metrics['unknown_genres'])}"
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + _genre_notes(metrics))
 
 
 def evaluate_multi_label(
@@ -219,6 +210,18 @@ def evaluate_multi_label(
     return metrics
 
 
+def _genre_notes(metrics: dict[str, Any]) -> list[str]:
+    """The lines that name the genres only the model, or only the data, knows."""
+    notes = []
+    if metrics.get("ignored_genres"):
+        ignored = ", ".join(metrics["ignored_genres"])
+        notes.append(f"\nmodel genres absent from the data (ignored): {ignored}")
+    if metrics.get("unknown_genres"):
+        unknown = ", ".join(metrics["unknown_genres"])
+        notes.append(f"data genres the model does not know (left out): {unknown}")
+    return notes
+
+
 def _count_line(metrics: dict[str, Any]) -> str:
     counts = metrics.get("genres_per_poster") or {}
     if not counts:
@@ -256,13 +259,4 @@ def format_multi_label(metrics: dict[str, Any]) -> str:
         lines.append(
             f"{genre:<16}{ap:>8}{row['f1']:>8.3f}{row['threshold']:>11.3f}{row['support']:>9d}"
         )
-    if metrics.get("ignored_genres"):
-        lines.append(
-            f"\nmodel genres absent from the data (ignored): {', '.join(metrics['ignored_genres'])}"
-        )
-    if metrics.get("unknown_genres"):
-        lines.append(
-            f"data genres the model does not know (left out): "
-            f"{', '.join(metrics['unknown_genres'])}"
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + _genre_notes(metrics))
