@@ -42,7 +42,7 @@ def main() -> None:
     data = require_data()
     paths = sorted((data / "images").glob("*.jpg"))
     spec = portrait_input("lite0")
-    pixels = PosterCache(None, spec.width, spec.height, spec.resize, spec.interpolation).load(paths)
+    pixels = PosterCache(None, spec).load(paths)
     ok = pixels.ok
     models = {v: efficientnet_lite(v, 1000, pretrained=True).eval() for v in PORTRAIT_SIZES}
     chunks: dict[str, list[np.ndarray]] = {}

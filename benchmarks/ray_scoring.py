@@ -33,10 +33,10 @@ from _common import print_table, require_data, write_result
 
 from postergenre._allocator import tune_allocator
 from postergenre._cpu import available_cores, default_workers
+from postergenre.engines.ray_cluster import plan_workers, ray_session
 from postergenre.inference import Predictor
 from postergenre.inference.predictions import PredictionJournal, Predictions
 from postergenre.inference.predictor import PREDICT_BATCH
-from postergenre.inference.ray_engine import plan_workers, ray_session
 
 
 def _probabilities(path: Path) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ from postergenre.cli import main
 from postergenre.cli.main import EXIT_INTERRUPTED, EXIT_USAGE, build_parser
 from postergenre.data.labels import LabelFileTooLarge, PosterSourceMissing, label_limit_bytes
 from postergenre.data.url_list import IdColumnMissing, UrlColumnMissing
+from postergenre.engines.ray_cluster import AddressWithoutRay
 from postergenre.errors import UserError
 from postergenre.inference.predictions import (
     FOLDER_OUTPUT,
@@ -21,7 +22,6 @@ from postergenre.inference.predictions import (
     journal_path,
     prediction_output,
 )
-from postergenre.inference.ray_engine import AddressWithoutRay
 from postergenre.serving.server import PortInUse
 from tests.conftest import make_poster
 

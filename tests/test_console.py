@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from postergenre import console
-from postergenre.console import PROGRESS_ENV, format_duration, progress
+from postergenre.console import PROGRESS_ENV, format_duration, progress, report_skipped
 
 
 class FakeClock:
@@ -135,3 +135,26 @@ def test_importing_console_stays_cheap():
     code = "import sys, postergenre.console; print('tqdm' in sys.modules, 'numpy' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_skipped_files_are_listed_up_to_a_limit_then_counted(capsys):
+    report_skipped({i: f"p{i}.jpg: not an image" for i in range(5)}, limit=3)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: skipped p0.jpg: not an image",
+        "warning: skipped p1.jpg: not an image",
+        "warning: skipped p2.jpg: not an image",
+        "warning: ... and 2 more",
+        "warning: 5 unreadable posters skipped",
+    ]
+    report_skipped({})
+    assert capsys.readouterr().err == ""
+
+
+def test_a_stream_lists_the_first_skipped_files_of_its_count_without_a_tally(capsys):
+    # a stream lists only the first reasons it kept, and its summary line tallies them all
+    listed = {f"p{i}.jpg": f"p{i}.jpg: empty file" for i in range(2)}
+    report_skipped(listed, limit=1, count=1500, tally=False)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: skipped p0.jpg: empty file",
+        "warning: ... and 1,499 more unreadable posters",
+    ]

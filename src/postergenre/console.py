@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -23,15 +24,27 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def report_skipped(errors: dict[int, str], what: str = "posters", limit: int = 20) -> None:
-    """One line per skipped file (up to `limit`), then a summary count."""
-    if not errors:
+def report_skipped(
+    reasons: Mapping[Any, str],
+    what: str = "posters",
+    limit: int = 20,
+    *,
+    count: int | None = None,
+    tally: bool = True,
+) -> None:
+    """One warning per skipped file (the first `limit` of `reasons`), then how many more of
+    `count` (default: all of `reasons`, which may list only the first few); with `tally`, a
+    last line counting them all, else the "more" line says what it counts."""
+    total = len(reasons) if count is None else count
+    if not total:
         return
-    for message in list(errors.values())[:limit]:
+    for message in list(reasons.values())[:limit]:
         warn(f"skipped {message}")
-    if len(errors) > limit:
-        warn(f"... and {len(errors) - limit} more")
-    warn(f"{len(errors)} unreadable {what} skipped")
+    if total > limit:
+        more = total - limit
+        warn(f"... and {more} more" if tally else f"... and {more:,} more unreadable {what}")
+    if tally:
+        warn(f"{total} unreadable {what} skipped")
 
 
 def format_bytes(n: int) -> str:

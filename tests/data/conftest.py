@@ -64,9 +64,9 @@ def decoded(monkeypatch):
     """Every path the cache decodes, in order (the real decoder still runs)."""
     calls: list[str] = []
 
-    def counting_load(path, width, height, mode="squash", interpolation="bilinear"):
+    def counting_load(path, spec):
         calls.append(os.path.basename(path))
-        return load_poster_array(path, width, height, mode, interpolation)
+        return load_poster_array(path, spec)
 
     monkeypatch.setattr(cache_module, "load_poster_array", counting_load)
     return calls

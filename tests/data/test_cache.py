@@ -11,10 +11,12 @@ from PIL import Image
 
 from postergenre.data.cache import PosterCache, default_cache_dir
 from postergenre.data.decode import load_poster_array
+from postergenre.data.preprocess import SYMMETRIC_RANGE, UNIT_RANGE, InputSpec
 from postergenre.data.store import ArrayStore
 from postergenre.errors import UserError
 
 WIDTH, HEIGHT = 4, 6
+SPEC = InputSpec(WIDTH, HEIGHT, "squash", UNIT_RANGE)
 
 
 @pytest.fixture
@@ -35,21 +37,21 @@ def replace_content(path, save_image, colour):
 
 
 def test_load_returns_the_decoded_pixels(tmp_path, files):
-    cache = PosterCache(tmp_path / "cache", WIDTH, HEIGHT)
+    cache = PosterCache(tmp_path / "cache", SPEC)
 
     cached = cache.load(files, progress=False)
 
     assert cached.rows.shape == (3,) and cached.errors == {}
     assert list(cached.ok) == [0, 1, 2]
     for i, path in enumerate(files):
-        expected = load_poster_array(path, WIDTH, HEIGHT)
+        expected = load_poster_array(path, SPEC)
         assert np.array_equal(cached[i], expected)
         assert np.array_equal(cached.data[cached.rows[i]], expected)
     assert cached[np.array([2, 0])].shape == (2, HEIGHT, WIDTH, 3)
 
 
 def test_second_load_decodes_nothing(tmp_path, files, decoded):
-    cache = PosterCache(tmp_path / "cache", WIDTH, HEIGHT)
+    cache = PosterCache(tmp_path / "cache", SPEC)
     first = cache.load(files, workers=1, progress=False)
     assert decoded == ["a.png", "b.png", "c.jpg"]
 
@@ -61,7 +63,7 @@ def test_second_load_decodes_nothing(tmp_path, files, decoded):
 
 
 def test_a_changed_file_is_decoded_again_alone(tmp_path, files, decoded, save_image):
-    cache = PosterCache(tmp_path / "cache", WIDTH, HEIGHT)
+    cache = PosterCache(tmp_path / "cache", SPEC)
     old = cache.load(files, workers=1, progress=False)
     replace_content(files[0], save_image, (0, 0, 0))
 
@@ -77,7 +79,7 @@ def test_bad_files_are_reported_and_their_failure_is_cached(tmp_path, files, dec
     empty = tmp_path / "posters" / "empty.jpg"
     empty.write_bytes(b"")
     paths = [files[0], empty, files[1]]
-    cache = PosterCache(tmp_path / "cache", WIDTH, HEIGHT)
+    cache = PosterCache(tmp_path / "cache", SPEC)
 
     first = cache.load(paths, workers=1, progress=False)
 
@@ -93,7 +95,7 @@ def test_bad_files_are_reported_and_their_failure_is_cached(tmp_path, files, dec
 
 
 def test_a_missing_file_is_an_error_not_a_crash(tmp_path, files):
-    cache = PosterCache(tmp_path / "cache", WIDTH, HEIGHT)
+    cache = PosterCache(tmp_path / "cache", SPEC)
 
     cached = cache.load([files[0], tmp_path / "gone.png"], progress=False)
 
@@ -102,20 +104,20 @@ def test_a_missing_file_is_an_error_not_a_crash(tmp_path, files):
 
 
 def test_a_new_cache_object_sees_rows_stored_by_an_earlier_one(tmp_path, files, decoded):
-    first = PosterCache(tmp_path / "cache", WIDTH, HEIGHT).load(files, workers=1, progress=False)
+    first = PosterCache(tmp_path / "cache", SPEC).load(files, workers=1, progress=False)
 
     decoded.clear()
-    again = PosterCache(tmp_path / "cache", WIDTH, HEIGHT).load(files, workers=1, progress=False)
+    again = PosterCache(tmp_path / "cache", SPEC).load(files, workers=1, progress=False)
 
     assert decoded == []
     assert np.array_equal(again[np.arange(3)], first[np.arange(3)])
 
 
 def test_each_size_and_resize_mode_has_its_own_folder(tmp_path, files, decoded):
-    PosterCache(tmp_path / "cache", WIDTH, HEIGHT).load(files[:1], workers=1, progress=False)
+    PosterCache(tmp_path / "cache", SPEC).load(files[:1], workers=1, progress=False)
 
     decoded.clear()
-    cropped = PosterCache(tmp_path / "cache", 5, 5, resize="crop")
+    cropped = PosterCache(tmp_path / "cache", InputSpec(5, 5, "crop", UNIT_RANGE))
     cached = cropped.load(files[:1], workers=1, progress=False)
 
     assert decoded == ["a.png"]
@@ -126,8 +128,22 @@ def test_each_size_and_resize_mode_has_its_own_folder(tmp_path, files, decoded):
     ]
 
 
+def test_the_folder_is_named_by_size_resize_and_interpolation_only(tmp_path, files, decoded):
+    # The names caches had before the spec was passed whole: old caches stay valid, and two
+    # models that differ only in normalisation share decoded pixels.
+    PosterCache(tmp_path / "cache", SPEC).load(files[:1], workers=1, progress=False)
+    decoded.clear()
+    symmetric = InputSpec(WIDTH, HEIGHT, "squash", SYMMETRIC_RANGE)
+    PosterCache(tmp_path / "cache", symmetric).load(files[:1], workers=1, progress=False)
+    assert decoded == []
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["posters-4x6-squash"]
+    bicubic = InputSpec(WIDTH, HEIGHT, "pad", UNIT_RANGE, "bicubic")
+    folder = PosterCache(tmp_path / "cache", bicubic).store.directory
+    assert folder.name == "posters-4x6-pad-bicubic"
+
+
 def test_a_partial_row_left_by_a_crash_is_dropped_on_the_next_append(tmp_path, files, save_image):
-    cache = PosterCache(tmp_path / "cache", WIDTH, HEIGHT)
+    cache = PosterCache(tmp_path / "cache", SPEC)
     cache.load(files[:2], progress=False)
     rows_bin = cache.store.directory / "rows.bin"
     row_bytes = HEIGHT * WIDTH * 3
@@ -138,7 +154,7 @@ def test_a_partial_row_left_by_a_crash_is_dropped_on_the_next_append(tmp_path, f
 
     assert rows_bin.stat().st_size == 3 * row_bytes
     for i, path in enumerate(files):
-        assert np.array_equal(cached[i], load_poster_array(path, WIDTH, HEIGHT))
+        assert np.array_equal(cached[i], load_poster_array(path, SPEC))
 
 
 def test_array_store_refuses_a_folder_holding_another_row_shape(tmp_path):
@@ -173,7 +189,7 @@ def test_default_cache_dir_honours_the_environment(monkeypatch, tmp_path):
 def test_cache_dir_none_uses_the_default(monkeypatch, tmp_path, files):
     monkeypatch.setenv("POSTERGENRE_CACHE", str(tmp_path / "env-cache"))
 
-    PosterCache(None, WIDTH, HEIGHT).load(files[:1], progress=False)
+    PosterCache(None, SPEC).load(files[:1], progress=False)
 
     assert (tmp_path / "env-cache" / "posters-4x6-squash" / "rows.bin").is_file()
 
@@ -184,7 +200,7 @@ def test_a_poster_replaced_by_one_of_the_same_size_and_mtime_is_decoded_again(tm
     poster = tmp_path / "same.bmp"
     Image.new("RGB", (8, 12), (200, 0, 0)).save(poster)
     stat = poster.stat()
-    cache = PosterCache(tmp_path / "cache", WIDTH, HEIGHT)
+    cache = PosterCache(tmp_path / "cache", SPEC)
     assert (cache.load([poster], progress=False)[0][..., 0] > 150).all()
     time.sleep(0.02)  # the clock the kernel stamps change times with is coarse
     other = tmp_path / "other.bmp"

@@ -22,12 +22,14 @@ from postergenre.cli import main
 from postergenre.data.cache import PosterCache, fill_store
 from postergenre.data.cache_admin import cache_info, clear_cache, prune_cache
 from postergenre.data.decode import load_poster_array
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec
 from postergenre.data.store import ArrayStore
 from postergenre.data.store_folder import CacheUnavailable
 from postergenre.errors import UserError
 from tests.conftest import make_poster
 
 WIDTH, HEIGHT = 4, 6
+SPEC = InputSpec(WIDTH, HEIGHT, "squash", UNIT_RANGE)
 FOLDER = f"posters-{WIDTH}x{HEIGHT}-squash"
 
 
@@ -43,14 +45,14 @@ def _fresh_warnings(monkeypatch):
 
 
 def _expected(paths: list[Path]) -> np.ndarray:
-    return np.stack([load_poster_array(p, WIDTH, HEIGHT) for p in paths])
+    return np.stack([load_poster_array(p, SPEC) for p in paths])
 
 
 def _load_uncached(cache_dir: Path, paths: list[Path], capsys) -> str:
     """Load `paths` twice through a cache at `cache_dir` that cannot be used; the pixels must
     be right both times. Returns the one line written on stderr."""
     for _ in range(2):
-        cached = PosterCache(cache_dir, WIDTH, HEIGHT).load(paths, progress=False)
+        cached = PosterCache(cache_dir, SPEC).load(paths, progress=False)
         assert not cached.errors
         np.testing.assert_array_equal(cached[np.arange(len(paths))], _expected(paths))
     lines = capsys.readouterr().err.splitlines()
@@ -102,20 +104,20 @@ def test_a_cache_folder_that_cannot_be_created_is_skipped(
 
 @pytest.mark.parametrize("name", ["lock", "work.lock", "rows.bin", "index.sqlite", "store.json"])
 def test_a_store_file_that_is_a_folder_is_skipped(tmp_path, posters, capsys, name):
-    PosterCache(tmp_path / "cache", WIDTH, HEIGHT).load(posters[:1], progress=False)
+    PosterCache(tmp_path / "cache", SPEC).load(posters[:1], progress=False)
     _dir_in_place_of(name)(tmp_path / "cache" / FOLDER)
     _load_uncached(tmp_path / "cache", posters, capsys)
 
 
 def test_a_full_disk_while_rows_are_written_is_skipped(tmp_path, posters, capsys, monkeypatch):
-    PosterCache(tmp_path / "cache", WIDTH, HEIGHT).load(posters[:1], progress=False)
+    PosterCache(tmp_path / "cache", SPEC).load(posters[:1], progress=False)
     monkeypatch.setattr(store_module.os, "fsync", _failing(errno.ENOSPC))
     line = _load_uncached(tmp_path / "cache", posters, capsys)
     assert "No space left on device" in line
 
 
 def test_a_read_only_index_is_skipped(tmp_path, posters, capsys, monkeypatch):
-    PosterCache(tmp_path / "cache", WIDTH, HEIGHT).load(posters[:1], progress=False)
+    PosterCache(tmp_path / "cache", SPEC).load(posters[:1], progress=False)
     real_connect = sqlite3.connect
 
     def read_only(path, *args, **kwargs):
@@ -137,7 +139,7 @@ def test_the_store_refuses_in_one_line_where_no_fallback_is_wanted(tmp_path):
 def test_without_a_cache_memory_stays_bounded(tmp_path, posters, monkeypatch):
     (tmp_path / "cache").write_text("x")
     monkeypatch.setattr(cache_module, "UNCACHED_MAX_BYTES", 2 * WIDTH * HEIGHT * 3)
-    cache = PosterCache(tmp_path / "cache", WIDTH, HEIGHT)
+    cache = PosterCache(tmp_path / "cache", SPEC)
     with pytest.raises(UserError, match="use a writable cache folder"):
         cache.load(posters, progress=False)
 
@@ -191,7 +193,7 @@ def test_info_and_prune_report_a_damaged_store_and_leave_it_alone(
     tmp_path, posters, capsys, damage
 ):
     cache = tmp_path / "cache"
-    PosterCache(cache, WIDTH, HEIGHT).load(posters, progress=False)
+    PosterCache(cache, SPEC).load(posters, progress=False)
     damage(cache / FOLDER)
     before = sorted(p.name for p in (cache / FOLDER).iterdir())
 
@@ -208,7 +210,7 @@ def test_info_and_prune_report_a_damaged_store_and_leave_it_alone(
 
 def test_clear_refuses_a_store_holding_a_folder_in_one_line(tmp_path, posters, capsys):
     cache = tmp_path / "cache"
-    PosterCache(cache, WIDTH, HEIGHT).load(posters, progress=False)
+    PosterCache(cache, SPEC).load(posters, progress=False)
     _dir_in_place_of("rows.bin")(cache / FOLDER)
     with pytest.raises(UserError, match="does not look like a postergenre cache"):
         clear_cache(cache)
@@ -218,7 +220,7 @@ def test_clear_refuses_a_store_holding_a_folder_in_one_line(tmp_path, posters, c
 
 def test_prune_that_cannot_write_refuses_in_one_line(tmp_path, posters, capsys, monkeypatch):
     cache = tmp_path / "cache"
-    PosterCache(cache, WIDTH, HEIGHT).load(posters, progress=False)
+    PosterCache(cache, SPEC).load(posters, progress=False)
     posters[0].unlink()  # something to prune
     monkeypatch.setattr(store_module.os, "fsync", _failing(errno.EROFS))
     code, _, err = _cli(capsys, "cache", "prune", "--cache-dir", str(cache))

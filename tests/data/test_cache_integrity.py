@@ -16,10 +16,12 @@ import pytest
 
 from postergenre.data.cache import PosterCache, fill_store
 from postergenre.data.decode import load_poster_array
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec
 from postergenre.data.store import ArrayStore, file_key
 from tests.conftest import make_poster
 
 WIDTH, HEIGHT = 4, 6
+SPEC = InputSpec(WIDTH, HEIGHT, "squash", UNIT_RANGE)
 FOLDER = f"posters-{WIDTH}x{HEIGHT}-squash"
 
 
@@ -30,13 +32,13 @@ def posters(tmp_path) -> list[Path]:
 
 
 def _load(cache_dir: Path, paths: list[Path]) -> np.ndarray:
-    cached = PosterCache(cache_dir, WIDTH, HEIGHT).load(paths, progress=False)
+    cached = PosterCache(cache_dir, SPEC).load(paths, progress=False)
     assert not cached.errors
     return cached[np.arange(len(paths))]
 
 
 def _expected(paths: list[Path]) -> np.ndarray:
-    return np.stack([load_poster_array(p, WIDTH, HEIGHT) for p in paths])
+    return np.stack([load_poster_array(p, SPEC) for p in paths])
 
 
 def test_truncated_rows_are_recomputed_and_new_rows_never_overwrite_old_ones(

@@ -14,11 +14,13 @@ from postergenre.console import format_bytes
 from postergenre.data.cache import PosterCache
 from postergenre.data.cache_admin import cache_info, clear_cache, prune_cache
 from postergenre.data.decode import load_poster_array
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec
 from postergenre.data.store import ArrayStore, file_key
 from postergenre.errors import UserError
 from tests.conftest import make_poster
 
 WIDTH, HEIGHT = 4, 6
+SPEC = InputSpec(WIDTH, HEIGHT, "squash", UNIT_RANGE)
 ROW_BYTES = WIDTH * HEIGHT * 3
 FOLDER = f"posters-{WIDTH}x{HEIGHT}-squash"
 
@@ -45,7 +47,7 @@ def folder_bytes(folder):
 
 
 def load(cache_dir, paths):
-    return PosterCache(cache_dir, WIDTH, HEIGHT).load(paths, workers=1, progress=False)
+    return PosterCache(cache_dir, SPEC).load(paths, workers=1, progress=False)
 
 
 def test_info_counts_entries_failures_stale_entries_and_bytes(tmp_path, posters):
@@ -156,7 +158,7 @@ def test_rows_after_prune_are_exactly_the_rows_before(tmp_path, posters, decoded
     assert not np.array_equal(after.rows, old_rows)  # the rows really were renumbered
     for i, path in enumerate(posters):
         assert np.array_equal(after[i], expected[i])
-        assert np.array_equal(after[i], load_poster_array(path, WIDTH, HEIGHT))
+        assert np.array_equal(after[i], load_poster_array(path, SPEC))
     # The arrays handed out before the prune still read the old file's (correct) rows.
     assert all(np.array_equal(before[i], expected[i]) for i in range(len(posters)))
 
@@ -177,7 +179,7 @@ def test_a_deleted_posters_entry_is_pruned(tmp_path, posters):
     kept = [posters[0], posters[1], posters[3]]
     after = load(cache_dir, kept)
     for i, path in enumerate(kept):
-        assert np.array_equal(after[i], load_poster_array(path, WIDTH, HEIGHT))
+        assert np.array_equal(after[i], load_poster_array(path, SPEC))
 
 
 def test_prune_removes_a_failure_of_a_deleted_file_without_rewriting_rows(tmp_path, posters):
@@ -208,11 +210,11 @@ def test_prune_drops_a_partial_row_left_by_a_crash(tmp_path, posters):
     assert report.entries_removed == 0 and report.bytes_freed >= 5
     assert rows_bin.stat().st_size == 4 * ROW_BYTES
     after = load(cache_dir, posters)
-    assert np.array_equal(after[3], load_poster_array(posters[3], WIDTH, HEIGHT))
+    assert np.array_equal(after[3], load_poster_array(posters[3], SPEC))
 
 
 def test_fill_store_maps_the_rows_under_a_shared_lock(tmp_path, posters, monkeypatch):
-    cache = PosterCache(tmp_path / "cache", WIDTH, HEIGHT)
+    cache = PosterCache(tmp_path / "cache", SPEC)
     cache.load(posters, workers=1, progress=False)
     seen: list[tuple[bool, bool]] = []
     real_rows = ArrayStore.rows
@@ -253,7 +255,7 @@ def test_a_compaction_that_died_after_its_commit_is_finished(tmp_path, posters, 
     after = load(cache_dir, posters)
 
     for i, path in enumerate(posters):
-        assert np.array_equal(after[i], load_poster_array(path, WIDTH, HEIGHT))
+        assert np.array_equal(after[i], load_poster_array(path, SPEC))
     assert not (cache_dir / FOLDER / "rows.bin.compact").exists()
     assert (cache_dir / FOLDER / "rows.bin").stat().st_size == 4 * ROW_BYTES
 
@@ -267,7 +269,7 @@ def test_a_compaction_that_died_before_its_commit_is_undone(tmp_path, posters):
     after = load(cache_dir, posters)
 
     for i, path in enumerate(posters):
-        assert np.array_equal(after[i], load_poster_array(path, WIDTH, HEIGHT))
+        assert np.array_equal(after[i], load_poster_array(path, SPEC))
     assert not leftover.exists()
 
 

@@ -12,6 +12,7 @@ from postergenre.data.decode import (
     load_poster_array,
     resize_poster,
 )
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec
 from postergenre.errors import PosterDecodeError, UserError
 
 ORIENTATION = 0x0112  # the EXIF tag
@@ -288,7 +289,7 @@ def test_input_box_of_a_pad_places_the_poster_where_the_pad_puts_it(poster, targ
 def test_load_poster_array_decodes_and_resizes(tmp_path, save_image):
     path = save_image(tmp_path / "p.png", (10, 20, 30), size=(40, 60))
 
-    out = load_poster_array(path, width=8, height=12)
+    out = load_poster_array(path, InputSpec(8, 12, "squash", UNIT_RANGE))
 
     assert out.shape == (12, 8, 3)
     assert (out == (10, 20, 30)).all()

@@ -16,14 +16,14 @@ import pytest
 from postergenre._cpu import available_cores
 from postergenre.cli import main
 from postergenre.data.records import PosterRecord
-from postergenre.errors import UserError
-from postergenre.inference import Predictor
-from postergenre.inference.ray_engine import (
+from postergenre.engines.ray_cluster import (
     RayRunFailed,
     RayUnavailable,
     _check_reachable,
     check_engine,
 )
+from postergenre.errors import UserError
+from postergenre.inference import Predictor
 
 MODEL = "imdb-20-fast"  # Lite0: the quickest bundled model
 
@@ -103,7 +103,7 @@ def ray_here():
     """One Ray for the whole module (started the way the engine starts it); every run below
     uses it instead of starting its own."""
     pytest.importorskip("ray")
-    from postergenre.inference.ray_engine import ray_session
+    from postergenre.engines.ray_cluster import ray_session
 
     with ray_session():
         yield
@@ -204,7 +204,7 @@ def test_train_engine_ray_fits_the_same_linear_probe(ray_here, tiny_folder, tmp_
 
 
 def test_more_workers_than_the_cluster_has_cpus_are_refused(ray_here):
-    from postergenre.inference.ray_engine import plan_workers
+    from postergenre.engines.ray_cluster import plan_workers
 
     cpus = available_cores()  # the Ray started here has every core
     with pytest.raises(UserError, match=f"the Ray cluster has {cpus}"):

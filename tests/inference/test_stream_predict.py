@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from postergenre.cli import main
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec
 from postergenre.data.sources import poster_source
+from postergenre.engines.decoding import decoded_batches, in_flight_batches
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
-from postergenre.inference.batches import decoded_batches, in_flight_batches
 from postergenre.inference.predictions import PathSet, PredictionJournal, journal_path
 from tests.conftest import make_poster, make_seed_bundle
 
@@ -170,8 +171,8 @@ def test_decoding_is_lazy_and_in_flight_batches_stay_bounded(tmp_path):
             return future
 
     executor, in_flight, batch_size = CountingExecutor(), 2, 3
-    size = (20, 30, "squash", "bilinear")
-    batches = decoded_batches(lazily(), size, batch_size, executor, in_flight)
+    spec = InputSpec(20, 30, "squash", UNIT_RANGE)
+    batches = decoded_batches(lazily(), spec, batch_size, executor, in_flight)
     positions, errors, taken = [], [], 0
     for batch in batches:
         taken += 1

@@ -104,9 +104,9 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from postergenre.data.sources import PosterFiles, open_sources
+    from postergenre.engines.ray_cluster import check_engine
     from postergenre.inference import Predictor
     from postergenre.inference.predictions import prediction_output
-    from postergenre.inference.ray_engine import check_engine
 
     check_engine(args.engine, args.address)
     out = prediction_output(args.posters, args.out, resume=args.resume, engine=args.engine)

@@ -40,7 +40,7 @@ def register_index(commands: Subparsers) -> None:
 
 def _index(args: argparse.Namespace) -> int:
     from postergenre.console import echo
-    from postergenre.inference.ray_engine import check_engine
+    from postergenre.engines.ray_cluster import check_engine
     from postergenre.inference.similarity import PosterIndex
 
     check_engine(args.engine, args.address)

@@ -22,6 +22,7 @@ import numpy as np
 from postergenre import console
 from postergenre._cpu import default_workers
 from postergenre.data.decode import load_poster_array
+from postergenre.data.preprocess import InputSpec
 from postergenre.data.store import ArrayStore, file_key
 from postergenre.data.store_folder import CacheUnavailable
 from postergenre.errors import PosterDecodeError, UserError
@@ -224,32 +225,25 @@ def run_jobs(
                 bar.update()
 
 
-def _decode_job(args: tuple[int, str, int, int, str, str]) -> Row:
-    index, path, width, height, mode, interpolation = args
+def _decode_job(args: tuple[int, str, InputSpec]) -> Row:
+    index, path, spec = args
     try:
-        return index, load_poster_array(path, width, height, mode, interpolation), None
+        return index, load_poster_array(path, spec), None
     except PosterDecodeError as exc:
         return index, None, str(exc)
 
 
 class PosterCache:
-    """Posters decoded and resized once to `width` x `height`, reused by every epoch and run."""
+    """Posters decoded and resized once to a model's input (`spec`; its normalisation plays no
+    part), reused by every epoch and run."""
 
-    def __init__(
-        self,
-        cache_dir: Path | None,
-        width: int,
-        height: int,
-        resize: str = "squash",
-        interpolation: str = "bilinear",
-    ):
+    def __init__(self, cache_dir: Path | None, spec: InputSpec):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.width, self.height, self.resize = width, height, resize
-        self.interpolation = interpolation
+        self.spec = spec
         # bilinear, the default, keeps the folder name caches had before interpolation was read
-        method = "" if interpolation == "bilinear" else f"-{interpolation}"
-        folder = self.cache_dir / f"posters-{width}x{height}-{resize}{method}"
-        self.store = ArrayStore(folder, (height, width, 3), "uint8")
+        method = "" if spec.interpolation == "bilinear" else f"-{spec.interpolation}"
+        folder = self.cache_dir / f"posters-{spec.width}x{spec.height}-{spec.resize}{method}"
+        self.store = ArrayStore(folder, (spec.height, spec.width, 3), "uint8")
 
     def load(
         self, paths: Sequence[Path], workers: int | None = None, progress: bool = True
@@ -258,10 +252,7 @@ class PosterCache:
         workers = workers or default_workers()
 
         def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
-            jobs = [
-                (i, str(paths[i]), self.width, self.height, self.resize, self.interpolation)
-                for i in indices
-            ]
+            jobs = [(i, str(paths[i]), self.spec) for i in indices]
             yield from run_jobs(_decode_job, jobs, workers, "decoding posters", progress, 64, 32)
 
         return fill_store(self.store, paths, compute)

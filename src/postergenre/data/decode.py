@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from postergenre.errors import PosterDecodeError
+
+if TYPE_CHECKING:  # preprocess builds on this module: the spec is only read here
+    from postergenre.data.preprocess import InputSpec
 
 # Posters are at most a few megapixels; anything far larger is a decompression bomb or a mistake.
 MAX_PIXELS = 40_000_000
@@ -159,12 +162,7 @@ def input_box(
     raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
 
 
-def load_poster_array(
-    path: str | Path,
-    width: int,
-    height: int,
-    mode: str = "squash",
-    interpolation: str = "bilinear",
-) -> np.ndarray:
-    """Decode and resize in one call: the unit of work the cache runs once per file."""
-    return resize_poster(decode_poster(path), width, height, mode, interpolation)
+def load_poster_array(path: str | Path, spec: InputSpec) -> np.ndarray:
+    """Decode and resize to `spec`'s input in one call: the unit of work the cache runs once
+    per file."""
+    return spec.resize_image(decode_poster(path))

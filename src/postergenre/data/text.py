@@ -132,7 +132,7 @@ class TextSpec:
 def _ocr_job(args: tuple[int, str, InputSpec]) -> Row:
     index, path, spec = args
     try:
-        pixels = load_poster_array(path, spec.width, spec.height, spec.resize, spec.interpolation)
+        pixels = load_poster_array(path, spec)
     except PosterDecodeError as exc:
         return index, None, str(exc)
     return index, encode_text(read_text(pixels)), None

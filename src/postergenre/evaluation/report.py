@@ -4,12 +4,65 @@ and format the result as text tables."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from postergenre.data.records import PosterRecord
+from postergenre.data.targets import infer_task
+from postergenre.errors import UserError
 from postergenre.evaluation.metrics import multi_label_metrics, single_label_metrics
+
+if TYPE_CHECKING:
+    from postergenre.models.card import ModelCard
+
+
+def evaluate_records(
+    records: list[PosterRecord],
+    probs: np.ndarray,
+    card: ModelCard,
+    thresholds: np.ndarray,
+    *,
+    unreadable: int = 0,
+    plots_dir: Path | None = None,
+    title: str = "",
+) -> dict[str, Any]:
+    """`Predictor.evaluate`'s metrics: the model of `card` (with its decision `thresholds`)
+    predicted `probs` for `records`; `unreadable` posters could not be read. Multi-label
+    metrics where both the model and the data are multi-label, else single-label ones; with
+    `plots_dir`, the pictures and `metrics.json` go there. An undefined number is null."""
+    genres = list(card.genres)
+    shared = [g for g in genres if any(g in r.genres for r in records)]
+    if card.task == "multi" and infer_task(records, shared) == "multi":
+        prevalence = card.training.get("train_prevalence")
+        metrics = evaluate_multi_label(
+            records, probs, genres, thresholds, prevalence, plots_dir, title
+        )
+    else:  # single-label data: choose the most probable genre among those present
+        metrics = evaluate_single_label(records, probs, genres, plots_dir, title)
+    metrics["unreadable"] = unreadable
+    if metrics["n"] == 0:
+        raise UserError(
+            "none of the posters carries a genre the model knows "
+            f"(model genres: {', '.join(genres)})"
+        )
+    metrics = _finite_or_none(metrics)  # valid JSON: an undefined number is null, not NaN
+    if plots_dir is not None:
+        from postergenre.atomic import write_json
+
+        write_json(plots_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _finite_or_none(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def evaluate_single_label(

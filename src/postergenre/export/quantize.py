@@ -39,7 +39,7 @@ from postergenre.atomic import write_bytes
 from postergenre.data.decode import decode_poster
 from postergenre.data.preprocess import InputSpec
 from postergenre.errors import PosterDecodeError, UserError
-from postergenre.models.card import ModelCard
+from postergenre.models.graph_card import read_graph_card
 from postergenre.paths import user_path
 
 QUANTIZATIONS = ("int8",)
@@ -79,11 +79,15 @@ def graph_metadata(model: Any) -> dict[str, str]:
     return {entry.key: entry.value for entry in model.metadata_props}
 
 
-def input_spec_of(metadata: dict[str, str]) -> InputSpec:
-    """The preprocessing a PosterGenre graph expects, from its `card` metadata."""
-    if "card" not in metadata:
-        raise UserError("not a PosterGenre export: the ONNX file has no 'card' metadata")
-    return ModelCard.from_json(json.loads(metadata["card"]), source="ONNX metadata").input
+def input_spec_of(metadata: dict[str, str], source: str = "the ONNX file") -> InputSpec:
+    """The preprocessing a PosterGenre graph expects, from its validated card metadata."""
+    return read_graph_card(metadata, source).input
+
+
+def _dims(value: Any) -> list[Any]:
+    """The dimensions of an ONNX graph input or output: a number, or the name of an open one."""
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param
+            for d in value.type.tensor_type.shape.dim]  # fmt: skip
 
 
 def decode_calibration(paths: Sequence[str | Path], spec: InputSpec) -> np.ndarray:
@@ -233,13 +237,15 @@ def quantize_onnx(
     import onnx
 
     started = time.perf_counter()
+    source = "the given model" if isinstance(model, bytes) else str(model)
     if not isinstance(model, bytes):
         model = Path(model).read_bytes()
     proto = onnx.load_from_string(model)
     if len(proto.graph.input) != 1:
         names = ", ".join(i.name for i in proto.graph.input)
         raise UserError(f"int8 quantization is for graphs with one input (pixels), not {names}")
-    spec = input_spec_of(graph_metadata(proto))
+    shapes = _dims(proto.graph.input[0]), _dims(proto.graph.output[0])
+    spec = read_graph_card(graph_metadata(proto), source, *shapes).input
     del proto
     pixels = decode_calibration(calibration_sample(calibration, n_calibration, seed), spec)
     data = quantize_int8(model, pixels, spec)

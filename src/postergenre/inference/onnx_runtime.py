@@ -17,7 +17,8 @@ from postergenre import __version__
 from postergenre._cpu import available_cores
 from postergenre.data.cache import default_cache_dir
 from postergenre.errors import UserError
-from postergenre.models.card import CARD_FILE, WEIGHTS_FILE
+from postergenre.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from postergenre.models.graph_card import read_graph_card
 
 if TYPE_CHECKING:
     from postergenre.models.bundle import ModelBundle
@@ -31,18 +32,20 @@ RUN_CHUNK = 4
 
 
 class ExportedGraph:
-    """What every runtime reads from an exported graph's metadata."""
+    """What every runtime reads from an exported graph's metadata: its card, validated against
+    the graph when the runner is made (`read_graph_card`)."""
 
     metadata: dict[str, str]
+    card: ModelCard
 
     @property
     def genres(self) -> list[str]:
-        return list(json.loads(self.metadata["genres"]))
+        return list(self.card.genres)
 
     @property
     def input_json(self) -> dict[str, Any]:
         """The bundle's `input` section: width, height, resize, interpolation, mean, std."""
-        return dict(json.loads(self.metadata["input"]))
+        return self.card.input.to_json()
 
 
 class OnnxRunner(ExportedGraph):
@@ -60,12 +63,12 @@ class OnnxRunner(ExportedGraph):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         source = path if isinstance(path, bytes) else str(path)
+        where = "the given model" if isinstance(path, bytes) else str(path)
         try:
             self.session = ort.InferenceSession(
                 source, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
-            where = "the given model" if isinstance(path, bytes) else str(path)
             raise UserError(f"ONNX Runtime cannot load {where}: {exc}") from exc
         self.path = None if isinstance(path, bytes) else Path(path)
         self.threads = options.intra_op_num_threads
@@ -74,8 +77,10 @@ class OnnxRunner(ExportedGraph):
         self.input_shape = tuple(model_input.shape)  # ("batch", 3, height, width)
         # a model that reads the poster's text: (batch, buckets) text features
         self.text_name = text_input[0].name if text_input else None
-        self.output_name = self.session.get_outputs()[0].name
+        output = self.session.get_outputs()[0]
+        self.output_name = output.name
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.card = read_graph_card(self.metadata, where, self.input_shape, output.shape)
 
     def __call__(self, x: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
         """Preprocessed float32 (B, 3, H, W) (and, for a model that reads text, its text

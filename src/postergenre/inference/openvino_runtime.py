@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from postergenre._cpu import available_cores
 from postergenre.errors import UserError
 from postergenre.inference.onnx_runtime import ExportedGraph
+from postergenre.models.graph_card import read_graph_card
 
 INSTALL_HINT = "pip install 'postergenre[openvino]'"
 
@@ -46,6 +48,7 @@ class OpenVinoRunner(ExportedGraph):
             has_metadata = model.has_rt_info(["framework"])
             framework = dict(model.get_rt_info()["framework"]) if has_metadata else {}
             self.metadata: dict[str, str] = {k: v.astype(str) for k, v in framework.items()}
+            shapes = _dims(model.inputs[0]), _dims(model.outputs[0])
             config = {
                 "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_NUM_THREADS": self.threads,
@@ -55,8 +58,7 @@ class OpenVinoRunner(ExportedGraph):
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise UserError(f"OpenVINO cannot load {path}: {reason}") from exc
-        if "genres" not in self.metadata or "input" not in self.metadata:
-            raise UserError(f"{path} is not a PosterGenre export: it has no genres/input metadata")
+        self.card = read_graph_card(self.metadata, str(path), *shapes)
         self.path = Path(path)
         self.precision = precision
         self.request = self.compiled.create_infer_request()
@@ -70,8 +72,7 @@ class OpenVinoRunner(ExportedGraph):
         if (text is None) == self.reads_text:
             raise ValueError("text features are needed exactly when the model reads text")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        spec = self.input_json
-        expected = (3, spec["height"], spec["width"])
+        expected = (3, self.card.input.height, self.card.input.width)
         if x.ndim != 4 or x.shape[1:] != expected:
             raise ValueError(
                 f"expected input (batch, {', '.join(map(str, expected))}), got {x.shape}"
@@ -84,3 +85,8 @@ class OpenVinoRunner(ExportedGraph):
         result = self.request.infer(inputs)
         # the request reuses its output buffer on the next call
         return np.array(result[self.output], dtype=np.float32, copy=True)
+
+
+def _dims(port: Any) -> tuple[int | None, ...]:
+    """The dimensions of an OpenVINO input or output, None where the graph leaves one open."""
+    return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())

@@ -16,7 +16,6 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -427,55 +426,3 @@ def _json_line(line: bytes) -> tuple[dict[str, Any] | None, int]:
     except ValueError:
         return None, 0
     return (item, len(line)) if isinstance(item, dict) else (None, 0)
-
-
-# -- what a long run did ----------------------------------------------------------------------
-
-# A run's summary lists this many unreadable files (all are counted, by reason).
-SKIPPED_LISTED = 1000
-
-
-def skip_reason(path: str, message: str) -> str:
-    """The kind of a decoding error, for counting: "not an image", "empty file", ..."""
-    text = message.removeprefix(f"{path}: ").split(" (", 1)[0].split(";", 1)[0]
-    return "too many pixels" if "over the limit" in text else text
-
-
-@dataclass
-class StreamSummary:
-    """What `Predictor.predict_to` did: rows written, resumed, skipped (by reason)."""
-
-    out: Path
-    written: int = 0  # rows this run predicted
-    resumed: int = 0  # rows an unfinished earlier run had written
-    duplicates: int = 0  # posters named more than once (predicted once)
-    skipped: dict[str, str] = field(default_factory=dict)  # path: reason, the first listed
-    skipped_by_reason: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-
-    @property
-    def rows(self) -> int:
-        """Rows in the output."""
-        return self.written + self.resumed
-
-    @property
-    def skipped_count(self) -> int:
-        return sum(self.skipped_by_reason.values())
-
-    def skip(self, path: str, message: str) -> None:
-        """Count (and, for the first `SKIPPED_LISTED`, list) an unreadable poster."""
-        self.skipped_by_reason[skip_reason(path, message)] += 1
-        if len(self.skipped) < SKIPPED_LISTED:
-            self.skipped[path] = message
-
-    def describe(self) -> str:
-        """One line: `wrote N predictions to FILE (...); skipped M unreadable: ...`."""
-        line = f"wrote {self.rows:,} predictions to {self.out}"
-        if self.resumed:
-            line += f" ({self.written:,} new, {self.resumed:,} already there)"
-        if self.skipped_count:
-            reasons = ", ".join(f"{n:,} {r}" for r, n in self.skipped_by_reason.most_common())
-            line += f"; skipped {self.skipped_count:,} unreadable: {reasons}"
-        if self.duplicates:
-            line += f"; {self.duplicates:,} named more than once, predicted once"
-        return line

@@ -12,86 +12,39 @@ through this class. With the ONNX runtime (the default where onnxruntime is inst
 prediction imports neither torch nor scikit-learn nor matplotlib: the model card is JSON, the
 poster is prepared with NumPy and the exported graph (made once, cached) runs in ONNX Runtime.
 
-Collections go through one pipeline (`predict`, `predict_to`, `evaluate`): paths are read
-lazily, decoded and resized in batches by worker processes (`decoded_batches`; at most
-`in_flight_batches` batches ahead of the model) or through the decode cache (`cached_batches`),
-and the model runs each batch here.
+Collections go through one pipeline (`predict`, `predict_to`, `evaluate`): the local engine
+(`postergenre.engines.local`) decodes them in batches and runs the model on each here;
+`predict_to` streams into a file (`postergenre.inference.streaming`), on Ray if asked.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import closing
-from multiprocessing import get_context
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from postergenre._cpu import default_workers
-from postergenre.console import echo, progress, report_skipped, warn
+from postergenre.console import echo, report_skipped, warn
 from postergenre.data.decode import decode_poster
 from postergenre.data.records import PosterCollection, PosterRecord
-from postergenre.data.sources import PosterFiles, PosterSources, find_posters, open_sources
-from postergenre.data.text import PosterText, ocr_version, read_poster_texts
-from postergenre.errors import PosterDecodeError, UserError
-from postergenre.inference.batches import (
-    DecodedBatch,
-    cached_batches,
-    decoded_batches,
-    decoder_started,
-    in_flight_batches,
-)
-from postergenre.inference.predictions import (
-    PathSet,
-    Prediction,
-    PredictionJournal,
-    Predictions,
-    StreamSummary,
-    check_output,
-    journal_path,
-)
+from postergenre.data.sources import PosterFiles, PosterSources, find_posters
+from postergenre.data.text import ocr_version, read_poster_texts
+from postergenre.engines.local import LocalEngine, decoding_workers
+from postergenre.errors import UserError
+from postergenre.inference.predictions import Prediction, Predictions
+from postergenre.inference.streaming import StreamSummary, stream_predictions
 from postergenre.models.card import ModelCard, to_probabilities
 from postergenre.models.catalog import DEFAULT_MODEL, resolve_model
 
 if TYPE_CHECKING:
-    from postergenre.data.cache import PosterCache
     from postergenre.explain.gradcam import Explanation
     from postergenre.models.bundle import ModelBundle
 
 RUNTIMES = ("auto", "onnx", "openvino", "torch")
 PREDICT_BATCH = 32
-# Fewer posters than this decode in one thread beside the model when no worker count is
-# named: starting decoding processes would cost more than they save.
-PROCESS_MIN_POSTERS = 64
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise UserError(f"batch size must be 1 or more, not {batch_size}")
-
-
-def _report_skipped(summary: StreamSummary, limit: int = 20) -> None:
-    """The first `limit` unreadable posters on stderr, then how many more."""
-    for message in list(summary.skipped.values())[:limit]:
-        warn(f"skipped {message}")
-    if summary.skipped_count > limit:
-        warn(f"... and {summary.skipped_count - limit:,} more unreadable posters")
-
-
-def _finite_or_none(value: Any) -> Any:
-    """`value` with every NaN or infinite float replaced by None, recursively."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_none(v) for v in value]
-    return value
 
 
 def onnx_available() -> bool:
@@ -291,8 +244,8 @@ class Predictor:
             [path] = files.paths
             probs = self._run(self.preprocess(decode_poster(path))[None])
             return Predictions(self.card, [str(path)], probs)
-        ok, probs, errors = self._probabilities(
-            files.paths, cache, batch_size, progress_bar, workers
+        ok, probs, errors = self.local_engine.values(
+            files.paths, cache, batch_size, workers, progress_bar
         )
         skipped = {str(files.paths[i]): reason for i, reason in sorted(errors.items())}
         report_skipped(errors)
@@ -316,176 +269,43 @@ class Predictor:
     ) -> StreamSummary:
         """Predict every poster of `posters` (files, folders, globs, label CSVs, text files of
         paths) into the file `out` (.csv, .json, .jsonl or .parquet, as `Predictions.write`
-        writes them), streaming: memory stays flat whatever the collection's size.
+        writes them), streaming through the journal `out.partial`: memory stays flat whatever
+        the collection's size (`postergenre.inference.streaming`). `workers` decoding processes
+        (see `decoders`) feed batches of `batch_size` to the model here.
 
-        Paths are read lazily, decoded and resized by `workers` processes (see `decoders`)
-        while the model runs batches of `batch_size` here, and each batch's predictions go to
-        the journal `out.partial` (`PredictionJournal`). When every poster is done, `out`
-        appears in one rename and the journal goes. Memory: at most `in_flight_batches(workers)
-        + 1` batches of decoded posters exist at once (2 workers, 32 posters of 224x336: 36
-        MB), plus 8 bytes per poster path (`PathSet`: 80 MB for 10 million) to predict a poster
-        named twice once and to skip those already in the journal.
+        `resume` continues the journal of an unfinished run, skipping the posters already in
+        it; without it, an existing journal is an error. Unreadable posters are skipped,
+        counted by reason and listed (on stderr too); a run in which no poster can be read is
+        an error. `cache`: keep decoded posters in the cache (off by default).
 
-        `resume` continues the journal of an unfinished run (killed, interrupted), skipping
-        the posters already in it; without it, an existing journal is an error. Unreadable
-        posters are skipped, counted by reason and listed (on stderr too); a run in which no
-        poster can be read is an error. `cache`: keep decoded posters in the cache (off by
-        default; see `CACHE_CHUNK`).
-
-        `engine="ray"` scores on Ray instead (`postergenre.inference.ray_engine`): on the
-        cluster at `address`, or on a Ray started here; `workers` are then its actors, each
-        decoding posters and running the model (default: one per CPU of the cluster). Rows,
-        journal and skipped posters are those of the local engine.
+        `engine="ray"` scores on Ray instead (`postergenre.engines.ray`): on the cluster at
+        `address`, or on a Ray started here, with `workers` actors (default: one per CPU of the
+        cluster). Rows, journal and skipped posters are those of the local engine.
         """
-        from postergenre.inference.ray_engine import check_engine
-
-        started = time.monotonic()
-        out = Path(out)
-        check_output(out)
-        _check_batch_size(batch_size)
-        check_engine(engine, address)
-        if engine == "ray" and cache:
-            raise UserError("the decode cache is local to this machine: use the local engine")
-        sources = open_sources(posters)
-        total = sources.count()  # one pass: an empty folder fails here, before any work
-        decoders = self.decoders(workers, total) if engine == "local" else 0
-        summary = StreamSummary(out)
-        if resume and not journal_path(out).exists():
-            echo(f"nothing to resume ({journal_path(out)} does not exist): starting afresh")
-        with PredictionJournal(out, self.genres, self.name, resume) as journal:
-            summary.resumed = journal.resumed
-            seen = PathSet()
-            passed = 0  # posters passed over (done or named twice) the bar has not counted
-
-            def new_posters() -> Iterator[Path]:
-                nonlocal passed
-                for path in sources:
-                    key = str(path)
-                    if key in journal.done:
-                        passed += 1
-                    elif not seen.add(key):
-                        summary.duplicates += 1
-                        passed += 1
-                    else:
-                        yield path
-
-            if engine == "ray":
-                from postergenre.inference.ray_engine import ray_scored_batches
-
-                batches = ray_scored_batches(self, new_posters(), batch_size, workers, address)
-                scored = batches
-            else:
-                batches = self._batches(new_posters(), cache, batch_size, decoders)
-                scored = self._run_batches(batches)
-            try:
-                with progress(total, "predicting", enabled=progress_bar) as bar, closing(batches):
-                    for batch, probs in scored:
-                        paths = [str(p) for p in batch.paths]
-                        journal.append(Predictions(self.card, paths, probs))
-                        for _, path, reason in batch.errors:
-                            summary.skip(str(path), reason)
-                        bar.update(batch.size + passed)
-                        passed = 0
-                    bar.update(passed)
-            except BaseException:
-                if not journal.rows:  # stopped before its first row: nothing to resume
-                    journal.discard()
-                raise
-            summary.written = journal.appended
-            if not journal.rows:
-                journal.discard()
-                if sources.single and summary.skipped:  # one poster named alone: its reason
-                    raise PosterDecodeError(next(iter(summary.skipped.values())))
-                _report_skipped(summary)
-                raise UserError(f"none of the {total} posters could be read")
-            _report_skipped(summary)
-            journal.finish(top)
-        summary.seconds = time.monotonic() - started
-        return summary
+        return stream_predictions(
+            self,
+            posters,
+            out,
+            resume=resume,
+            workers=workers,
+            batch_size=batch_size,
+            cache=cache,
+            top=top,
+            progress_bar=progress_bar,
+            engine=engine,
+            address=address,
+        )
 
     def decoders(self, workers: int | None, posters: int) -> int:
-        """Decoding processes for `posters` posters: `workers` when given (0: one thread beside
-        the model), else `default_workers()`, or 0 for fewer than `PROCESS_MIN_POSTERS`."""
-        if workers is not None:
-            if workers < 0:
-                raise UserError(f"workers must be 0 or more, not {workers}")
-            return workers
-        return default_workers() if posters >= PROCESS_MIN_POSTERS else 0
+        """Decoding processes for `posters` posters (see `engines.local.decoding_workers`)."""
+        return decoding_workers(workers, posters)
 
-    def _batches(
-        self, posters: Iterable[Path], cache: bool, batch_size: int, workers: int
-    ) -> Iterator[DecodedBatch]:
-        """`posters` decoded and resized to the model's input, in batches, in order: by
-        `workers` processes (0: a thread), or through the decode cache."""
-        _check_batch_size(batch_size)
-        spec = self.input_spec
-        if cache:
-            from postergenre.data.cache import PosterCache
-
-            def open_cache() -> PosterCache:
-                return PosterCache(
-                    self.cache_dir, spec.width, spec.height, spec.resize, spec.interpolation
-                )
-
-            open_text = None
-            if self.card.reads_text:
-
-                def open_text() -> PosterText:
-                    return PosterText(self.cache_dir, spec)
-
-            yield from cached_batches(posters, open_cache, batch_size, workers, open_text)
-            return
-        size = (spec.width, spec.height, spec.resize, spec.interpolation)
-        executor: Executor
-        if workers == 0:
-            executor = ThreadPoolExecutor(1, thread_name_prefix="postergenre-decode")
-        else:  # spawn, not fork: the parent may hold torch's or ONNX Runtime's threads
-            executor = ProcessPoolExecutor(
-                workers, mp_context=get_context("spawn"), initializer=decoder_started
-            )
-        try:
-            yield from decoded_batches(
-                posters,
-                size,
-                batch_size,
-                executor,
-                in_flight_batches(workers),
-                self.card.reads_text,
-            )
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
-
-    def _run_batches(
-        self, batches: Iterable[DecodedBatch]
-    ) -> Iterator[tuple[DecodedBatch, np.ndarray]]:
-        """Each batch with the probabilities of its readable posters."""
-        for batch in batches:
-            if batch.paths:
-                yield batch, self._run(batch.pixels, batch.texts)
-            else:
-                yield batch, np.zeros((0, len(self.genres)), np.float32)
-
-    def _probabilities(
-        self,
-        paths: Sequence[Path],
-        use_cache: bool,
-        batch_size: int,
-        show: bool,
-        workers: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-        """(indices of the readable paths, their probabilities, {index: reason} otherwise)."""
-        ok: list[int] = []
-        chunks: list[np.ndarray] = []
-        errors: dict[int, str] = {}
-        batches = self._batches(paths, use_cache, batch_size, self.decoders(workers, len(paths)))
-        with progress(len(paths), "predicting", enabled=show) as bar, closing(batches):
-            for batch, probs in self._run_batches(batches):
-                ok += batch.positions
-                chunks.append(probs)
-                errors.update((i, reason) for i, _, reason in batch.errors)
-                bar.update(batch.size)
-        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.genres)), np.float32)
-        return np.asarray(ok, dtype=np.int64), probs, errors
+    @property
+    def local_engine(self) -> LocalEngine:
+        """The local engine over this model: posters decoded here, probabilities out."""
+        return LocalEngine(
+            self.input_spec, self._run, len(self.genres), self.card.reads_text, self.cache_dir
+        )
 
     # -- labelled posters -------------------------------------------------------------------
     def evaluate(
@@ -502,8 +322,7 @@ class Predictor:
         `split` keeps one split of a collection; with `out`, writes `metrics.json` and the
         confusion-matrix or precision-recall picture there.
         """
-        from postergenre.data.targets import infer_task
-        from postergenre.evaluation.report import evaluate_multi_label, evaluate_single_label
+        from postergenre.evaluation.report import evaluate_records
 
         collection = (
             posters
@@ -518,32 +337,19 @@ class Predictor:
         plots_dir = Path(out) if out is not None else None
         if plots_dir is not None:
             plots_dir.mkdir(parents=True, exist_ok=True)
-        ok, probs, errors = self._probabilities(
-            [r.path for r in records], True, PREDICT_BATCH, progress_bar
+        ok, probs, errors = self.local_engine.values(
+            [r.path for r in records], True, PREDICT_BATCH, show=progress_bar
         )
         report_skipped(errors)
-        kept = [records[i] for i in ok]
-        shared = [g for g in self.genres if any(g in r.genres for r in kept)]
-        title = title or split or "all posters"
-        if self.task == "multi" and infer_task(kept, shared) == "multi":
-            prevalence = self.card.training.get("train_prevalence")
-            metrics = evaluate_multi_label(
-                kept, probs, self.genres, self.thresholds, prevalence, plots_dir, title
-            )
-        else:  # single-label data: choose the most probable genre among those present
-            metrics = evaluate_single_label(kept, probs, self.genres, plots_dir, title)
-        metrics["unreadable"] = len(errors)
-        if metrics["n"] == 0:
-            raise UserError(
-                "none of the posters carries a genre the model knows "
-                f"(model genres: {', '.join(self.genres)})"
-            )
-        metrics = _finite_or_none(metrics)  # valid JSON: an undefined number is null, not NaN
-        if plots_dir is not None:
-            from postergenre.atomic import write_json
-
-            write_json(plots_dir / "metrics.json", metrics)
-        return metrics
+        return evaluate_records(
+            [records[i] for i in ok],
+            probs,
+            self.card,
+            self.thresholds,
+            unreadable=len(errors),
+            plots_dir=plots_dir,
+            title=title or split or "all posters",
+        )
 
     # -- explanations and export ------------------------------------------------------------
     def explain(

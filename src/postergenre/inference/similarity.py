@@ -98,9 +98,10 @@ class PosterIndex:
         workers: int | None = None,
     ) -> PosterIndex:
         """Embed every poster (through the embedding cache) and index it. `engine="ray"`
-        embeds the posters not cached yet on Ray (`ray_engine.ray_embeddings`: the cluster at
+        embeds the posters not cached yet on Ray (`engines.ray.ray_embeddings`: the cluster at
         `address`, or a Ray started here, with `workers` actors)."""
-        from postergenre.inference.ray_engine import check_engine, ray_embeddings
+        from postergenre.engines.ray import ray_embeddings
+        from postergenre.engines.ray_cluster import check_engine
 
         check_engine(engine, address)
         spec = get_arch(arch)

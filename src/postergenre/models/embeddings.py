@@ -47,7 +47,7 @@ def embed_pixels(arch: str, pixels: np.ndarray, spec: InputSpec | None = None) -
 def embedding_store(arch: str, cache_dir: Path | None) -> ArrayStore:
     """The on-disk store of `arch`'s embeddings (one folder per architecture and input)."""
     spec = get_arch(arch).input
-    pixels = PosterCache(cache_dir, spec.width, spec.height, spec.resize, spec.interpolation)
+    pixels = PosterCache(cache_dir, spec)
     folder = pixels.cache_dir / f"embeddings-{arch}-{spec.width}x{spec.height}-{spec.resize}"
     return ArrayStore(folder, (frozen_backbone(arch).num_features,), "float32")
 
@@ -62,9 +62,7 @@ def compute_embeddings(
     def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
         if not indices:
             return
-        pixels = PosterCache(
-            cache_dir, spec.width, spec.height, spec.resize, spec.interpolation
-        ).load([paths[i] for i in indices], progress=progress)
+        pixels = PosterCache(cache_dir, spec).load([paths[i] for i in indices], progress=progress)
         for j, error in pixels.errors.items():
             yield indices[j], None, error
         ok = pixels.ok

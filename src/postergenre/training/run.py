@@ -219,7 +219,7 @@ def fit_on_embeddings(
 
     def load(paths: list[Path]) -> CachedArrays:
         if cfg.engine == "ray":
-            from postergenre.inference.ray_engine import ray_embeddings
+            from postergenre.engines.ray import ray_embeddings
 
             return ray_embeddings(arch, paths, cfg.cache_dir, cfg.progress, address=cfg.address)
         return compute_embeddings(arch, paths, cfg.cache_dir, cfg.progress)
@@ -292,10 +292,7 @@ def fit_with_gradients(
     fitted as a linear probe, so fine-tuning starts from a sensible head). Under torchrun,
     rank 0 fills the caches and fits the probe first (DDP copies its weights to the others),
     and only rank 0 gets the fitted model back: the others get None."""
-    spec_in = spec.input
-    cache = PosterCache(
-        cfg.cache_dir, spec_in.width, spec_in.height, spec_in.resize, spec_in.interpolation
-    )
+    cache = PosterCache(cfg.cache_dir, spec.input)
     with distributed.main_first():
         splits = {
             name: prepare_split(
@@ -368,7 +365,7 @@ def train(cfg: TrainConfig) -> Path:
     Under `torchrun` with several processes, gradient training (seed-cnn, finetune) runs with
     DistributedDataParallel and rank 0 alone writes the run folder. A linear probe or k-NN has
     no gradient loop to share: rank 0 fits it alone and the other ranks return at once."""
-    from postergenre.inference.ray_engine import check_engine
+    from postergenre.engines.ray_cluster import check_engine
 
     check_engine(cfg.engine, cfg.address)
     spec = get_arch(cfg.arch)

@@ -3,7 +3,7 @@ through the decode cache, read lazily and in order with a bounded number of batc
 
 A model that reads the poster's text gets it with each batch: OCR runs in the decoding
 processes on the pixels they decoded, or comes from the text cache beside the decode cache.
-Used by the `Predictor` (every collection) and by the Ray engine's actors.
+Used by the local engine (every collection a `Predictor` scores) and by the Ray engine's actors.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from postergenre.errors import PosterDecodeError
 
 if TYPE_CHECKING:
     from postergenre.data.cache import PosterCache
+    from postergenre.data.preprocess import InputSpec
     from postergenre.data.text import PosterText
 
 # With the decode cache, posters are looked up (and missing ones decoded into it) this many
@@ -40,6 +41,11 @@ def in_flight_batches(workers: int) -> int:
     process (one being decoded, one waiting), two for the one decoding thread. With the batch
     the model is running, at most this + 1 batches of decoded posters exist at once."""
     return 2 * max(workers, 1)
+
+
+# What runs on a batch: uint8 (B, H, W, 3) pixels (and their OCR text, for a model that reads
+# text) -> float32 (B, outputs) values, e.g. genre probabilities or embeddings.
+Model = Callable[[np.ndarray, list[str] | None], np.ndarray]
 
 
 @dataclass
@@ -59,28 +65,24 @@ class DecodedBatch:
         return len(self.paths) + len(self.errors)
 
 
-Size = tuple[int, int, str, str]  # width, height, resize mode, interpolation
-
-
 def decode_batch(
-    paths: list[str], size: Size, with_text: bool = False
+    paths: list[str], spec: InputSpec, with_text: bool = False
 ) -> tuple[list[int], np.ndarray, list[tuple[int, str]], list[str] | None]:
-    """A decoder's unit of work: (the positions of the readable `paths`, their pixels,
-    [(position, reason)] of the others, and with `with_text` the text OCR reads in the
-    pixels, so OCR runs in the decoding processes too)."""
-    width, height, resize, interpolation = size
+    """A decoder's unit of work: (the positions of the readable `paths`, their pixels at
+    `spec`'s size, [(position, reason)] of the others, and with `with_text` the text OCR reads
+    in the pixels, so OCR runs in the decoding processes too)."""
     kept: list[int] = []
     pixels: list[np.ndarray] = []
     errors: list[tuple[int, str]] = []
     for i, path in enumerate(paths):
         try:
-            pixels.append(load_poster_array(path, width, height, resize, interpolation))
+            pixels.append(load_poster_array(path, spec))
             kept.append(i)
         except PosterDecodeError as exc:
             errors.append((i, str(exc)))
         except Exception as exc:  # an image library bug on one odd file must not stop a run
             errors.append((i, f"{path}: cannot be decoded ({type(exc).__name__}: {exc})"))
-    stacked = np.stack(pixels) if pixels else np.zeros((0, height, width, 3), np.uint8)
+    stacked = np.stack(pixels) if pixels else np.zeros((0, spec.height, spec.width, 3), np.uint8)
     texts = read_poster_texts(pixels) if with_text else None
     return kept, stacked, errors, texts
 
@@ -99,14 +101,16 @@ def decoder_started() -> None:
         threading.Thread(target=exit_with_parent, daemon=True).start()
 
 
-def _batched(items: Iterator[tuple[int, Path]], n: int) -> Iterator[list[tuple[int, Path]]]:
-    while chunk := list(islice(items, n)):
+def numbered_chunks(posters: Iterable[Path], size: int) -> Iterator[list[tuple[int, Path]]]:
+    """`posters` (read lazily) as lists of up to `size` (position in the stream, path)."""
+    items = enumerate(posters)
+    while chunk := list(islice(items, size)):
         yield chunk
 
 
 def decoded_batches(
     posters: Iterable[Path],
-    size: Size,
+    spec: InputSpec,
     batch_size: int,
     executor: Executor,
     in_flight: int,
@@ -115,7 +119,7 @@ def decoded_batches(
     """Decode `posters` (read lazily) in batches on `executor`, in order, with at most
     `in_flight` batches submitted and not yet taken: memory is bounded whatever the number of
     posters, and the decoders work while the caller runs the model on the batch it took."""
-    chunks = _batched(enumerate(posters), batch_size)
+    chunks = numbered_chunks(posters, batch_size)
     pending: deque[tuple[list[tuple[int, Path]], Future[Any]]] = deque()
 
     def submit() -> None:
@@ -124,7 +128,7 @@ def decoded_batches(
             pending.append(
                 (
                     chunk,
-                    executor.submit(decode_batch, [str(p) for _, p in chunk], size, with_text),
+                    executor.submit(decode_batch, [str(p) for _, p in chunk], spec, with_text),
                 )
             )
 
@@ -154,7 +158,7 @@ def cached_batches(
     looked up (missing ones decoded into the cache by `workers` processes) one chunk ahead, in
     a thread that opens the cache (`open_cache()`) and alone uses it; with `open_text`, their
     OCR text is looked up (and read where missing) in the text cache the same way."""
-    chunks = _batched(enumerate(posters), CACHE_CHUNK)
+    chunks = numbered_chunks(posters, CACHE_CHUNK)
     opened: list[Any] = []
 
     def load(chunk: list[tuple[int, Path]]) -> Any:
