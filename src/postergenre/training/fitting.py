@@ -5,7 +5,7 @@ scratch, Lite fine-tuned), and the calibration folded into the fitted model."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,24 @@ def make_optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimi
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+@dataclass(frozen=True)
+class FitJob:
+    """What every way of fitting is given: the run's settings, the architecture and how to fit
+    it, the posters of each split, the genres and the task."""
+
+    cfg: TrainConfig
+    spec: ArchSpec
+    mode: str
+    by_split: dict[str, list[PosterRecord]]
+    genres: list[str]
+    task: str
+
+    def unpack(
+        self,
+    ) -> tuple[TrainConfig, ArchSpec, str, dict[str, list[PosterRecord]], list[str], str]:
+        return self.cfg, self.spec, self.mode, self.by_split, self.genres, self.task
+
+
 @dataclass
 class Fitted:
     """What any way of fitting hands to the finishing step."""
@@ -62,15 +80,9 @@ class Fitted:
     text: TextSpec | None = None  # how the model reads text, if it does
 
 
-def fit_on_embeddings(
-    cfg: TrainConfig,
-    spec: ArchSpec,
-    mode: str,
-    by_split: dict[str, list[PosterRecord]],
-    genres: list[str],
-    task: str,
-) -> Fitted:
+def fit_on_embeddings(job: FitJob) -> Fitted:
     """Linear probe or k-NN on cached frozen embeddings."""
+    cfg, spec, mode, by_split, genres, task = job.unpack()
     arch = spec.embedding_arch or spec.name
 
     def load(paths: list[Path]) -> CachedArrays:
@@ -136,18 +148,12 @@ def fuse_text(
     return model
 
 
-def fit_with_gradients(
-    cfg: TrainConfig,
-    spec: ArchSpec,
-    mode: str,
-    by_split: dict[str, list[PosterRecord]],
-    genres: list[str],
-    task: str,
-) -> Fitted | None:
+def fit_with_gradients(job: FitJob) -> Fitted | None:
     """Seed CNN from scratch, or a Lite backbone fine-tuned end to end (its classifier first
     fitted as a linear probe, so fine-tuning starts from a sensible head). Under torchrun,
     rank 0 fills the caches and fits the probe first (DDP copies its weights to the others),
     and only rank 0 gets the fitted model back: the others get None."""
+    cfg, spec, mode, by_split, genres, task = job.unpack()
     cache = PosterCache(cfg.cache_dir, spec.input)
     with distributed.main_first():
         splits = {
@@ -166,7 +172,7 @@ def fit_with_gradients(
         model = create_model(cfg.arch, len(genres), pretrained=spec.pretrained)
         if mode == "finetune" and not cfg.resume and distributed.is_main():
             echo("fitting a linear probe first to initialise the classifier")
-            probe = fit_on_embeddings(cfg, spec, "linear-probe", by_split, genres, task)
+            probe = fit_on_embeddings(replace(job, mode="linear-probe"))
             model.load_state_dict(
                 {k: v for k, v in probe.model.state_dict().items() if k.startswith("classifier.")},
                 strict=False,

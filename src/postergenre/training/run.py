@@ -39,7 +39,13 @@ from postergenre.models.card import CARD_FILE
 from postergenre.training import distributed
 from postergenre.training.data import assign_splits
 from postergenre.training.distributed import echo, warn
-from postergenre.training.fitting import Fitted, calibrate, fit_on_embeddings, fit_with_gradients
+from postergenre.training.fitting import (
+    FitJob,
+    Fitted,
+    calibrate,
+    fit_on_embeddings,
+    fit_with_gradients,
+)
 
 # What each way of fitting stores (the card's `kind`).
 KIND_OF_MODE = {"scratch": "network", "finetune": "network", "linear-probe": "linear-head",
@@ -225,7 +231,7 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str) -> Path:
 
     by_split = assign_splits(collection, cfg.seed)
     fitter = fit_with_gradients if gradient else fit_on_embeddings
-    fitted = fitter(cfg, spec, mode, by_split, genres, task)
+    fitted = fitter(FitJob(cfg, spec, mode, by_split, genres, task))
     if fitted is None:  # another rank than 0: wait for rank 0's bundle
         distributed.barrier()
         return cfg.out / "model"
