@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import postergenre.data.cache as cache_module
-from postergenre.data.decode import load_poster_array
+from postergenre.data.preprocess import load_poster_array
 
 RED = (220, 30, 30)
 GREEN = (30, 200, 40)

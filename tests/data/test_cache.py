@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from postergenre.data.cache import PosterCache, default_cache_dir
-from postergenre.data.decode import load_poster_array
-from postergenre.data.preprocess import SYMMETRIC_RANGE, UNIT_RANGE, InputSpec
+from postergenre.data.preprocess import SYMMETRIC_RANGE, UNIT_RANGE, InputSpec, load_poster_array
 from postergenre.data.store import ArrayStore
 from postergenre.errors import UserError
 

@@ -21,8 +21,7 @@ import postergenre.data.store as store_module
 from postergenre.cli import main
 from postergenre.data.cache import PosterCache, fill_store
 from postergenre.data.cache_admin import cache_info, clear_cache, prune_cache
-from postergenre.data.decode import load_poster_array
-from postergenre.data.preprocess import UNIT_RANGE, InputSpec
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec, load_poster_array
 from postergenre.data.store import ArrayStore
 from postergenre.data.store_folder import CacheUnavailable
 from postergenre.errors import UserError

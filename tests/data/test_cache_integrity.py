@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from postergenre.data.cache import PosterCache, fill_store
-from postergenre.data.decode import load_poster_array
-from postergenre.data.preprocess import UNIT_RANGE, InputSpec
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec, load_poster_array
 from postergenre.data.store import ArrayStore, file_key
 from tests.conftest import make_poster
 

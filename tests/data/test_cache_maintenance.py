@@ -13,8 +13,7 @@ import pytest
 from postergenre.console import format_bytes
 from postergenre.data.cache import PosterCache
 from postergenre.data.cache_admin import cache_info, clear_cache, prune_cache
-from postergenre.data.decode import load_poster_array
-from postergenre.data.preprocess import UNIT_RANGE, InputSpec
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec, load_poster_array
 from postergenre.data.store import ArrayStore, file_key
 from postergenre.errors import UserError
 from tests.conftest import make_poster

@@ -9,10 +9,9 @@ from PIL import Image
 from postergenre.data.decode import (
     decode_poster,
     input_box,
-    load_poster_array,
     resize_poster,
 )
-from postergenre.data.preprocess import UNIT_RANGE, InputSpec
+from postergenre.data.preprocess import UNIT_RANGE, InputSpec, load_poster_array
 from postergenre.errors import PosterDecodeError, UserError
 
 ORIENTATION = 0x0112  # the EXIF tag

@@ -21,8 +21,7 @@ import numpy as np
 
 from postergenre import console
 from postergenre._cpu import default_workers
-from postergenre.data.decode import load_poster_array
-from postergenre.data.preprocess import InputSpec
+from postergenre.data.preprocess import InputSpec, load_poster_array
 from postergenre.data.store import ArrayStore, file_key
 from postergenre.data.store_folder import CacheUnavailable
 from postergenre.errors import PosterDecodeError, UserError

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from postergenre.errors import PosterDecodeError
-
-if TYPE_CHECKING:  # preprocess builds on this module: the spec is only read here
-    from postergenre.data.preprocess import InputSpec
 
 # Posters are at most a few megapixels; anything far larger is a decompression bomb or a mistake.
 MAX_PIXELS = 40_000_000
@@ -160,9 +157,3 @@ def input_box(
         scale_x, scale_y = w / inner_w, h / inner_h
         return (-x * scale_x, -y * scale_y, (width - x) * scale_x, (height - y) * scale_y)
     raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
-
-
-def load_poster_array(path: str | Path, spec: InputSpec) -> np.ndarray:
-    """Decode and resize to `spec`'s input in one call: the unit of work the cache runs once
-    per file."""
-    return spec.resize_image(decode_poster(path))

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from postergenre.data.decode import INTERPOLATIONS, RESIZE_MODES, resize_poster
+from postergenre.data.decode import INTERPOLATIONS, RESIZE_MODES, decode_poster, resize_poster
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,9 @@ class InputSpec:
             "mean": list(self.normalisation.mean),
             "std": list(self.normalisation.std),
         }
+
+
+def load_poster_array(path: str | Path, spec: InputSpec) -> np.ndarray:
+    """Decode and resize to `spec`'s input in one call: the unit of work the cache runs once
+    per file."""
+    return spec.resize_image(decode_poster(path))

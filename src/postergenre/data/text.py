@@ -27,8 +27,7 @@ import numpy as np
 
 from postergenre._cpu import default_workers
 from postergenre.data.cache import Row, default_cache_dir, fill_store, run_jobs
-from postergenre.data.decode import load_poster_array
-from postergenre.data.preprocess import InputSpec
+from postergenre.data.preprocess import InputSpec, load_poster_array
 from postergenre.data.store import ArrayStore
 from postergenre.errors import PosterDecodeError, UserError
 

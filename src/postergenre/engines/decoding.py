@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from postergenre.data.decode import load_poster_array
+from postergenre.data.preprocess import load_poster_array
 from postergenre.data.text import read_poster_texts
 from postergenre.errors import PosterDecodeError
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,14 +24,12 @@ from postergenre.models.embeddings import compute_embeddings
 from postergenre.models.text_fusion import TextFusion
 from postergenre.training import distributed
 from postergenre.training.calibration import fit_calibration, fold_into
+from postergenre.training.config import TrainConfig
 from postergenre.training.data import prepare_split
 from postergenre.training.distributed import echo
 from postergenre.training.probe import fit_knn, fit_linear_probe
 from postergenre.training.text import TextHead, fit_fused_probe, fit_text_head, read_texts
 from postergenre.training.trainer import LoopConfig, fit, predict_logits
-
-if TYPE_CHECKING:
-    from postergenre.training.run import TrainConfig
 
 SPLITS = ("train", "val")
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from postergenre.atomic import remove_stale_temporaries, write_json
-from postergenre.data.labels import label_limit_bytes, load_posters
+from postergenre.data.labels import load_posters
 from postergenre.data.targets import (
     class_counts,
     describe_counts,
@@ -37,6 +35,7 @@ from postergenre.models import ArchSpec, ModelCard, get_arch
 from postergenre.models.bundle import save_bundle
 from postergenre.models.card import CARD_FILE
 from postergenre.training import distributed
+from postergenre.training.config import TrainConfig
 from postergenre.training.data import assign_splits
 from postergenre.training.distributed import echo, warn
 from postergenre.training.fitting import (
@@ -50,8 +49,6 @@ from postergenre.training.fitting import (
 # What each way of fitting stores (the card's `kind`).
 KIND_OF_MODE = {"scratch": "network", "finetune": "network", "linear-probe": "linear-head",
                 "knn": "knn"}  # fmt: skip
-# Settings only gradient training reads: a probe or k-NN run does not record them.
-GRADIENT_ONLY = ("epochs", "batch_size", "lr", "patience", "monitor", "augment")
 
 
 class RunFolderInUse(UserError):
@@ -64,70 +61,6 @@ class NothingToResume(UserError):
     """Asked to resume, but the folder holds no run to continue."""
 
     hint = "run without --resume to start it"
-
-
-@dataclass
-class TrainConfig:
-    """Everything `postergenre train` was asked to do; saved as the run's config.json."""
-
-    out: Path
-    arch: str = "seed-cnn"
-    labels: Path | None = None
-    images: Path | None = None
-    splits: Path | None = None
-    folder: Path | None = None
-    genres: list[str] | None = None
-    min_count: int | None = None
-    task: str | None = None
-    mode: str | None = None
-    epochs: int = 30
-    batch_size: int | None = None
-    lr: float | None = None
-    seed: int = 0
-    patience: int = 5
-    monitor: str | None = None
-    balance: str = "weights"
-    augment: bool = True
-    cache_dir: Path | None = None
-    max_label_bytes: int | None = None
-    calibrate: bool = True
-    text: bool = False  # linear probes: also read the poster's text (OCR) and fuse it
-    engine: str = "local"  # where frozen embeddings are computed: "local" or "ray"
-    address: str | None = None  # the Ray cluster to join (engine "ray"; None: start Ray here)
-    resume: bool = False
-    progress: bool = True
-
-    @classmethod
-    def from_args(cls, args: Mapping[str, Any] | object) -> TrainConfig:
-        """The config of `postergenre train`'s parsed arguments (a namespace or a mapping):
-        settings named like the fields, and the flags that say three of them differently
-        (`no_augment`, `no_calibrate`, `max_labels_mb`). Other names are ignored."""
-        given = dict(args) if isinstance(args, Mapping) else vars(args)
-        values = {f.name: given[f.name] for f in fields(cls) if f.name in given}
-        if "no_augment" in given:
-            values["augment"] = not given["no_augment"]
-        if "no_calibrate" in given:
-            values["calibrate"] = not given["no_calibrate"]
-        if "max_labels_mb" in given:
-            values["max_label_bytes"] = label_limit_bytes(given["max_labels_mb"])
-        return cls(**values)
-
-    def to_json(self) -> dict[str, Any]:
-        """Every setting, paths as strings."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-
-    def used(self) -> dict[str, Any]:
-        """The settings this run actually uses (config.json): a linear probe or k-NN has no
-        epochs, learning rate or augmentation, so they are not recorded as if it had."""
-        data = self.to_json()
-        data.pop("progress", None)
-        if self.mode in ("linear-probe", "knn"):
-            for key in GRADIENT_ONLY:
-                data.pop(key, None)
-        if self.mode == "knn":
-            data.pop("balance", None)
-            data.pop("calibrate", None)
-        return data
 
 
 def resolve_mode(spec: ArchSpec, mode: str | None) -> str:
