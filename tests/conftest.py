@@ -28,10 +28,13 @@ def _ctrl_c_reaches_children():
     yield
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Never touch the user's ~/.cache: every test session gets its own cache folder."""
-    monkeypatch.setenv("POSTERGENRE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Never touch the user's ~/.cache: every test session gets its own cache folder. Session
+    scoped, so that module and session fixtures (trained runs, exports) use it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POSTERGENRE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 def make_poster(
@@ -61,6 +64,16 @@ def make_tiny_folder(root: Path) -> Path:
 def tiny_folder(tmp_path: Path) -> Path:
     """A fresh tiny poster folder per test (see `make_tiny_folder`)."""
     return make_tiny_folder(tmp_path / "posters")
+
+
+def folder_state(root: Path) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime_ns)} of every file under `root`: what a fixture shared by
+    several tests compares at its end to prove that none of them wrote into it."""
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def make_card(

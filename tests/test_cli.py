@@ -7,23 +7,28 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 from postergenre.cli import main
-from tests.conftest import make_poster
+from tests.conftest import folder_state, make_poster, make_tiny_folder
 
 
-@pytest.fixture
-def trained_run(tiny_folder: Path, tmp_path: Path) -> Path:
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One seed-cnn run trained for the whole module; the tests only read it (checked at the
+    end, so a test that starts writing into it fails instead of leaking into the others)."""
+    root = tmp_path_factory.mktemp("cli-run")
+    posters = make_tiny_folder(root / "posters")  # the same posters as every `tiny_folder`
+    run = root / "run"
     code = main(
         [
             "train",
             "--folder",
-            str(tiny_folder),
+            str(posters),
             "--arch",
             "seed-cnn",
             "--out",
@@ -39,7 +44,9 @@ def trained_run(tiny_folder: Path, tmp_path: Path) -> Path:
         ]
     )
     assert code == 0
-    return run
+    before = folder_state(run)
+    yield run
+    assert folder_state(run) == before, "a test changed the shared run folder"
 
 
 def test_train_writes_a_complete_run_folder(trained_run: Path):
