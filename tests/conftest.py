@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,16 @@ def make_tiny_folder(root: Path) -> Path:
 def tiny_folder(tmp_path: Path) -> Path:
     """A fresh tiny poster folder per test (see `make_tiny_folder`)."""
     return make_tiny_folder(tmp_path / "posters")
+
+
+@pytest.fixture(scope="session")
+def tiny_posters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The `tiny_folder` posters made once, for the tests that only read them: the session cache
+    then decodes and embeds them once, too. A test that writes into them fails the session."""
+    root = make_tiny_folder(tmp_path_factory.mktemp("tiny") / "posters")
+    before = folder_state(root)
+    yield root
+    assert folder_state(root) == before, "a test changed the shared tiny posters"
 
 
 def folder_state(root: Path) -> dict[str, tuple[int, int]]:
