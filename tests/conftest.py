@@ -50,10 +50,11 @@ def make_poster(
     return path
 
 
-def make_tiny_folder(root: Path) -> Path:
-    """ROOT/{train,val,test}/{Action,Comedy,Drama}/*.png with 8/4/4 posters per genre."""
+def make_tiny_folder(root: Path, per_genre: tuple[int, int, int] = (8, 4, 4)) -> Path:
+    """ROOT/{train,val,test}/{Action,Comedy,Drama}/*.png with 8/4/4 posters per genre (or
+    `per_genre` posters in train, val and test)."""
     seed = 0
-    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+    for split, n in zip(("train", "val", "test"), per_genre, strict=True):
         for genre, colour in GENRE_COLOURS.items():
             for i in range(n):
                 seed += 1
