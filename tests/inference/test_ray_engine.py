@@ -26,9 +26,10 @@ from postergenre.inference.ray_engine import (
 )
 
 MODEL = "imdb-20-fast"  # Lite0: the quickest bundled model
-# Real posters the engines are compared on: with 2 workers these still make 4 Ray blocks (at
-# least two per actor), so rows come back from both actors and are put back in order.
-REAL_POSTERS = 64
+# Real posters the engines are compared on. With the 2 unreadable files and 2 workers these
+# make 4 Ray blocks of 33 (two per actor), each more than one model batch of 32: rows come back
+# from both actors, batch by batch, and are put back in order, as they did with 200 posters.
+REAL_POSTERS = 130
 
 
 def _stderr_lines(text: str) -> list[str]:
