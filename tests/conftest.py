@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,13 @@ def _ctrl_c_reaches_children():
     yield
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Never touch the user's ~/.cache: every test session gets its own cache folder."""
-    monkeypatch.setenv("POSTERGENRE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Never touch the user's ~/.cache: every test session gets its own cache folder. Session
+    scoped, so that module and session fixtures (trained runs, exports) use it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POSTERGENRE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 def make_poster(
@@ -46,10 +50,11 @@ def make_poster(
     return path
 
 
-def make_tiny_folder(root: Path) -> Path:
-    """ROOT/{train,val,test}/{Action,Comedy,Drama}/*.png with 8/4/4 posters per genre."""
+def make_tiny_folder(root: Path, per_genre: tuple[int, int, int] = (8, 4, 4)) -> Path:
+    """ROOT/{train,val,test}/{Action,Comedy,Drama}/*.png with 8/4/4 posters per genre (or
+    `per_genre` posters in train, val and test)."""
     seed = 0
-    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+    for split, n in zip(("train", "val", "test"), per_genre, strict=True):
         for genre, colour in GENRE_COLOURS.items():
             for i in range(n):
                 seed += 1
@@ -61,6 +66,26 @@ def make_tiny_folder(root: Path) -> Path:
 def tiny_folder(tmp_path: Path) -> Path:
     """A fresh tiny poster folder per test (see `make_tiny_folder`)."""
     return make_tiny_folder(tmp_path / "posters")
+
+
+@pytest.fixture(scope="session")
+def tiny_posters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The `tiny_folder` posters made once, for the tests that only read them: the session cache
+    then decodes and embeds them once, too. A test that writes into them fails the session."""
+    root = make_tiny_folder(tmp_path_factory.mktemp("tiny") / "posters")
+    before = folder_state(root)
+    yield root
+    assert folder_state(root) == before, "a test changed the shared tiny posters"
+
+
+def folder_state(root: Path) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime_ns)} of every file under `root`: what a fixture shared by
+    several tests compares at its end to prove that none of them wrote into it."""
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def make_card(

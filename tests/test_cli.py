@@ -7,23 +7,26 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 from postergenre.cli import main
-from tests.conftest import make_poster
+from tests.conftest import folder_state, make_poster
 
 
-@pytest.fixture
-def trained_run(tiny_folder: Path, tmp_path: Path) -> Path:
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained_run(tiny_posters: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One seed-cnn run trained for the whole module; the tests only read it (checked at the
+    end, so a test that starts writing into it fails instead of leaking into the others)."""
+    run = tmp_path_factory.mktemp("cli") / "run"
     code = main(
         [
             "train",
             "--folder",
-            str(tiny_folder),
+            str(tiny_posters),
             "--arch",
             "seed-cnn",
             "--out",
@@ -39,7 +42,9 @@ def trained_run(tiny_folder: Path, tmp_path: Path) -> Path:
         ]
     )
     assert code == 0
-    return run
+    before = folder_state(run)
+    yield run
+    assert folder_state(run) == before, "a test changed the shared run folder"
 
 
 def test_train_writes_a_complete_run_folder(trained_run: Path):
@@ -69,7 +74,7 @@ def test_train_writes_a_complete_run_folder(trained_run: Path):
         assert len(list(csv.DictReader(handle))) >= 1
 
 
-def test_evaluate_json_contract_and_learning(trained_run, tiny_folder, capsys):
+def test_evaluate_json_contract_and_learning(trained_run, tiny_posters, capsys):
     assert (
         main(
             [
@@ -77,7 +82,7 @@ def test_evaluate_json_contract_and_learning(trained_run, tiny_folder, capsys):
                 "--model",
                 str(trained_run),
                 "--folder",
-                str(tiny_folder),
+                str(tiny_posters),
                 "--split",
                 "test",
                 "--json",
@@ -94,10 +99,10 @@ def test_evaluate_json_contract_and_learning(trained_run, tiny_folder, capsys):
     assert set(metrics["per_genre"]) == {"Action", "Comedy", "Drama"}
 
 
-def test_evaluate_on_a_subset_of_genres(trained_run, tiny_folder, tmp_path, capsys):
+def test_evaluate_on_a_subset_of_genres(trained_run, tiny_posters, tmp_path, capsys):
     subset = tmp_path / "two"
     for genre in ("Comedy", "Drama"):
-        shutil.copytree(tiny_folder / "test" / genre, subset / genre)
+        shutil.copytree(tiny_posters / "test" / genre, subset / genre)
     out = tmp_path / "eval"
     assert (
         main(
@@ -122,8 +127,8 @@ def test_evaluate_on_a_subset_of_genres(trained_run, tiny_folder, tmp_path, caps
     assert json.loads((out / "metrics.json").read_text())["n"] == 8
 
 
-def test_predict_json_and_table(trained_run, tiny_folder, capsys):
-    poster = tiny_folder / "test" / "Drama" / "drama0.png"
+def test_predict_json_and_table(trained_run, tiny_posters, capsys):
+    poster = tiny_posters / "test" / "Drama" / "drama0.png"
     assert main(["predict", "--model", str(trained_run), str(poster), "--json"]) == 0
     [entry] = json.loads(capsys.readouterr().out)
     assert entry["path"] == str(poster)
@@ -198,11 +203,13 @@ def test_training_skips_unreadable_posters(tiny_folder, tmp_path, capsys):
         ),
     ],
 )
-def test_bad_input_exits_2_with_one_line(argv, message, trained_run, tiny_folder, tmp_path, capsys):
+def test_bad_input_exits_2_with_one_line(
+    argv, message, trained_run, tiny_posters, tmp_path, capsys
+):
     bad = tmp_path / "fake.png"
     bad.write_text("hello")
     good = make_poster(tmp_path / "good.png", (10, 10, 10))
-    values = {"run": trained_run, "bad": bad, "good": good, "tmp": tmp_path, "folder": tiny_folder}
+    values = {"run": trained_run, "bad": bad, "good": good, "tmp": tmp_path, "folder": tiny_posters}
     assert main([a.format(**values) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
@@ -221,11 +228,11 @@ def test_module_entry_point_and_help():
     assert result.returncode == 2 and "POSTER" in result.stderr
 
 
-def test_explain_writes_overlay_and_raw_map(trained_run, tiny_folder, tmp_path, capsys):
+def test_explain_writes_overlay_and_raw_map(trained_run, tiny_posters, tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    poster = tiny_folder / "test" / "Action" / "action0.png"
+    poster = tiny_posters / "test" / "Action" / "action0.png"
     out = tmp_path / "heat.png"
     assert (
         main(
@@ -264,9 +271,9 @@ def test_explain_writes_overlay_and_raw_map(trained_run, tiny_folder, tmp_path, 
     )
 
 
-def test_export_onnx_and_predict_with_onnx_runtime(trained_run, tiny_folder, tmp_path, capsys):
+def test_export_onnx_and_predict_with_onnx_runtime(trained_run, tiny_posters, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    poster = tiny_folder / "test" / "Drama" / "drama1.png"
+    poster = tiny_posters / "test" / "Drama" / "drama1.png"
     out = tmp_path / "model.onnx"
     assert (
         main(

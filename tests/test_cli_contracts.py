@@ -93,12 +93,12 @@ def test_only_cache_fills_the_cache_and_cache_commands(seed_run, tmp_path, capsy
     assert not any(cache.iterdir())
 
 
-def test_run_folder_errors_name_the_flag_the_library_does_not(tiny_folder, tmp_path, capsys):
+def test_run_folder_errors_name_the_flag_the_library_does_not(tiny_posters, tmp_path, capsys):
     from postergenre.errors import UserError
     from postergenre.training.run import TrainConfig, train
 
     out = tmp_path / "run"
-    argv = ["train", "--folder", str(tiny_folder), "--arch", "efficientnet-lite0"]
+    argv = ["train", "--folder", str(tiny_posters), "--arch", "efficientnet-lite0"]
     assert main([*argv, "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     for unused in ("epochs", "lr", "batch_size", "augment", "patience", "monitor"):
@@ -109,7 +109,7 @@ def test_run_folder_errors_name_the_flag_the_library_does_not(tiny_folder, tmp_p
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "already holds a run" in line and "--resume" in line and "--out" in line
     with pytest.raises(UserError) as caught:
-        train(TrainConfig(out=out, folder=tiny_folder, arch="efficientnet-lite0", progress=False))
+        train(TrainConfig(out=out, folder=tiny_posters, arch="efficientnet-lite0", progress=False))
     assert "--" not in str(caught.value)  # the library says what, not which flag
 
 

@@ -168,10 +168,10 @@ def test_genre_names_are_matched_without_case(corner_predictor):
     assert corner_predictor.explain(poster, "PLAIN").genre == "Plain"
 
 
-def test_explains_efficientnet_lite_probe_and_knn(tiny_folder, tmp_path):
-    poster = Image.open(next((tiny_folder / "test" / "Drama").glob("*.png"))).convert("RGB")
+def test_explains_efficientnet_lite_probe_and_knn(tiny_posters, tmp_path):
+    poster = Image.open(next((tiny_posters / "test" / "Drama").glob("*.png"))).convert("RGB")
     for arch in ("efficientnet-lite0", "knn"):  # same backbone: embeddings are cached once
-        config = TrainConfig(out=tmp_path / arch, folder=tiny_folder, arch=arch, progress=False)
+        config = TrainConfig(out=tmp_path / arch, folder=tiny_posters, arch=arch, progress=False)
         predictor = Predictor.from_pretrained(train(config), runtime="torch")
         expected = predictor.predict(poster)[0]
         spec = predictor.input_spec

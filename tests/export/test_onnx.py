@@ -16,7 +16,7 @@ from postergenre.errors import UserError
 from postergenre.inference import Predictor
 from postergenre.models import create_model
 from postergenre.models.bundle import save_bundle
-from tests.conftest import GENRE_COLOURS, make_card, make_poster, make_seed_bundle
+from tests.conftest import GENRE_COLOURS, make_card, make_seed_bundle
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -27,40 +27,18 @@ from postergenre.inference.onnx_runtime import OnnxRunner, graph_cache_path  # n
 GENRES = list(GENRE_COLOURS)
 
 
-def _posters(root: Path) -> list[Path]:
-    """Like the `tiny_folder` fixture: {train,val,test}/{Action,Comedy,Drama}/*.png."""
-    seed = 0
-    for split, n in (("train", 8), ("val", 4), ("test", 4)):
-        for genre, colour in GENRE_COLOURS.items():
-            for i in range(n):
-                seed += 1
-                make_poster(root / split / genre / f"{genre.lower()}{i}.png", colour, seed)
-    return sorted((root / "test").rglob("*.png"))
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("onnx") / "posters"
-    _posters(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def probe_bundle(tiny, tmp_path_factory) -> Path:
+def probe_bundle(tiny_posters, tmp_path_factory) -> Path:
     """A linear probe on EfficientNet-Lite0 (its bundle stores only the head), trained once."""
     from postergenre.training.run import TrainConfig, train
 
-    base = tmp_path_factory.getbasetemp()
-    with pytest.MonkeyPatch.context() as mp:  # the autouse cache fixture is per test
-        mp.setenv("POSTERGENRE_CACHE", str(base / "cache"))
-        return train(
-            TrainConfig(
-                out=tmp_path_factory.mktemp("run"),
-                folder=tiny,
-                arch="efficientnet-lite0",
-                progress=False,
-            )
-        )
+    config = TrainConfig(
+        out=tmp_path_factory.mktemp("run"),
+        folder=tiny_posters,
+        arch="efficientnet-lite0",
+        progress=False,
+    )
+    return train(config)
 
 
 @pytest.fixture
@@ -102,8 +80,8 @@ def _check_file(path: Path, genres: list[str], task: str, shape: tuple[int, int]
     onnx.checker.check_model(onnx.load(str(path)))
 
 
-def test_seed_cnn_export_matches_torch(seed_bundle, tiny, tmp_path):
-    paths = sorted((tiny / "test").rglob("*.png"))
+def test_seed_cnn_export_matches_torch(seed_bundle, tiny_posters, tmp_path):
+    paths = sorted((tiny_posters / "test").rglob("*.png"))
     out = tmp_path / "out" / "seed.onnx"
     report = export_onnx(seed_bundle, out, images=paths[:4])
     assert report["path"] == str(out) and out.stat().st_size == report["size_bytes"]
@@ -113,8 +91,8 @@ def test_seed_cnn_export_matches_torch(seed_bundle, tiny, tmp_path):
     assert _torch_vs_onnx(seed_bundle, out, paths) <= 1e-4
 
 
-def test_linear_probe_onnx_predictor_matches_torch(probe_bundle, tiny):
-    paths = sorted((tiny / "test").rglob("*.png"))
+def test_linear_probe_onnx_predictor_matches_torch(probe_bundle, tiny_posters):
+    paths = sorted((tiny_posters / "test").rglob("*.png"))
     onnx_predictor = Predictor.from_pretrained(probe_bundle, runtime="onnx")  # exports to cache
     assert onnx_predictor.runtime == "onnx" and onnx_predictor.model is not None
     exported = onnx_predictor.onnx_runner.path
@@ -155,7 +133,7 @@ def test_knn_export_is_exact(tmp_path):
     assert json.loads(runner.metadata["thresholds"]) == {g: 0.4 for g in GENRES}
 
 
-def test_an_ensemble_is_one_graph_with_one_input(tiny, tmp_path):
+def test_an_ensemble_is_one_graph_with_one_input(tiny_posters, tmp_path):
     torch.manual_seed(0)
     model = create_model("efficientnet-lite012", 3, pretrained=True)
     card = make_card("efficientnet-lite012", GENRES, "multi", "linear-head")
@@ -163,7 +141,7 @@ def test_an_ensemble_is_one_graph_with_one_input(tiny, tmp_path):
     report = export_onnx(bundle, tmp_path / "ensemble.onnx")
     assert report["max_abs_diff"] <= 1e-4
     _check_file(tmp_path / "ensemble.onnx", GENRES, "multi", (336, 224))
-    paths = sorted((tiny / "test").rglob("*.png"))[:4]
+    paths = sorted((tiny_posters / "test").rglob("*.png"))[:4]
     assert _torch_vs_onnx(bundle, tmp_path / "ensemble.onnx", paths) <= 1e-4
 
 

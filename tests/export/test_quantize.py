@@ -15,7 +15,7 @@ from postergenre.cli import main
 from postergenre.data.decode import decode_poster
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
-from tests.conftest import make_poster, make_tiny_folder
+from tests.conftest import make_poster
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -44,18 +44,15 @@ def _colourful_posters(folder: Path, n: int, seed: int) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory) -> dict[str, Path]:
+def graphs(tiny_posters, tmp_path_factory) -> dict[str, Path]:
     """The imdb-20-fast bundle's fp32 graph (the Predictor's cached export) and its int8 graph
     from `postergenre export --quantize int8`, calibrated on 16 of 24 training posters."""
     tmp = tmp_path_factory.mktemp("quantize")
-    cache = tmp_path_factory.getbasetemp() / "cache"  # the session's, as `_isolated_cache`
-    fp32 = Predictor.from_pretrained("imdb-20-fast", runtime="onnx", cache_dir=cache).onnx_runner
+    fp32 = Predictor.from_pretrained("imdb-20-fast", runtime="onnx").onnx_runner
     int8 = tmp / "int8.onnx"
-    folder = make_tiny_folder(tmp / "posters")  # 24 train, 12 val, 12 test posters
     argv = ["export", "--model", "imdb-20-fast", "--out", str(int8), "--quantize", "int8",
-            "--folder", str(folder), "--calibration-size", "16", "--json"]  # fmt: skip
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(io.StringIO()) as out:
-        mp.setenv("POSTERGENRE_CACHE", str(cache))
+            "--folder", str(tiny_posters), "--calibration-size", "16", "--json"]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()) as out:
         assert main(argv) == 0
     report = json.loads(out.getvalue())
     assert report["calibration_posters"] == 16 and report["path"] == str(int8)

@@ -12,8 +12,8 @@ from postergenre.data.labels import read_folder
 from postergenre.inference.similarity import PosterIndex
 
 
-def test_index_round_trip_and_search(tiny_folder, tmp_path):
-    records = read_folder(tiny_folder).records
+def test_index_round_trip_and_search(tiny_posters, tmp_path):
+    records = read_folder(tiny_posters).records
     index = PosterIndex.build(records, progress=False)
     assert len(index) == len(records)
     index.save(tmp_path / "index")
@@ -26,13 +26,13 @@ def test_index_round_trip_and_search(tiny_folder, tmp_path):
     assert sims == sorted(sims, reverse=True)
 
 
-def test_similar_cli_finds_same_genre_posters(tiny_folder, tmp_path, capsys):
+def test_similar_cli_finds_same_genre_posters(tiny_posters, tmp_path, capsys):
     assert (
         main(
             [
                 "index",
                 "--folder",
-                str(tiny_folder),
+                str(tiny_posters),
                 "--split",
                 "train",
                 "--out",
@@ -41,7 +41,7 @@ def test_similar_cli_finds_same_genre_posters(tiny_folder, tmp_path, capsys):
         )
         == 0
     )
-    query = tiny_folder / "test" / "Comedy" / "comedy0.png"
+    query = tiny_posters / "test" / "Comedy" / "comedy0.png"
     assert (
         main(["similar", str(query), "--index", str(tmp_path / "idx"), "--k", "4", "--json"]) == 0
     )
@@ -75,8 +75,8 @@ def test_posters_are_found_from_any_folder_and_when_index_and_posters_move(
     assert all(str(moved) in item["path"] for item in index.items)
 
 
-def test_rebuilding_an_index_swaps_it_whole(tiny_folder, tmp_path):
-    records = read_folder(tiny_folder).records
+def test_rebuilding_an_index_swaps_it_whole(tiny_posters, tmp_path):
+    records = read_folder(tiny_posters).records
     target = tmp_path / "index"
     PosterIndex.build(records[:5], progress=False).save(target)
     PosterIndex.build(records, progress=False).save(target)
@@ -84,13 +84,13 @@ def test_rebuilding_an_index_swaps_it_whole(tiny_folder, tmp_path):
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary
 
 
-def test_an_ensemble_index_finds_same_genre_posters(tiny_folder, tmp_path, capsys):
-    argv = ["index", "--folder", str(tiny_folder), "--split", "train", "--out",
+def test_an_ensemble_index_finds_same_genre_posters(tiny_posters, tmp_path, capsys):
+    argv = ["index", "--folder", str(tiny_posters), "--split", "train", "--out",
             str(tmp_path / "idx"), "--arch", "efficientnet-lite012"]  # fmt: skip
     assert main(argv) == 0
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
     assert meta["arch"] == "efficientnet-lite012"
-    query = tiny_folder / "test" / "Drama" / "drama1.png"
+    query = tiny_posters / "test" / "Drama" / "drama1.png"
     capsys.readouterr()
     found = ["similar", str(query), "--index", str(tmp_path / "idx"), "--k", "3", "--json"]
     assert main(found) == 0

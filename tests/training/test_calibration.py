@@ -93,10 +93,10 @@ def test_a_multi_label_probe_is_calibrated_and_uses_one_threshold(tmp_path):
     assert "calibrate" in json.loads((tmp_path / "raw" / "config.json").read_text())
 
 
-def test_a_single_label_probe_keeps_its_accuracy_under_temperature(tiny_folder, tmp_path):
-    calibrated = train(TrainConfig(out=tmp_path / "a", folder=tiny_folder,
+def test_a_single_label_probe_keeps_its_accuracy_under_temperature(tiny_posters, tmp_path):
+    calibrated = train(TrainConfig(out=tmp_path / "a", folder=tiny_posters,
                                    arch="efficientnet-lite0", progress=False))  # fmt: skip
-    raw = train(TrainConfig(out=tmp_path / "b", folder=tiny_folder, arch="efficientnet-lite0",
+    raw = train(TrainConfig(out=tmp_path / "b", folder=tiny_posters, arch="efficientnet-lite0",
                             progress=False, calibrate=False))  # fmt: skip
     a, b = (json.loads((p / "model.json").read_text()) for p in (calibrated, raw))
     assert a["training"]["calibration"]["method"] == "temperature"

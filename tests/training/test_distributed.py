@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,12 @@ import torch
 
 from postergenre.errors import UserError
 from postergenre.training import distributed, trainer
+from tests.conftest import folder_state, make_tiny_folder
 
 REPO = Path(__file__).resolve().parents[2]
 # Measured on the tiny posters (seed-cnn, 2 epochs, global batch 8): the two runs' losses
-# differ by ~2e-5 (float summation order), accuracies are identical.
+# differ by ~2e-5 on 8/4 posters per genre, ~5e-6 on 4/2 (float summation order), accuracies
+# are identical.
 LOSS_TOLERANCE = 1e-3
 
 
@@ -46,38 +49,56 @@ def _history(run: Path) -> list[dict[str, float]]:
         ]
 
 
-def test_two_processes_match_one_process(tiny_folder, tmp_path):
+@pytest.fixture(scope="module")
+def posters(tmp_path_factory) -> Path:
+    """Tiny posters, 4/2/1 per genre: 12 training posters make a full global batch of 8 and a
+    last one of 4 (2 per rank), and each run trains on half of the usual tiny set."""
+    return make_tiny_folder(tmp_path_factory.mktemp("posters"), per_genre=(4, 2, 1))
+
+
+@pytest.fixture(scope="module")
+def two_process_run(posters, tmp_path_factory) -> Iterator[tuple[Path, str]]:
+    """A 2-epoch run on 2 gloo processes, and its stderr: what both tests below compare against
+    (the resume test's straight run is this same command). They only read it."""
+    run = tmp_path_factory.mktemp("distributed") / "two"
+    stderr = _train(posters, run, 2, "--epochs", "2").stderr
+    before = folder_state(run)
+    yield run, stderr
+    assert folder_state(run) == before, "a test changed the shared two-process run"
+
+
+def test_two_processes_match_one_process(posters, two_process_run, tmp_path):
     """2 gloo processes (4 posters each per step) against 1 process (8 per step), 2 epochs:
     accuracies, balanced accuracies and macro F1 are equal; every loss (train and val of each
-    epoch, the bundle's log loss and ECE) agrees within 1e-3 (measured: ~2e-5)."""
-    _train(tiny_folder, tmp_path / "one", 1, "--epochs", "2")
-    two = _train(tiny_folder, tmp_path / "two", 2, "--epochs", "2")
+    epoch, the bundle's log loss and ECE) agrees within 1e-3 (measured: ~5e-6)."""
+    one, (two, two_stderr) = tmp_path / "one", two_process_run
+    _train(posters, one, 1, "--epochs", "2")
 
-    one_rows, two_rows = _history(tmp_path / "one"), _history(tmp_path / "two")
+    one_rows, two_rows = _history(one), _history(two)
     assert len(one_rows) == len(two_rows) == 2
     for a, b in zip(one_rows, two_rows, strict=True):
         for key in a:
             tol = LOSS_TOLERANCE if key.endswith("loss") else 0.0
             assert abs(a[key] - b[key]) <= tol, (key, a[key], b[key])
-    meta = [json.loads((tmp_path / r / "model" / "model.json").read_text()) for r in ("one", "two")]
+    meta = [json.loads((run / "model" / "model.json").read_text()) for run in (one, two)]
     val_one, val_two = (m["metrics"]["val"] for m in meta)
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "n"):
         assert val_one[key] == val_two[key], key
     for key in ("log_loss", "ece"):
         assert val_one[key] == pytest.approx(val_two[key], abs=LOSS_TOLERANCE), key
     # rank 0 alone printed and wrote: one bundle line, no temporaries of a second writer
-    assert two.stderr.count("model bundle written to") == 1
-    assert not [p for p in (tmp_path / "two").rglob("*") if p.name.endswith(".tmp")]
+    assert two_stderr.count("model bundle written to") == 1
+    assert not [p for p in two.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_resume_under_torchrun_equals_the_straight_run(tiny_folder, tmp_path):
+def test_resume_under_torchrun_equals_the_straight_run(posters, two_process_run, tmp_path):
+    """With augmentation on, so the resumed ranks must also restore their augmentation RNG."""
     run = tmp_path / "run"
-    _train(tiny_folder, run, 2, "--epochs", "1", "--no-augment")
+    _train(posters, run, 2, "--epochs", "1")
     after_one = _history(run)
-    _train(tiny_folder, run, 2, "--epochs", "2", "--no-augment", "--resume")
-    _train(tiny_folder, tmp_path / "straight", 2, "--epochs", "2", "--no-augment")
+    _train(posters, run, 2, "--epochs", "2", "--resume")
     assert _history(run)[:1] == after_one
-    assert _history(run) == _history(tmp_path / "straight")
+    assert _history(run) == _history(two_process_run[0])
 
 
 @pytest.mark.parametrize("balance", ["weights", "sampler"])

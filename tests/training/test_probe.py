@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+from postergenre.cli import main
 from postergenre.inference import Predictor
 from postergenre.models.embeddings import compute_embeddings
 from postergenre.training.run import TrainConfig, train
-from tests.conftest import make_poster
+from tests.conftest import folder_state, make_poster
 
 
-def test_linear_probe_bundle_stores_only_the_head(tiny_folder, tmp_path):
+def test_linear_probe_bundle_stores_only_the_head(tiny_posters, tmp_path):
     bundle = train(
         TrainConfig(
-            out=tmp_path / "run", folder=tiny_folder, arch="efficientnet-lite0", progress=False
+            out=tmp_path / "run", folder=tiny_posters, arch="efficientnet-lite0", progress=False
         )
     )
     meta = json.loads((bundle / "model.json").read_text())
@@ -32,7 +34,7 @@ def test_linear_probe_bundle_stores_only_the_head(tiny_folder, tmp_path):
     }
     assert meta["training"]["C"] in (0.0001, 0.0003, 0.001, 0.003, 0.01)
     predictor = Predictor.from_pretrained(bundle)
-    records = [p for p in (tiny_folder / "test").rglob("*.png")]
+    records = [p for p in (tiny_posters / "test").rglob("*.png")]
     predictions = predictor.predict(records)
     correct = sum(
         p.predicted[0] == path.parent.name for p, path in zip(predictions, records, strict=True)
@@ -46,6 +48,36 @@ def test_embeddings_are_cached_and_match_the_network(tiny_folder):
     second = compute_embeddings("efficientnet-lite0", paths, progress=False)
     np.testing.assert_array_equal(first[first.ok], second[second.ok])
     assert first[first.ok].shape == (len(paths), 1280)
+
+
+@pytest.fixture(scope="module")
+def multi_label_csv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The label CSV of `_multi_label_csv`, made once: the tests only read it."""
+    labels = _multi_label_csv(tmp_path_factory.mktemp("multi-label"))
+    before = folder_state(labels.parent)
+    yield labels
+    assert folder_state(labels.parent) == before, "a test changed the multi-label posters"
+
+
+@pytest.fixture(scope="module")
+def multi_label_runs(multi_label_csv: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`runs(arch)`: the run folder of `train --labels ... --task multi` with `arch`, trained
+    the first time a test asks for it (a Lite0 probe is the same run for every test)."""
+    root = tmp_path_factory.mktemp("multi-label-runs")
+    states: dict[Path, dict] = {}
+
+    def run_for(arch: str) -> Path:
+        run = root / arch
+        if run not in states:
+            mode = ["--mode", "linear-probe"] if arch.startswith("efficientnet") else []
+            argv = ["train", "--labels", str(multi_label_csv), "--arch", arch, "--task", "multi"]
+            assert main([*argv, "--out", str(run), *mode]) == 0
+            states[run] = folder_state(run)
+        return run
+
+    yield run_for
+    for run, before in states.items():
+        assert folder_state(run) == before, f"a test changed the shared run {run.name}"
 
 
 def _multi_label_csv(tmp_path: Path) -> Path:
@@ -74,14 +106,11 @@ def _multi_label_csv(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("arch", ["efficientnet-lite0", "knn"])
-def test_multi_label_training_tunes_thresholds_and_predicts_sets(arch, tmp_path, capsys):
-    from postergenre.cli import main
-
-    labels = _multi_label_csv(tmp_path)
-    run = tmp_path / "run"
-    mode = ["--mode", "linear-probe"] if arch.startswith("efficientnet") else []
-    argv = ["train", "--labels", str(labels), "--arch", arch, "--task", "multi", "--out", str(run)]
-    assert main([*argv, *mode]) == 0
+def test_multi_label_training_tunes_thresholds_and_predicts_sets(
+    arch, multi_label_csv, multi_label_runs, capsys
+):
+    labels = multi_label_csv
+    run = multi_label_runs(arch)
     meta = json.loads((run / "model" / "model.json").read_text())
     assert meta["task"] == "multi"
     assert set(meta["thresholds"]) == {"Action", "Drama"}
@@ -106,38 +135,21 @@ def test_multi_label_training_tunes_thresholds_and_predicts_sets(arch, tmp_path,
         assert key in metrics
     assert metrics["map"] >= 0.8
     assert set(metrics["per_genre"]["Action"]) >= {"ap", "f1", "threshold"}
-    poster = tmp_path / "images" / "p62.png"  # Action + Drama
+    poster = labels.parent / "images" / "p62.png"  # Action + Drama
     assert main(["predict", "--model", str(run), str(poster), "--json"]) == 0
     [entry] = json.loads(capsys.readouterr().out)
     assert set(entry["predicted"]) <= {"Action", "Drama"}
     assert "predicted" in entry and len(entry["genres"]) == 2
 
 
-def test_multi_label_model_on_single_label_folder_reports_accuracy(tmp_path, tiny_folder, capsys):
-    from postergenre.cli import main
-
-    labels = _multi_label_csv(tmp_path)
-    run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--labels",
-                str(labels),
-                "--arch",
-                "efficientnet-lite0",
-                "--task",
-                "multi",
-                "--out",
-                str(run),
-            ]
-        )
-        == 0
-    )
+def test_multi_label_model_on_single_label_folder_reports_accuracy(
+    multi_label_runs, tiny_posters, capsys
+):
+    run = multi_label_runs("efficientnet-lite0")  # `train --task multi` on the labels above
     capsys.readouterr()
     # A folder per genre (Action, Comedy, Drama): Comedy is unknown to the model.
     assert (
-        main(["evaluate", "--model", str(run), "--folder", str(tiny_folder / "test"), "--json"])
+        main(["evaluate", "--model", str(run), "--folder", str(tiny_posters / "test"), "--json"])
         == 0
     )
     metrics = json.loads(capsys.readouterr().out)
@@ -146,11 +158,11 @@ def test_multi_label_model_on_single_label_folder_reports_accuracy(tmp_path, tin
     assert metrics["n"] == 8
 
 
-def test_finetune_starts_from_the_probe_and_saves_the_whole_network(tiny_folder, tmp_path):
+def test_finetune_starts_from_the_probe_and_saves_the_whole_network(tiny_posters, tmp_path):
     bundle = train(
         TrainConfig(
             out=tmp_path / "run",
-            folder=tiny_folder,
+            folder=tiny_posters,
             arch="efficientnet-lite0",
             mode="finetune",
             epochs=1,

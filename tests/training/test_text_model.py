@@ -158,7 +158,7 @@ def test_a_model_that_reads_text_needs_the_ocr_extra(text_run, monkeypatch):
         Predictor.from_pretrained(text_run["runs"]["text"], "torch")
 
 
-def test_only_a_linear_probe_reads_text(tiny_folder: Path, tmp_path: Path):
+def test_only_a_linear_probe_reads_text(tiny_posters: Path, tmp_path: Path):
     with pytest.raises(UserError, match="only a linear probe can read poster text"):
-        train(TrainConfig(out=tmp_path / "x", folder=tiny_folder, arch="seed-cnn", text=True,
+        train(TrainConfig(out=tmp_path / "x", folder=tiny_posters, arch="seed-cnn", text=True,
                           progress=False))  # fmt: skip
