@@ -106,9 +106,18 @@ def in_process_throughput(
 
 # -- server process ---------------------------------------------------------------------------
 class ServerProcess:
-    """`serve(...)` in a child process; `stop()` always ends it."""
+    """`serve(...)` in a child process (`code`, given the settings and `extra_args` as
+    arguments); `stop()` always ends it."""
 
-    def __init__(self, model: str, runtime: str | None, max_batch: int, max_wait_ms: float):
+    def __init__(
+        self,
+        model: str,
+        runtime: str | None,
+        max_batch: int,
+        max_wait_ms: float,
+        code: str = SERVER_CODE,
+        extra_args: tuple[str, ...] = (),
+    ):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p
@@ -117,11 +126,12 @@ class ServerProcess:
             [
                 sys.executable,
                 "-c",
-                SERVER_CODE,
+                code,
                 model,
                 runtime or "",
                 str(max_batch),
                 str(max_wait_ms),
+                *extra_args,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

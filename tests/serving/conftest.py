@@ -61,13 +61,13 @@ def poster_index(serving_posters, serving_cache) -> PosterIndex:
 
 @pytest.fixture(scope="module")
 def client(predictor, poster_index):
-    """The app with an index and a 64 KiB upload limit, lifespan running.
+    """The app with an index and a 64 kB upload limit (SI, like the server's), lifespan running.
 
     One per test module: its tests only send requests (the batcher's counters are the only
     state they change, and none of them reads those); a test that changes the app or needs
     fresh counters builds its own with `create_app`.
     """
-    app = create_app(predictor, poster_index, max_upload_bytes=64 * 1024, warmup=False)
+    app = create_app(predictor, poster_index, max_upload_bytes=64_000, warmup=False)
     with TestClient(app) as test_client:
         yield test_client
 

@@ -52,7 +52,7 @@ def test_model_info(client, predictor):
     assert info["task"] == "single" and info["architecture"] == "efficientnet-lite0"
     assert info["input"]["width"] == predictor.input_spec.width  # model.json passes through
     assert info["server"]["similar"] is True and info["server"]["index_size"] == 48
-    assert info["server"]["max_upload_bytes"] == 64 * 1024
+    assert info["server"]["max_upload_bytes"] == 64_000
 
 
 def test_model_info_of_a_multi_label_model_has_thresholds(multi_predictor):
@@ -162,13 +162,13 @@ def test_pixel_limit_is_configurable(predictor):
 
 def test_oversized_uploads_are_413(client):
     big = jpeg_bytes(size=(400, 600))
-    assert len(big) > 64 * 1024
+    assert len(big) > 64_000
     for url, field in (
         ("/api/predict", "files"),
         ("/api/explain", "file"),
         ("/api/similar", "file"),
     ):
-        assert "65.5 kB" in _error(client.post(url, files={field: ("big.jpg", big)}), 413)
+        assert "64.0 kB" in _error(client.post(url, files={field: ("big.jpg", big)}), 413)
     # several small files that add up to too much
     files = [("files", (f"{i}.jpg", big[:30_000])) for i in range(4)]
     assert "together" in _error(client.post("/api/predict", files=files), 413)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from postergenre.console import format_bytes
 from postergenre.serving.app import create_app
 from postergenre.serving.server import bind_socket
 from tests.conftest import REPO, SHARED_DATA, make_poster
@@ -340,3 +341,18 @@ def test_single_label_page_explains_its_rule(browser, server_url, posters, multi
         assert problems == []
     finally:
         context.close()
+
+
+def test_page_names_the_upload_limit_as_the_server_does(browser, server_url):
+    # The server's limits are SI (format_bytes): the page must say the same size it does.
+    def limit_64_kb(info: dict[str, Any]) -> None:
+        info["server"]["max_upload_bytes"] = 64_000
+
+    for change, limit in ((None, 10_000_000), (_change_model_info(limit_64_kb), 64_000)):
+        context, page, problems = _open(browser, server_url, change)
+        try:
+            shown = page.locator("#drop-limits").inner_text()
+            assert shown.endswith(f" · up to {format_bytes(limit)} each"), shown
+            assert problems == []
+        finally:
+            context.close()

@@ -114,3 +114,60 @@ def test_decodes_run_at_most_concurrency_at_once():
     assert most == 2
     with pytest.raises(PosterDecodeError, match="too big"):
         asyncio.run(UploadDecoder(10_000, max_pixels=10).pixels(poster, "too big.png", preprocess))
+
+
+def test_small_decodes_go_ahead_while_large_ones_hold_their_lane():
+    # Images over `large_pixels` decode one at a time in their own lane: however many are in
+    # flight, the small ones never queue behind them.
+    decoder = UploadDecoder(10_000, max_pixels=100_000, concurrency=2, large_pixels=1_000)
+    large, small = (
+        _encode(Image.new("RGB", (60, 40)), "PNG"),
+        _encode(Image.new("RGB", (8, 8)), "PNG"),
+    )
+    release = threading.Event()
+    lock = threading.Lock()
+    large_running, most_large = 0, 0
+
+    def preprocess(image: Image.Image) -> np.ndarray:
+        nonlocal large_running, most_large
+        if image.width * image.height > 1_000:
+            with lock:
+                large_running += 1
+                most_large = max(most_large, large_running)
+            release.wait(10)  # held until every small decode is done
+            with lock:
+                large_running -= 1
+        return np.asarray(image)
+
+    async def scenario() -> tuple[list[np.ndarray], bool]:
+        larges = [
+            asyncio.ensure_future(decoder.pixels(large, f"l{i}.png", preprocess)) for i in range(4)
+        ]
+        await asyncio.sleep(0.05)  # the large ones are in first
+        smalls = [decoder.pixels(small, f"s{i}.png", preprocess) for i in range(6)]
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*smalls), 5)
+        finally:
+            release.set()
+        still_waiting = not all(task.done() for task in larges)
+        await asyncio.gather(*larges)
+        return done, still_waiting
+
+    done, still_waiting = asyncio.run(scenario())
+    assert [a.shape for a in done] == [(8, 8, 3)] * 6
+    assert still_waiting  # the small decodes finished while large ones were held
+    assert most_large == 1
+
+
+def test_large_jpegs_are_decoded_reduced_small_ones_whole():
+    decoder = UploadDecoder(10_000_000, max_pixels=10_000_000, large_pixels=100_000, draft_side=64)
+    big = _encode(Image.new("RGB", (640, 960), (10, 200, 30)), "JPEG")  # 614 kP: large
+    image = asyncio.run(decoder.image(_upload(big, "big.jpg")))
+    # DCT scaling by 1/8: the poster's shape, at least `draft_side` on each side
+    assert image.size == (80, 120) and image.mode == "RGB"
+    assert image.getpixel((40, 60))[1] > 180
+    small = _encode(Image.new("RGB", (200, 300)), "JPEG")  # 60 kP: decoded whole
+    assert asyncio.run(decoder.image(_upload(small, "small.jpg"))).size == (200, 300)
+    # The pixel limit applies to the poster as uploaded, not as reduced.
+    with pytest.raises(PosterDecodeError, match="640x960 pixels is over the limit"):
+        asyncio.run(UploadDecoder(10_000_000, 500_000, draft_side=64).image(_upload(big)))

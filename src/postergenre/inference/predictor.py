@@ -137,6 +137,7 @@ class Predictor:
             except UserError as exc:  # e.g. a graph that does not match PyTorch closely enough
                 if not self._auto:
                     raise
+                _ = self.bundle  # a fallback that fails too is reported alone, unannounced
                 warn(f"{exc}; predicting with PyTorch instead")
                 self.runtime = "torch"
         return self._runner

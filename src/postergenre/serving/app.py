@@ -1,7 +1,8 @@
 """The web app: a page to drop posters on, and a JSON API for genres, heatmaps and look-alikes.
 
-`create_app(predictor)` assembles it from its parts (schemas, routes, error handlers, limits,
-model threads); `postergenre.serving.server.serve` runs it. Every bad request gets a 4xx with
+`create_app(predictor)` (or `build_app` with `ServerSettings`) assembles it from its parts
+(schemas, routes, error handlers, limits, model threads); `postergenre.serving.server.serve`
+runs it. Every bad request gets a 4xx with
 `{"error": "..."}`; only a bug gives a 500.
 """
 
@@ -22,6 +23,7 @@ from postergenre.serving.error_handlers import install_error_handlers
 from postergenre.serving.limits import (
     MAX_FILES,
     MAX_UPLOAD_BYTES,
+    MEGABYTE,
     MULTIPART_OVERHEAD,
     REQUEST_TIMEOUT_S,
     SERVER_MAX_PIXELS,
@@ -30,6 +32,7 @@ from postergenre.serving.limits import (
 )
 from postergenre.serving.routes import api_router
 from postergenre.serving.routes.page import add_page
+from postergenre.serving.settings import ServerSettings
 from postergenre.serving.state import ServerState
 from postergenre.serving.uploads import BodyLimitMiddleware, UploadDecoder
 
@@ -65,14 +68,30 @@ def create_app(
     `max_upload_bytes` bounds the poster bytes of one request (all its files together);
     `max_pixels` bounds one decoded poster; `max_batch` / `max_wait_ms` tune the
     micro-batcher that pools concurrent predictions; a request body that pauses for
-    `request_timeout` seconds gets a 408.
+    `request_timeout` seconds gets a 408. A setting out of range raises `SettingError`.
     """
-    if max_upload_bytes < 1:
-        raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
-    batcher = MicroBatcher(
-        predictor.predict_pixels,
+    settings = ServerSettings(
+        max_upload_mb=max_upload_bytes / MEGABYTE,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
+        max_files=max_files,
+        max_pixels=max_pixels,
+        request_timeout=request_timeout,
+    ).check()
+    return build_app(predictor, settings, index, warmup)
+
+
+def build_app(
+    predictor: Predictor,
+    settings: ServerSettings,
+    index: PosterIndex | None = None,
+    warmup: bool = True,
+) -> FastAPI:
+    """The web app for `predictor` with `settings` (checked: `ServerSettings.check`)."""
+    batcher = MicroBatcher(
+        predictor.predict_pixels,
+        max_batch=settings.max_batch,
+        max_wait_ms=settings.max_wait_ms,
         on_idle=release_free_memory,  # the tuned allocator keeps its peak otherwise
     )
     app = FastAPI(
@@ -82,10 +101,15 @@ def create_app(
         "with a 4xx status.",
         version=__version__,
         lifespan=_lifespan,
-        form_limits={"max_files": max_files, "max_fields": 16},
+        form_limits={"max_files": settings.max_files, "max_fields": 16},
     )
-    uploads = UploadDecoder(max_upload_bytes, max_pixels)
-    app.state.server = ServerState(predictor, index, batcher, uploads, max_files, warmup)
+    # Huge posters are decoded reduced, still with twice the pixels the model takes.
+    spec = predictor.input_spec
+    max_upload_bytes = settings.max_upload_bytes
+    uploads = UploadDecoder(
+        max_upload_bytes, settings.max_pixels, draft_side=2 * max(spec.width, spec.height)
+    )
+    app.state.server = ServerState(predictor, index, batcher, uploads, settings.max_files, warmup)
     # The attributes callers reached for before ServerState (tests swap the batcher's model).
     app.state.batcher, app.state.predictor, app.state.index = batcher, predictor, index
     install_error_handlers(app)
@@ -95,7 +119,9 @@ def create_app(
         message=f"upload larger than the {format_bytes(max_upload_bytes)} limit",
     )
     app.add_middleware(HeadAsGetMiddleware)
-    app.add_middleware(RequestLimitsMiddleware, body_timeout=request_timeout)  # outermost
+    app.add_middleware(  # outermost
+        RequestLimitsMiddleware, body_timeout=settings.request_timeout
+    )
     add_page(app)
-    app.include_router(api_router(max_files, max_batch))
+    app.include_router(api_router(settings.max_files, settings.max_batch))
     return app

@@ -26,12 +26,17 @@ MAX_HEADERS = 100
 REQUEST_TIMEOUT_S = 15.0
 
 # What the app accepts by default (`create_app` and `serve` take most of them as settings).
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MEGABYTE = 1_000_000  # sizes are SI, like every size the project prints
+MAX_UPLOAD_BYTES = 10 * MEGABYTE
 # Posters are a few megapixels; the server decodes at most this many per image (files on disk
 # may have up to 40 MP), so one upload cannot take seconds of CPU and hundreds of MB.
 SERVER_MAX_PIXELS = 16_000_000
 # Uploads decoded at once; more wait their turn (each decode holds a whole image in memory).
 DECODE_CONCURRENCY = 2
+# Uploads over this many pixels decode in a lane of their own, one at a time and reduced where
+# the format allows, so a few huge posters never hold up the normal ones queued behind them.
+LARGE_IMAGE_PIXELS = 4_000_000
+LARGE_DECODE_CONCURRENCY = 1
 MAX_FILES = 32
 MAX_K = 50
 # Boundaries and part headers of a multipart body, on top of the poster bytes themselves.

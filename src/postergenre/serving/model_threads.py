@@ -58,13 +58,31 @@ class ModelThreads:
     async def warm_up(self, predictor: Predictor, index: PosterIndex | None) -> None:
         """Load and run every model once, so the first requests do not pay for it."""
         assert self._predict is not None and self._slow is not None, "start() first"
-        spec = predictor.input_spec
-        blank = np.zeros((1, spec.height, spec.width, 3), dtype=np.uint8)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._predict, predictor.predict_pixels, blank)
-        # Grad-CAM needs the PyTorch model whatever the runtime: load it now, not on the first
-        # /api/explain request.
-        await loop.run_in_executor(self._slow, lambda: predictor.model)
-        if index is not None:
-            blank_poster = Image.new("RGB", (spec.width, spec.height))
-            await loop.run_in_executor(self._slow, index.embed_images, [blank_poster])
+        for slow, call in _warm_up_calls(predictor, index):
+            await loop.run_in_executor(self._slow if slow else self._predict, call)
+
+
+def warm_up(predictor: Predictor, index: PosterIndex | None) -> None:
+    """Load and run every model once, here and now: `serve()` does it before it listens, so a
+    model that cannot load is refused (one line) instead of failing the server's start-up."""
+    for _, call in _warm_up_calls(predictor, index):
+        call()
+
+
+def _warm_up_calls(
+    predictor: Predictor, index: PosterIndex | None
+) -> list[tuple[bool, Callable[[], object]]]:
+    """Each warm-up step, and whether it belongs on the slow-work thread."""
+    spec = predictor.input_spec
+    blank = np.zeros((1, spec.height, spec.width, 3), dtype=np.uint8)
+    # The PyTorch model first: Grad-CAM needs it whatever the runtime, and a bundle that cannot
+    # load is then reported as it is, before any runtime falls back to it.
+    calls: list[tuple[bool, Callable[[], object]]] = [
+        (True, lambda: predictor.model),
+        (False, lambda: predictor.predict_pixels(blank)),
+    ]
+    if index is not None:
+        blank_poster = Image.new("RGB", (spec.width, spec.height))
+        calls.append((True, lambda: index.embed_images([blank_poster])))
+    return calls

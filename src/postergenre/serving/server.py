@@ -10,13 +10,15 @@ from postergenre._allocator import tune_allocator
 from postergenre.errors import UserError
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
-from postergenre.serving.app import create_app
+from postergenre.serving.app import build_app
 from postergenre.serving.limits import (
     MAX_FILES,
     REQUEST_TIMEOUT_S,
     SERVER_MAX_PIXELS,
     GuardedH11Protocol,
 )
+from postergenre.serving.model_threads import warm_up
+from postergenre.serving.settings import ServerSettings
 
 
 class PortInUse(UserError):
@@ -80,24 +82,26 @@ def serve(
     request_timeout: float = REQUEST_TIMEOUT_S,
     log_level: str = "warning",
 ) -> None:
-    """Serve the page and API until interrupted (Ctrl+C); prints the URL to open first."""
-    tune_allocator()
-    if max_upload_mb <= 0:
-        raise UserError(f"the upload limit must be positive, got {max_upload_mb} MB")
-    _ = predictor.onnx_runner  # export (once) and load now: a failure stops before listening
-    app = create_app(
-        predictor,
-        index=index,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+    """Serve the page and API until interrupted (Ctrl+C); prints the URL to open first.
+
+    `max_upload_mb` is in SI megabytes (10: 10,000,000 bytes). A setting out of range
+    (`SettingError`) or a model that cannot load is refused before anything listens."""
+    settings = ServerSettings(
+        port=port,
+        max_upload_mb=max_upload_mb,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_files=max_files,
         max_pixels=max_pixels,
         request_timeout=request_timeout,
-    )
+    ).check()
+    tune_allocator()
+    # Load and run the models now: a failure is one line, not a failed start-up under uvicorn.
+    warm_up(predictor, index)
+    app = build_app(predictor, settings, index, warmup=False)
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
-    server = make_server(app, request_timeout, log_level)
+    server = make_server(app, settings.request_timeout, log_level)
     details = f"{len(predictor.genres)} genres, {predictor.task}-label"
     if index is not None:
         details += f"; {len(index)} posters indexed for similar posters"

@@ -1,11 +1,13 @@
-"""Uploaded posters: read a bounded number of bytes and decode them with `decode_poster`'s rules."""
+"""Uploaded posters: read a bounded number of bytes and decode them with `decode_poster`'s rules,
+large ones in a lane of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -13,9 +15,14 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postergenre.console import format_bytes
-from postergenre.data.decode import MAX_PIXELS, open_poster
+from postergenre.data.decode import MAX_PIXELS, POSTER_FORMATS, open_poster
 from postergenre.errors import PosterDecodeError, UserError
-from postergenre.serving.limits import DECODE_CONCURRENCY, send_json_error
+from postergenre.serving.limits import (
+    DECODE_CONCURRENCY,
+    LARGE_DECODE_CONCURRENCY,
+    LARGE_IMAGE_PIXELS,
+    send_json_error,
+)
 
 READ_CHUNK = 1024 * 1024
 T = TypeVar("T")
@@ -45,36 +52,71 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode_poster_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def decode_poster_bytes(
+    data: bytes, name: str, max_pixels: int = MAX_PIXELS, draft_side: int | None = None
+) -> Image.Image:
     """Decode uploaded bytes with the same rules as poster files (`open_poster`).
 
     Raises `EmptyUploadError` for no bytes and `PosterDecodeError` otherwise.
     """
     if not data:
         raise EmptyUploadError(f"{name}: empty file (0 bytes)")
-    return open_poster(io.BytesIO(data), name, max_pixels)
+    return open_poster(io.BytesIO(data), name, max_pixels, draft_side)
+
+
+def _claimed_pixels(data: bytes) -> int:
+    """The pixels an upload's header claims (only the header is read); 0 when it has none
+    readable, since decoding it then fails at once."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=POSTER_FORMATS) as image:
+                return image.width * image.height
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return 0
 
 
 class UploadDecoder:
-    """Reads uploads within the server's byte limit and decodes them off the event loop, at most
-    `concurrency` at once (each decode holds a whole image in memory)."""
+    """Reads uploads within the server's byte limit and decodes them off the event loop.
+
+    Decodes take one of two lanes by the pixels an upload claims: at most `concurrency` normal
+    posters at once, and beside them at most `LARGE_DECODE_CONCURRENCY` over `large_pixels`,
+    those reduced to `draft_side` where the format allows (the model needs far fewer pixels).
+    Each decode holds a whole image in memory, hence the bounds."""
 
     def __init__(
-        self, max_upload_bytes: int, max_pixels: int, concurrency: int = DECODE_CONCURRENCY
+        self,
+        max_upload_bytes: int,
+        max_pixels: int,
+        concurrency: int = DECODE_CONCURRENCY,
+        large_pixels: int = LARGE_IMAGE_PIXELS,
+        draft_side: int | None = None,
     ):
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
-        self._slots = asyncio.Semaphore(concurrency)
+        self.large_pixels = large_pixels
+        self.draft_side = draft_side
+        self._lane = asyncio.Semaphore(concurrency)
+        self._large_lane = asyncio.Semaphore(LARGE_DECODE_CONCURRENCY)
 
-    async def _decode(self, fn: Callable[..., T], *args: Any) -> T:
-        async with self._slots:
-            return await asyncio.to_thread(fn, *args)
+    async def _decode(
+        self, data: bytes, name: str, then: Callable[[Image.Image], T] = lambda image: image
+    ) -> T:
+        """`then(decoded image)` in a worker thread, in the upload's lane."""
+        large = _claimed_pixels(data) > self.large_pixels
+        lane = self._large_lane if large else self._lane
+        draft_side = self.draft_side if large else None
+
+        def decode() -> T:
+            return then(decode_poster_bytes(data, name, self.max_pixels, draft_side))
+
+        async with lane:
+            return await asyncio.to_thread(decode)
 
     async def image(self, upload: UploadFile) -> Image.Image:
         """One uploaded poster, decoded."""
         data = await read_upload(upload, self.max_upload_bytes)
-        name = upload.filename or "upload"
-        return await self._decode(decode_poster_bytes, data, name, self.max_pixels)
+        return await self._decode(data, upload.filename or "upload")
 
     async def read_all(self, uploads: list[UploadFile]) -> list[bytes]:
         """The bytes of every upload; all of them together must fit in the limit."""
@@ -97,12 +139,7 @@ class UploadDecoder:
     ) -> np.ndarray:
         """Uploaded bytes decoded and made model input by `preprocess`, in one go (the decoded
         image is dropped as soon as it is resized)."""
-        return await self._decode(self._decode_and_preprocess, data, name, preprocess)
-
-    def _decode_and_preprocess(
-        self, data: bytes, name: str, preprocess: Callable[[Image.Image], np.ndarray]
-    ) -> np.ndarray:
-        return preprocess(decode_poster_bytes(data, name, self.max_pixels))
+        return await self._decode(data, name, preprocess)
 
 
 class BodyLimitMiddleware:

@@ -6,7 +6,7 @@
 const DEFAULT_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF"];
 const state = {
   model: null,
-  maxUpload: 10 * 1024 * 1024,
+  maxUpload: 10 * 1000 * 1000, // the server's default, in SI bytes like its own limits
   similar: false,
   thresholds: null,
   formats: DEFAULT_FORMATS,
@@ -38,10 +38,17 @@ function formatList(formats) {
   return `${names.slice(0, -1).join(", ")} or ${names[names.length - 1]}`;
 }
 
+// "512 B", "64.0 kB", "10.0 MB": the server's format_bytes (powers of 1000), so the page
+// and the server's 413 messages name a limit the same way.
 function formatBytes(n) {
-  if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(1).replace(/\.0$/, "")} MB`;
-  if (n >= 1024) return `${Math.round(n / 1024)} KB`;
-  return `${n} bytes`;
+  let size = n;
+  for (const unit of ["B", "kB", "MB", "GB"]) {
+    if (size < 1000 || unit === "GB") {
+      return unit === "B" ? `${Math.trunc(size)} B` : `${size.toFixed(1)} ${unit}`;
+    }
+    size /= 1000;
+  }
+  return `${n} B`; // unreachable: GB takes any size
 }
 
 async function errorMessage(response) {
