@@ -275,3 +275,32 @@ def test_the_environment_label_limit_goes_through_the_same_rule(tmp_path, monkey
     monkeypatch.setenv(LABELS_LIMIT_ENV, "lots")
     with pytest.raises(UserError, match="is not a number of megabytes"):
         read_label_csv(labels)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "70000"],
+        ["serve", "--port", "-1"],
+        ["serve", "--max-wait-ms", "-1"],
+        ["serve", "--max-upload-mb", "0"],
+        ["serve", "--max-upload-mb", "nan"],
+        ["serve", "--max-megapixels", "inf"],
+        ["serve", "--request-timeout", "-5"],
+        ["serve", "--max-batch", "0"],
+        ["train", "--out", "run", "--lr", "-1"],
+        ["train", "--out", "run", "--seed", "-3"],
+        ["download", "--labels", "l.csv", "--out", "o", "--rate", "inf"],
+        ["download", "--labels", "l.csv", "--out", "o", "--retries", "-1"],
+        ["evaluate", "--labels", "l.csv", "--max-labels-mb", "-2"],
+        ["predict"],
+    ],
+)
+def test_a_bad_command_line_is_refused_in_one_line_before_any_work(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = _stderr_lines(capsys)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"postergenre {argv[0]}: error: ")
+    assert lines[0].endswith(f"(see 'postergenre {argv[0]} --help')")

@@ -4,6 +4,7 @@ types, and loading the posters the data arguments name. Light to import: `--help
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-labels-mb",
-        type=float,
+        type=non_negative_float,
         metavar="MB",
         help="refuse label files larger than this (default 1024, or $POSTERGENRE_MAX_LABELS_MB)",
     )
@@ -129,7 +130,10 @@ def bounded(convert: Callable[[str], Any], what: str, ok: Callable[[Any], bool])
 
 positive_int = bounded(int, "a positive integer", lambda value: value >= 1)
 non_negative_int = bounded(int, "0 or a positive integer", lambda value: value >= 0)
-positive_float = bounded(float, "a positive number", lambda value: value > 0)
+# Floats are finite: "inf" and "nan" parse as floats but mean nothing as a size or a rate.
+positive_float = bounded(float, "a positive number", lambda value: 0 < value < math.inf)
+non_negative_float = bounded(float, "0 or a positive number", lambda value: 0 <= value < math.inf)
+port_number = bounded(int, "a port from 0 to 65535", lambda value: 0 <= value <= 65535)
 
 
 def load_collection(args: argparse.Namespace) -> Any:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from postergenre.cli._args import Subparsers, positive_float, positive_int
+from postergenre.cli._args import (
+    Subparsers,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 
 def register(commands: Subparsers) -> None:
@@ -57,7 +63,11 @@ def _add_request_args(p: argparse.ArgumentParser) -> None:
         help="seconds one request may take in all (default 120)",
     )
     p.add_argument(
-        "--retries", type=int, default=3, metavar="N", help="attempts after the first (default 3)"
+        "--retries",
+        type=non_negative_int,
+        default=3,
+        metavar="N",
+        help="attempts after the first (default 3)",
     )
     p.add_argument(
         "--max-mb",
@@ -68,7 +78,7 @@ def _add_request_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--rate",
-        type=float,
+        type=non_negative_float,
         default=10.0,
         metavar="N",
         help="requests per second to any one host (default 10; 0: no limit)",

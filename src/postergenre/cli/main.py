@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from postergenre import __version__
 from postergenre.cli import (
@@ -40,9 +41,16 @@ _REGISTER = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, refusing a bad command line in one line (its usage is one `--help` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line interface."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="postergenre",
         description="Predict a movie's genres from its poster: train, evaluate, predict.",
         epilog="Run 'postergenre COMMAND --help' for the options of one command.",

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from postergenre.cli._args import Subparsers, add_model_arg, add_runtime_arg, positive_int
+from postergenre.cli._args import (
+    Subparsers,
+    add_model_arg,
+    add_runtime_arg,
+    non_negative_float,
+    port_number,
+    positive_float,
+    positive_int,
+)
 from postergenre.errors import UserError
 
 
@@ -31,7 +39,9 @@ def register(commands: Subparsers) -> None:
         default="127.0.0.1",
         help="interface to listen on (default 127.0.0.1: this machine only)",
     )
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.add_argument(
+        "--port", type=port_number, default=8000, help="port (default 8000; 0: any free one)"
+    )
     _add_limit_args(p)
     p.set_defaults(handler=_run)
 
@@ -40,21 +50,21 @@ def _add_limit_args(p: argparse.ArgumentParser) -> None:
     """What one request may send and take, and how requests are batched."""
     p.add_argument(
         "--max-upload-mb",
-        type=float,
+        type=positive_float,
         default=10,
         metavar="MB",
         help="largest upload per request (default 10)",
     )
     p.add_argument(
         "--max-megapixels",
-        type=float,
+        type=positive_float,
         default=16,
         metavar="MP",
         help="largest poster the server decodes, in megapixels (default 16)",
     )
     p.add_argument(
         "--request-timeout",
-        type=float,
+        type=positive_float,
         default=15,
         metavar="S",
         help="seconds a client may take to send its request headers, or pause in its upload, "
@@ -68,7 +78,7 @@ def _add_limit_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-wait-ms",
-        type=float,
+        type=non_negative_float,
         default=5.0,
         metavar="MS",
         help="how long a request may wait for others to batch with (default 5)",

@@ -11,6 +11,8 @@ from postergenre.cli._args import (
     add_data_args,
     add_engine_args,
     genre_list,
+    non_negative_int,
+    positive_float,
     positive_int,
 )
 
@@ -65,8 +67,8 @@ def _add_fitting_args(p: argparse.ArgumentParser) -> None:
     """How the model is fitted: epochs to text, in the order `train --help` lists them."""
     p.add_argument("--epochs", type=positive_int, default=30, help="maximum epochs (default 30)")
     p.add_argument("--batch-size", type=positive_int, help="default: the architecture's")
-    p.add_argument("--lr", type=float, help="learning rate (default: the architecture's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: the architecture's)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument(
         "--patience",
         type=positive_int,
