@@ -38,7 +38,7 @@ from postergenre.evaluation.plots import plot_confusion_matrix, plot_pr_curves
 from postergenre.evaluation.thresholds import count_matched_threshold, tune_thresholds
 from postergenre.models import ArchSpec, ModelCard, create_model, get_arch
 from postergenre.models.bundle import save_bundle
-from postergenre.models.card import CARD_FILE
+from postergenre.models.card import CARD_FILE, KIND_OF_MODE
 from postergenre.models.embeddings import compute_embeddings
 from postergenre.models.text_fusion import TextFusion
 from postergenre.training import distributed
@@ -50,9 +50,6 @@ from postergenre.training.text import TextHead, fit_fused_probe, fit_text_head, 
 from postergenre.training.trainer import LoopConfig, fit, predict_logits
 
 SPLITS = ("train", "val")
-# What each way of fitting stores (the card's `kind`).
-KIND_OF_MODE = {"scratch": "network", "finetune": "network", "linear-probe": "linear-head",
-                "knn": "knn"}  # fmt: skip
 # Settings only gradient training reads: a probe or k-NN run does not record them.
 GRADIENT_ONLY = ("epochs", "batch_size", "lr", "patience", "monitor", "augment")
 
