@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from postergenre.paths import user_path
+from tests.conftest import make_seed_bundle
 
 
 def test_user_path_expands_the_home_folder_and_leaves_other_paths_alone(tmp_path, monkeypatch):
@@ -22,6 +23,5 @@ def test_the_model_catalog_and_the_cache_folder_expand_the_home_folder(tmp_path,
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv(CACHE_ENV, "~/cache")
     assert default_cache_dir() == tmp_path / "cache"
-    (tmp_path / "bundle").mkdir()
-    (tmp_path / "bundle" / "model.json").write_text("{}")
+    make_seed_bundle(tmp_path / "bundle")
     assert resolve_model("~/bundle") == tmp_path / "bundle"

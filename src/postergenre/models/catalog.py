@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from postergenre.errors import UserError
-from postergenre.models.card import CARD_FILE
+from postergenre.models.bundle_files import check_safetensors, read_regular_file
+from postergenre.models.card import CARD_FILE, MAX_CARD_BYTES, WEIGHTS_FILE, CardError
 from postergenre.paths import user_path
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
@@ -24,33 +25,47 @@ def resolve_model(name_or_path: str | Path | None) -> Path:
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
     text = str(name_or_path)
-    if text in bundled_models():
-        return BUNDLED_DIR / text
     path = user_path(text)
-    if (path / CARD_FILE).is_file():
-        return path
-    if (path / "model" / CARD_FILE).is_file():
-        return path / "model"
-    if path.name == CARD_FILE and path.is_file():
-        return path.parent
+    candidates = [path, path / "model"] + ([path.parent] if path.name == CARD_FILE else [])
+    if text in bundled_models():
+        candidates = [BUNDLED_DIR / text]
+    for folder in candidates:
+        # exists(), not is_file(): a card that is a FIFO or a folder is refused, not passed by
+        if (folder / CARD_FILE).exists():
+            _check_files(folder)
+            return folder
     known = ", ".join(bundled_models()) or "none installed"
     raise UserError(
         f"no model at {text!r}: give a bundle folder, a run folder, or a bundled name ({known})"
     )
 
 
+def _check_files(folder: Path) -> None:
+    """Refuse a bundle whose card or weights is not a regular file of credible size, before
+    anything reads (or hashes) them whole."""
+    read_regular_file(folder / CARD_FILE, MAX_CARD_BYTES)
+    if not (folder / WEIGHTS_FILE).exists():
+        raise CardError(f"{folder} has no {WEIGHTS_FILE}")
+    check_safetensors(folder / WEIGHTS_FILE)
+
+
+def _score(value: object) -> str:
+    """A metric to three decimals; "n/a" where the card says null (undefined on its data)."""
+    return f"{value:.3f}" if isinstance(value, int | float) else "n/a"
+
+
 def _headline(metrics: dict) -> str:
     test = metrics.get("test") or {}
     if "accuracy" in test:
-        text = f"test accuracy {test['accuracy']:.3f}"
+        text = f"test accuracy {_score(test['accuracy'])}"
     elif "map" in test:
         text = (
-            f"test mAP {test['map']:.3f}, micro F1 {test.get('micro_f1', float('nan')):.3f}, "
-            f"macro F1 {test.get('macro_f1', float('nan')):.3f}"
+            f"test mAP {_score(test['map'])}, micro F1 {_score(test.get('micro_f1'))}, "
+            f"macro F1 {_score(test.get('macro_f1'))}"
         )
     else:
         return "no test metrics"
-    if isinstance(test.get("ece"), float):
+    if isinstance(test.get("ece"), int | float):
         text += f", ECE {test['ece']:.3f}"
     latency = metrics.get("latency") or {}
     if isinstance(latency.get("p50_ms"), int | float):

@@ -33,7 +33,7 @@ from postergenre.evaluation.plots import plot_confusion_matrix, plot_pr_curves
 from postergenre.evaluation.thresholds import count_matched_threshold, tune_thresholds
 from postergenre.models import ArchSpec, ModelCard, get_arch
 from postergenre.models.bundle import save_bundle
-from postergenre.models.card import CARD_FILE
+from postergenre.models.card import CARD_FILE, KIND_OF_MODE
 from postergenre.training import distributed
 from postergenre.training.config import TrainConfig
 from postergenre.training.data import assign_splits
@@ -45,10 +45,6 @@ from postergenre.training.fitting import (
     fit_on_embeddings,
     fit_with_gradients,
 )
-
-# What each way of fitting stores (the card's `kind`).
-KIND_OF_MODE = {"scratch": "network", "finetune": "network", "linear-probe": "linear-head",
-                "knn": "knn"}  # fmt: skip
 
 
 class RunFolderInUse(UserError):
