@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 from typing import IO
@@ -10,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from postergenre.errors import PosterDecodeError
+from postergenre.paths import shown, unreadable_reason
 
 # Posters are at most a few megapixels; anything far larger is a decompression bomb or a mistake.
 MAX_PIXELS = 40_000_000
@@ -88,13 +90,14 @@ def decode_poster(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image
     oversized or non-image files, directories and missing files.
     """
     path = Path(path)
-    if path.is_dir():
-        raise PosterDecodeError(f"{path}: is a directory, not an image")
     try:
-        if path.stat().st_size == 0:
-            raise PosterDecodeError(f"{path}: empty file (0 bytes)")
-    except FileNotFoundError as exc:
-        raise PosterDecodeError(f"{path}: file not found") from exc
+        info = path.stat()
+    except (OSError, ValueError) as exc:  # missing, a link loop, a name too long, a NUL byte
+        raise PosterDecodeError(f"{shown(path)}: {unreadable_reason(path, exc)}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise PosterDecodeError(f"{path}: is a directory, not an image")
+    if info.st_size == 0:
+        raise PosterDecodeError(f"{path}: empty file (0 bytes)")
     return open_poster(path, str(path), max_pixels)
 
 
