@@ -40,16 +40,43 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def _reduction(size: tuple[int, int], fit: tuple[int, int] | None) -> int:
+    """How many times smaller a poster of `size` may be decoded and still be at least twice
+    `fit` on both sides, whichever way its EXIF orientation turns it: 1 (full size) below four
+    times, so every poster of ordinary size decodes bit for bit as it always did."""
+    if fit is None:
+        return 1
+    factor = min(size) // (2 * max(fit))
+    return factor if factor >= 2 else 1
+
+
+def _reduced(image: Image.Image, fit: tuple[int, int] | None) -> Image.Image:
+    """`image` box-averaged down by `_reduction` (for the modes Pillow can reduce)."""
+    factor = _reduction(image.size, fit)
+    if factor == 1 or image.mode not in ("RGB", "RGBA", "L", "LA"):
+        return image
+    return image.reduce(factor)
+
+
 # Only the common raster formats: Pillow's other plugins (EPS runs Ghostscript, for one) have
 # no business touching a poster file or an upload.
 POSTER_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 
 
 def open_poster(
-    source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_PIXELS
+    source: str | Path | IO[bytes],
+    name: str,
+    max_pixels: int = MAX_PIXELS,
+    *,
+    fit: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Decode a file path or a binary stream as an RGB poster: EXIF orientation applied, first
     frame of an animation, at most `max_pixels`. `name` is used in error messages.
+
+    With `fit` (the model input's width and height), a poster at least four times larger is
+    decoded reduced, to no less than twice `fit` (memory: a 36-megapixel JPEG needs about a
+    64th of its full size): JPEGs by libjpeg's scaled decoding, other formats right after
+    loading. Every reader of poster files passes it.
 
     Raises `PosterDecodeError` with a human-readable reason for truncated, corrupt, oversized
     or non-image data.
@@ -66,9 +93,13 @@ def open_poster(
                     )
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
+                factor = _reduction(image.size, fit)
+                if image.format == "JPEG" and fit is not None and factor > 1:
+                    image.draft("RGB", (2 * max(fit),) * 2)
                 image.load()
+                image = _reduced(image, fit)  # before the full-size copies below
                 image = ImageOps.exif_transpose(image) or image
-                rgb = _to_rgb(image)
+                rgb = _reduced(_to_rgb(image), fit)
                 rgb.load()
                 return rgb
     except PosterDecodeError:
@@ -83,8 +114,11 @@ def open_poster(
         raise PosterDecodeError(f"{name}: corrupt or truncated image ({reason})") from exc
 
 
-def decode_poster(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open a poster file as an RGB image (see `open_poster`).
+def decode_poster(
+    path: str | Path, max_pixels: int = MAX_PIXELS, *, fit: tuple[int, int] | None = None
+) -> Image.Image:
+    """Open a poster file as an RGB image, reduced when much larger than `fit` needs (see
+    `open_poster`).
 
     Raises `PosterDecodeError` with a human-readable reason for zero-byte, truncated, corrupt,
     oversized or non-image files, directories and missing files.
@@ -98,7 +132,7 @@ def decode_poster(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image
         raise PosterDecodeError(f"{path}: is a directory, not an image")
     if info.st_size == 0:
         raise PosterDecodeError(f"{path}: empty file (0 bytes)")
-    return open_poster(path, str(path), max_pixels)
+    return open_poster(path, str(path), max_pixels, fit=fit)
 
 
 def resize_poster(
@@ -170,4 +204,5 @@ def load_poster_array(
     interpolation: str = "bilinear",
 ) -> np.ndarray:
     """Decode and resize in one call: the unit of work the cache runs once per file."""
-    return resize_poster(decode_poster(path), width, height, mode, interpolation)
+    image = decode_poster(path, fit=(width, height))
+    return resize_poster(image, width, height, mode, interpolation)
