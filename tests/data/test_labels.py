@@ -638,3 +638,18 @@ def test_ids_without_images_take_a_few_bytes_each():
     tracemalloc.stop()
     assert missing.count() == 100_000 and len(missing.sample) == MissingIds.SAMPLE
     assert peak < 2_000_000, peak  # a set of the ids would take about 10 MB
+
+
+def test_a_genre_folder_reached_twice_through_links_is_read_once(tmp_path, save_image):
+    import os
+
+    save_image(tmp_path / "root" / "Action" / "a.jpg")
+    save_image(tmp_path / "root" / "Comedy" / "c.jpg")
+    os.symlink("Action", tmp_path / "root" / "Drama")
+    os.symlink("..", tmp_path / "root" / "Comedy" / "up")
+    os.symlink(".", tmp_path / "root" / "Loop")
+    collection = read_folder(tmp_path / "root")
+    assert sorted((r.id, r.genres) for r in collection.records) == [
+        ("Action/a", ("Action",)),
+        ("Comedy/c", ("Comedy",)),
+    ]
