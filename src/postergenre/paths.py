@@ -1,4 +1,5 @@
-"""How a path the user typed becomes a `Path`: one rule for every layer (no imports above it)."""
+"""How a path the user typed becomes a `Path`, and why the file system refused one, in words:
+one rule for every layer (no imports above it)."""
 
 from __future__ import annotations
 

@@ -6,17 +6,19 @@ it cannot be read); anything else is a collection, in which unreadable files are
 reported with their reason.
 
 A SOURCE is, in this order: a folder (searched recursively for image files, in sorted order,
-each real folder and file once: see `folder_walk`);
-an existing file, which is a label CSV when it ends in .csv or .tsv (its id column names the
-posters, found the way `train --labels` finds them: in CSV_DIR/images, else CSV_DIR), a text
-file of paths when it ends in .txt or .lst (one path a line, relative ones resolved against the
-text file's folder; blank lines and `#` comments ignored), and otherwise one poster; or a glob
-pattern. A CSV row or a line whose file does not exist is still yielded, so reading it reports
-it as "file not found" like any other unreadable poster.
+through links, each real folder and file once: see `folder_walk`); an existing file, which is
+a label CSV when it ends in .csv or .tsv (its id column names the posters, found the way
+`train --labels` finds them: in CSV_DIR/images, else CSV_DIR), a text file of paths when it
+ends in .txt or .lst (one path a line, relative ones resolved against the text file's folder;
+blank lines and `#` comments ignored), and otherwise one poster; or a glob pattern. A CSV row,
+a line, or a link in a folder whose file cannot be reached is still yielded, so reading it
+reports why ("file not found", "is a symlink loop", "file name too long") like any other
+unreadable poster.
 
-Memory: a folder is walked one directory listing at a time, a text file and a CSV one line at a
-time; a glob's matches are listed (and sorted) before they are read, and a label CSV keeps an
-index of its image folder's file names (see `ImageFinder`).
+Memory: a folder is walked one directory listing at a time (remembering each folder's and
+file's device and inode), a text file and a CSV one line at a time; a glob's matches are listed
+(and sorted) before they are read, and a label CSV keeps an index of its image folder's file
+names (see `ImageFinder`).
 """
 
 from __future__ import annotations
