@@ -12,7 +12,8 @@ import pytest
 
 from postergenre.cli import main
 from postergenre.cli.main import EXIT_INTERRUPTED, EXIT_USAGE, build_parser
-from postergenre.data.labels import LabelFileTooLarge, PosterSourceMissing, label_limit_bytes
+from postergenre.data.csv_files import LabelFileTooLarge, label_limit_bytes
+from postergenre.data.labels import PosterSourceMissing
 from postergenre.data.url_list import IdColumnMissing, UrlColumnMissing
 from postergenre.engines.ray_cluster import AddressWithoutRay
 from postergenre.errors import UserError
@@ -262,7 +263,8 @@ def test_cache_clear_prints_bytes_in_si_units(tmp_path, capsys):
 
 
 def test_the_environment_label_limit_goes_through_the_same_rule(tmp_path, monkeypatch):
-    from postergenre.data.labels import LABELS_LIMIT_ENV, read_label_csv
+    from postergenre.data.csv_files import LABELS_LIMIT_ENV
+    from postergenre.data.labels import read_label_csv
 
     labels = tmp_path / "labels.csv"
     labels.write_text("Id,Genre\n" + "tt1,Action\n" * 200)  # 2,209 bytes

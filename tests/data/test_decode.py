@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from postergenre.data.decode import (
     decode_poster,
@@ -292,3 +292,58 @@ def test_load_poster_array_decodes_and_resizes(tmp_path, save_image):
 
     assert out.shape == (12, 8, 3)
     assert (out == (10, 20, 30)).all()
+
+
+# --- large posters are decoded reduced --------------------------------------------------------
+
+FIT = (224, 336)
+FIT_SPEC = InputSpec(*FIT, "squash", UNIT_RANGE)
+
+
+def big_poster(path, size=(4912, 7360)):
+    """A 36-megapixel poster: flat colour with a disc, quick to write and to compress."""
+    image = Image.new("RGB", size, (200, 40, 30))
+    ImageDraw.Draw(image).ellipse(
+        (size[0] // 10, size[1] // 10, size[0] // 1.2, size[1] // 1.2), fill=(20, 200, 90)
+    )
+    image.save(path, quality=90)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_poster_of_ordinary_size_decodes_bit_for_bit_with_a_fit(tmp_path, suffix):
+    path = tmp_path / f"poster{suffix}"
+    Image.open(noise_jpeg(tmp_path / "noise.jpg", size=(1300, 2000))).save(path)
+    full = decode_poster(path)
+    assert np.array_equal(np.asarray(decode_poster(path, fit=FIT)), np.asarray(full))
+    assert np.array_equal(load_poster_array(path, FIT_SPEC), resize_poster(full, *FIT))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_huge_poster_is_decoded_reduced_to_no_less_than_twice_the_input(tmp_path, suffix):
+    path = big_poster(tmp_path / f"big{suffix}", size=(2700, 4050))
+    reduced = decode_poster(path, fit=FIT)
+    assert 2 * max(FIT) <= min(reduced.size) and reduced.size[0] <= 2700 // 2
+    assert reduced.size[1] / reduced.size[0] == pytest.approx(1.5, abs=0.01)
+    full = resize_poster(decode_poster(path), *FIT).astype(int)
+    assert np.abs(load_poster_array(path, FIT_SPEC).astype(int) - full).mean() < 2.0
+
+
+def test_decoding_a_36_megapixel_jpeg_takes_a_fraction_of_its_full_size(tmp_path):
+    import subprocess
+    import sys
+
+    path = big_poster(tmp_path / "big.jpg")
+    script = (
+        "import resource, sys\n"
+        "from postergenre.data.preprocess import UNIT_RANGE, InputSpec, load_poster_array\n"
+        "spec = InputSpec(224, 336, 'squash', UNIT_RANGE)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "load_poster_array(sys.argv[1], spec)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+    )
+    grown_mb = int(out.stdout) / 1024
+    assert grown_mb < 60, f"{grown_mb:.0f} MB (the full image alone is 108 MB)"

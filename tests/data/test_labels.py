@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from postergenre.data.csv_files import open_csv
 from postergenre.data.labels import load_posters, parse_genres, read_folder, read_label_csv
 from postergenre.errors import UserError
 
@@ -587,3 +589,67 @@ def test_numeric_ids_match_files_and_splits_with_tt_and_zeros(tmp_path, save_ima
     assert len(collection.records) == 3 and not [w for w in collection.warnings if "no image" in w]
     paths = {r.path.name: r.split for r in collection.records}
     assert paths == {"tt0114709.jpg": "train", "tt0113497.jpg": "test", "tt1234567.jpg": None}
+
+
+def test_a_utf_8_file_with_one_stray_latin_1_byte_keeps_its_utf_8_and_names_the_line(dataset):
+    text = "Id,Genre,Title\ntt1,Comédie,Amélie\ntt2,Drama,Léon\ntt3,Action,Zoë\n"
+    data = text.encode("utf-8").replace("Léon".encode(), "Léon".encode("latin-1"))
+    (dataset / "mixed.csv").write_bytes(data)
+    collection = load_posters(labels=dataset / "mixed.csv")
+    assert by_id(collection)["tt1"].genres == ("Comédie",)
+    [note] = [w for w in collection.warnings if "UTF-8" in w]
+    assert "1 line is not UTF-8" in note and "line 3" in note and "Latin-1" in note
+    rows = list(open_csv(dataset / "mixed.csv").rows())
+    assert [r["Title"] for r in rows] == ["Amélie", "Léon", "Zoë"]
+
+
+def test_a_label_id_too_long_for_a_file_name_is_a_poster_without_an_image(dataset, write_text):
+    long_id = "x" * 300
+    text = f"id,genre\ntt1,Drama\n{long_id},Comedy\nsub/{long_id},Drama\n{'d/' * 2500},Drama\n"
+    collection = load_posters(labels=write_text(dataset / "labels.csv", text))
+    assert [r.id for r in collection.records] == ["tt1"]
+    [warning] = [w for w in collection.warnings if "have no image" in w]
+    assert warning.startswith("3 ids have no image") and "\n" not in warning
+    assert f"{long_id[:40]}..." in warning
+
+
+def test_200_000_ids_without_images_are_counted_fast_in_one_line(dataset):
+    rows = "".join(f"nm{i},Drama\n" for i in range(200_000))
+    (dataset / "big.csv").write_text("Id,Genre\ntt1,Action\n" + rows + "nm7,Drama\n")
+    started = time.perf_counter()
+    collection = load_posters(labels=dataset / "big.csv")
+    elapsed = time.perf_counter() - started
+    assert [r.id for r in collection.records] == ["tt1"]
+    [warning] = collection.warnings
+    assert warning.startswith("200000 ids have no image") and "(e.g. nm0, nm1, nm2, ...)" in warning
+    assert elapsed < 2.5, elapsed
+
+
+def test_ids_without_images_take_a_few_bytes_each():
+    import tracemalloc
+
+    from postergenre.data.image_finder import MissingIds
+
+    missing = MissingIds()
+    tracemalloc.start()
+    for i in range(100_000):
+        missing.add(f"nm{i:09d}")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert missing.count() == 100_000 and len(missing.sample) == MissingIds.SAMPLE
+    assert peak < 2_000_000, peak  # a set of the ids would take about 10 MB
+
+
+def test_a_genre_folder_reached_twice_through_links_is_read_once(tmp_path, save_image):
+    import os
+
+    save_image(tmp_path / "root" / "Action" / "a.jpg")
+    save_image(tmp_path / "root" / "Comedy" / "c.jpg")
+    os.symlink("Action", tmp_path / "root" / "Drama")
+    os.symlink("..", tmp_path / "root" / "Comedy" / "up")
+    os.symlink(".", tmp_path / "root" / "Loop")
+    collection = read_folder(tmp_path / "root")
+    assert sorted((r.id, r.genres) for r in collection.records) == [
+        ("Action/a", ("Action",)),
+        ("Comedy/c", ("Comedy",)),
+    ]

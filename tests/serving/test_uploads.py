@@ -160,14 +160,14 @@ def test_small_decodes_go_ahead_while_large_ones_hold_their_lane():
 
 
 def test_large_jpegs_are_decoded_reduced_small_ones_whole():
-    decoder = UploadDecoder(10_000_000, max_pixels=10_000_000, large_pixels=100_000, draft_side=64)
+    decoder = UploadDecoder(10_000_000, max_pixels=10_000_000, large_pixels=100_000, fit=(16, 24))
     big = _encode(Image.new("RGB", (640, 960), (10, 200, 30)), "JPEG")  # 614 kP: large
     image = asyncio.run(decoder.image(_upload(big, "big.jpg")))
-    # DCT scaling by 1/8: the poster's shape, at least `draft_side` on each side
+    # reduced (DCT scaling), keeping the poster's shape and at least twice `fit` on each side
     assert image.size == (80, 120) and image.mode == "RGB"
     assert image.getpixel((40, 60))[1] > 180
-    small = _encode(Image.new("RGB", (200, 300)), "JPEG")  # 60 kP: decoded whole
-    assert asyncio.run(decoder.image(_upload(small, "small.jpg"))).size == (200, 300)
+    small = _encode(Image.new("RGB", (60, 90)), "JPEG")  # under 4x the input: decoded whole
+    assert asyncio.run(decoder.image(_upload(small, "small.jpg"))).size == (60, 90)
     # The pixel limit applies to the poster as uploaded, not as reduced.
     with pytest.raises(PosterDecodeError, match="640x960 pixels is over the limit"):
-        asyncio.run(UploadDecoder(10_000_000, 500_000, draft_side=64).image(_upload(big)))
+        asyncio.run(UploadDecoder(10_000_000, 500_000, fit=(16, 24)).image(_upload(big)))

@@ -139,7 +139,8 @@ port_number = bounded(int, "a port from 0 to 65535", lambda value: 0 <= value <=
 def load_collection(args: argparse.Namespace) -> Any:
     """The posters the data arguments name; the loader's warnings go to stderr."""
     from postergenre.console import warn
-    from postergenre.data.labels import label_limit_bytes, load_posters
+    from postergenre.data.csv_files import label_limit_bytes
+    from postergenre.data.labels import load_posters
 
     collection = load_posters(
         labels=args.labels,

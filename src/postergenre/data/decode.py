@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 from typing import IO
@@ -10,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from postergenre.errors import PosterDecodeError
+from postergenre.paths import shown, unreadable_reason
 
 # Posters are at most a few megapixels; anything far larger is a decompression bomb or a mistake.
 MAX_PIXELS = 40_000_000
@@ -38,6 +40,24 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def _reduction(size: tuple[int, int], fit: tuple[int, int] | None) -> int:
+    """How many times smaller a poster of `size` may be decoded and still be at least twice
+    `fit` on both sides, whichever way its EXIF orientation turns it: 1 (full size) below four
+    times, so every poster of ordinary size decodes bit for bit as it always did."""
+    if fit is None:
+        return 1
+    factor = min(size) // (2 * max(fit))
+    return factor if factor >= 2 else 1
+
+
+def _reduced(image: Image.Image, fit: tuple[int, int] | None) -> Image.Image:
+    """`image` box-averaged down by `_reduction` (for the modes Pillow can reduce)."""
+    factor = _reduction(image.size, fit)
+    if factor == 1 or image.mode not in ("RGB", "RGBA", "L", "LA"):
+        return image
+    return image.reduce(factor)
+
+
 # Only the common raster formats: Pillow's other plugins (EPS runs Ghostscript, for one) have
 # no business touching a poster file or an upload.
 POSTER_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
@@ -47,11 +67,16 @@ def open_poster(
     source: str | Path | IO[bytes],
     name: str,
     max_pixels: int = MAX_PIXELS,
-    draft_side: int | None = None,
+    *,
+    fit: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Decode a file path or a binary stream as an RGB poster: EXIF orientation applied, first
-    frame of an animation, at most `max_pixels`. `name` is used in error messages. With
-    `draft_side`, a JPEG may be decoded reduced (1/2 to 1/8) to no less than that on a side.
+    frame of an animation, at most `max_pixels`. `name` is used in error messages.
+
+    With `fit` (the model input's width and height), a poster at least four times larger is
+    decoded reduced, to no less than twice `fit` (memory: a 36-megapixel JPEG needs about a
+    64th of its full size): JPEGs by libjpeg's scaled decoding, other formats right after
+    loading. Every reader of poster files passes it.
 
     Raises `PosterDecodeError` with a human-readable reason for truncated, corrupt, oversized
     or non-image data.
@@ -68,12 +93,13 @@ def open_poster(
                     )
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
-                if draft_side is not None and image.format == "JPEG":
-                    # DCT scaling skips most of the work: a 16 MP poster costs a 1 MP decode
-                    image.draft("RGB", (draft_side, draft_side))
+                factor = _reduction(image.size, fit)
+                if image.format == "JPEG" and fit is not None and factor > 1:
+                    image.draft("RGB", (2 * max(fit),) * 2)
                 image.load()
+                image = _reduced(image, fit)  # before the full-size copies below
                 image = ImageOps.exif_transpose(image) or image
-                rgb = _to_rgb(image)
+                rgb = _reduced(_to_rgb(image), fit)
                 rgb.load()
                 return rgb
     except PosterDecodeError:
@@ -88,21 +114,25 @@ def open_poster(
         raise PosterDecodeError(f"{name}: corrupt or truncated image ({reason})") from exc
 
 
-def decode_poster(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open a poster file as an RGB image (see `open_poster`).
+def decode_poster(
+    path: str | Path, max_pixels: int = MAX_PIXELS, *, fit: tuple[int, int] | None = None
+) -> Image.Image:
+    """Open a poster file as an RGB image, reduced when much larger than `fit` needs (see
+    `open_poster`).
 
     Raises `PosterDecodeError` with a human-readable reason for zero-byte, truncated, corrupt,
     oversized or non-image files, directories and missing files.
     """
     path = Path(path)
-    if path.is_dir():
-        raise PosterDecodeError(f"{path}: is a directory, not an image")
     try:
-        if path.stat().st_size == 0:
-            raise PosterDecodeError(f"{path}: empty file (0 bytes)")
-    except FileNotFoundError as exc:
-        raise PosterDecodeError(f"{path}: file not found") from exc
-    return open_poster(path, str(path), max_pixels)
+        info = path.stat()
+    except (OSError, ValueError) as exc:  # missing, a link loop, a name too long, a NUL byte
+        raise PosterDecodeError(f"{shown(path)}: {unreadable_reason(path, exc)}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise PosterDecodeError(f"{path}: is a directory, not an image")
+    if info.st_size == 0:
+        raise PosterDecodeError(f"{path}: empty file (0 bytes)")
+    return open_poster(path, str(path), max_pixels, fit=fit)
 
 
 def resize_poster(

@@ -6,23 +6,23 @@ Every reader returns a `PosterCollection`; nothing here opens an image.
 from __future__ import annotations
 
 import ast
-import codecs
-import csv
-import os
-import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from postergenre.data.formats import IMAGE_EXTENSIONS, is_image_name
+from postergenre.data.csv_files import ID_COLUMNS, CsvFile, find_column, id_column, open_csv
+from postergenre.data.folder_walk import FolderWalk
+from postergenre.data.formats import IMAGE_EXTENSIONS
+from postergenre.data.image_finder import (
+    ImageFinder,
+    MissingIds,
+    default_image_folder,
+    match_key,
+    strip_id,
+)
 from postergenre.data.records import PosterCollection, PosterRecord, normalise_split
 from postergenre.errors import UserError
+from postergenre.paths import user_path
 
-# Accepted id columns, in order of preference, spelled as messages name them; they are matched
-# case-insensitively, by ID_COLUMNS.
-ID_COLUMN_NAMES = ("Id", "id", "imdbId", "filename", "image", "path")
-ID_COLUMNS = tuple(dict.fromkeys(name.lower() for name in ID_COLUMN_NAMES))
 LABEL_COLUMNS = ("genre", "genres", "label", "labels")
 SPLIT_COLUMN = "split"
 # Label values that mean "no genre" rather than a genre called "N/A".
@@ -34,12 +34,6 @@ class PosterSourceMissing(UserError):
     """Neither or both of a label file and a folder layout were given."""
 
     hint = "use --labels CSV or --folder DIR"
-
-
-class LabelFileTooLarge(UserError):
-    """A label file over the size limit."""
-
-    hint = "or pass --max-labels-mb"
 
 
 def parse_genres(value: str) -> tuple[str, ...]:
@@ -72,127 +66,6 @@ def parse_genres(value: str) -> tuple[str, ...]:
     return tuple(genres)
 
 
-# A label file is text with one row per poster: even 10 million posters fit in well under this.
-MAX_LABEL_BYTES = 1024 * 1024 * 1024
-LABELS_LIMIT_ENV = "POSTERGENRE_MAX_LABELS_MB"
-# The header must end within this many bytes (a binary or one-line file is refused early).
-HEADER_BYTES = 64 * 1024
-DELIMITERS = (",", ";", "\t")
-
-
-def label_limit_bytes(megabytes: float | None) -> int | None:
-    """A label-file limit given in megabytes (`--max-labels-mb`, `$POSTERGENRE_MAX_LABELS_MB`;
-    MiB) in bytes; None stays None (the default limit)."""
-    return None if megabytes is None else int(megabytes * 1024 * 1024)
-
-
-def _label_limit(max_bytes: int | None) -> int:
-    if max_bytes is not None:
-        return max_bytes
-    env = os.environ.get(LABELS_LIMIT_ENV)
-    try:
-        limit = label_limit_bytes(float(env)) if env else None
-    except ValueError:
-        raise UserError(f"{LABELS_LIMIT_ENV}={env!r} is not a number of megabytes") from None
-    return MAX_LABEL_BYTES if limit is None else limit
-
-
-def _encoding(path: Path) -> str:
-    """UTF-8 (with or without a byte-order mark) when every byte decodes, else Latin-1 (the
-    Kaggle list's encoding). Decoded incrementally: memory stays flat for any file size."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with path.open("rb") as handle:
-        try:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                decoder.decode(block)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return "latin-1"
-    return "utf-8-sig"
-
-
-@dataclass
-class CsvFile:
-    """A label CSV checked up front (size, header, encoding, delimiter); `rows()` streams it."""
-
-    path: Path
-    fieldnames: list[str]
-    encoding: str
-    delimiter: str
-
-    def rows(self) -> Iterator[dict[str, str]]:
-        """Each data row as {column: value}, read lazily."""
-        try:
-            with self.path.open(newline="", encoding=self.encoding) as handle:
-                reader = csv.DictReader(handle, delimiter=self.delimiter)
-                yield from reader
-        except csv.Error as exc:
-            raise UserError(f"{self.path} is not a readable CSV file: {exc}") from exc
-
-
-def _read_csv(path: Path, max_bytes: int | None = None) -> CsvFile:
-    """Open a label CSV: refuse it early if it is too large or has no header line, detect its
-    encoding (UTF-8, UTF-8 with BOM, Latin-1) and delimiter (comma, semicolon, tab)."""
-    if not path.is_file():
-        raise UserError(f"label file not found: {path}")
-    size, limit = path.stat().st_size, _label_limit(max_bytes)
-    if size > limit:
-        raise LabelFileTooLarge(
-            f"{path} is {size / 1e6:,.0f} MB, over the {limit / 1e6:,.0f} MB limit for label "
-            f"files (raise it with {LABELS_LIMIT_ENV})"
-        )
-    with path.open("rb") as handle:
-        head = handle.read(HEADER_BYTES)
-    if not head.strip():
-        raise UserError(f"{path} is empty: expected a header row")
-    if b"\0" in head:
-        raise UserError(f"{path} is not a CSV file (it holds binary data)")
-    if b"\n" not in head and size > len(head):
-        raise UserError(f"{path} is not a CSV file (no header line in its first 64 KB)")
-    encoding = _encoding(path)
-    first_line = head.split(b"\n", 1)[0].decode(encoding, errors="replace")
-    delimiter = max(DELIMITERS, key=first_line.count)
-    fieldnames = next(csv.reader([first_line.strip("\r")], delimiter=delimiter), [])
-    if not [f for f in fieldnames if f.strip()]:
-        raise UserError(f"{path} is empty: expected a header row")
-    fieldnames = [f.lstrip("\ufeff") for f in fieldnames]
-    return CsvFile(path, fieldnames, encoding, delimiter)
-
-
-def open_csv(path: Path, max_bytes: int | None = None) -> CsvFile:
-    """Open any user CSV the way label files are opened (size limit, header, encoding and
-    delimiter detection; see `_read_csv`); stream its rows with `CsvFile.rows()`."""
-    return _read_csv(Path(path), max_bytes)
-
-
-def find_column(fieldnames: Iterable[str], candidates: Iterable[str]) -> str | None:
-    """The column named by the first of `candidates` (lower case) that `fieldnames` holds,
-    matched case-insensitively and ignoring surrounding spaces."""
-    by_lower = {name.strip().lower(): name for name in fieldnames}
-    for candidate in candidates:
-        if candidate in by_lower:
-            return by_lower[candidate]
-    return None
-
-
-def id_column(csv_file: CsvFile) -> str:
-    """The column of poster ids (see `ID_COLUMN_NAMES`); a `UserError` when there is none."""
-    found = find_column(csv_file.fieldnames, ID_COLUMNS)
-    if found is None:
-        raise UserError(
-            f"{csv_file.path}: no id column; expected one of {', '.join(ID_COLUMN_NAMES)} "
-            f"(found {', '.join(csv_file.fieldnames)})"
-        )
-    return found
-
-
-def default_image_folder(labels: Path) -> Path:
-    """Where a label CSV's posters are when no folder is named: `images/` beside it, if it
-    exists, else the CSV's own folder."""
-    images = labels.parent / "images"
-    return images if images.is_dir() else labels.parent
-
-
 def _one_hot_columns(csv_file: CsvFile, skip: set[str]) -> list[str]:
     """Columns whose every value is 0/1 (or empty, or true/false), found in one pass."""
     candidates = {
@@ -219,45 +92,14 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "1.0", "true"}
 
 
-class ImageFinder:
-    """Find a poster file by id, with or without its extension, in one folder (scanned once)."""
-
-    def __init__(self, folder: Path):
-        if not folder.is_dir():
-            raise UserError(f"image folder not found: {folder}")
-        self.folder = folder
-        self._by_name: dict[str, Path] = {}
-        self._by_stem: dict[str, Path] = {}
-        self._by_key: dict[str, Path] = {}  # ids that lost their `tt` or leading zeros
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.is_file() and is_image_name(entry.name):
-                    path = Path(entry.path)
-                    self._by_name[entry.name] = path
-                    self._by_stem.setdefault(path.stem, path)
-                    self._by_key.setdefault(match_key(path.stem), path)
-
-    def find(self, image_id: str) -> Path | None:
-        """The file for `image_id` (a bare id, a file name, or a path relative to the folder)."""
-        key = image_id.strip()
-        if key in self._by_name:
-            return self._by_name[key]
-        if key in self._by_stem:
-            return self._by_stem[key]
-        candidate = Path(key) if Path(key).is_absolute() else self.folder / key
-        if candidate.is_file():
-            return candidate
-        for ext in IMAGE_EXTENSIONS:
-            for suffix in (ext, ext.upper()):
-                with_ext = candidate.with_name(candidate.name + suffix)
-                if with_ext.is_file():
-                    return with_ext
-        return self._by_key.get(match_key(_strip_id(key)))
-
-
-def read_splits_csv(path: Path, max_bytes: int | None = None) -> dict[str, str]:
-    """Read an `id,split` file into {match key of the id: split} (see `match_key`)."""
-    csv_file = _read_csv(path, max_bytes)
+def read_splits_csv(
+    path: str | Path, max_bytes: int | None = None, warnings: list[str] | None = None
+) -> dict[str, str]:
+    """Read an `id,split` file into {match key of the id: split} (see `match_key`); what the
+    user should know about how it was read is appended to `warnings`."""
+    csv_file = open_csv(path, max_bytes)
+    if csv_file.note and warnings is not None:
+        warnings.append(csv_file.note)
     id_col = find_column(csv_file.fieldnames, ID_COLUMNS)
     split_col = find_column(csv_file.fieldnames, (SPLIT_COLUMN,))
     if id_col is None or split_col is None:
@@ -266,40 +108,24 @@ def read_splits_csv(path: Path, max_bytes: int | None = None) -> dict[str, str]:
     for row in csv_file.rows():
         split = normalise_split(row.get(split_col))
         if split is not None:
-            splits[match_key(_strip_id(row.get(id_col) or ""))] = split
+            splits[match_key(strip_id(row.get(id_col) or ""))] = split
     return splits
 
 
-def _strip_id(value: str) -> str:
-    """Ids match with or without an image extension (`tt01.jpg` and `tt01` are one poster)."""
-    text = value.strip()
-    return text[: -len(Path(text).suffix)] if is_image_name(text) else text
-
-
-_IMDB_ID = re.compile(r"(?:tt)?0*(\d+)", re.IGNORECASE)
-
-
-def match_key(poster_id: str) -> str:
-    """The key ids are matched by: an IMDb id with or without `tt` and leading zeros is one
-    poster (`114709`, `0114709`, `tt0114709`); any other id is itself."""
-    found = _IMDB_ID.fullmatch(poster_id.strip())
-    return f"tt{int(found.group(1)):07d}" if found else poster_id.strip()
-
-
 def read_label_csv(
-    labels: Path,
-    images: Path | None = None,
-    splits: Path | None = None,
+    labels: str | Path,
+    images: str | Path | None = None,
+    splits: str | Path | None = None,
     max_bytes: int | None = None,
 ) -> PosterCollection:
-    """Read a CSV of poster ids and genres (streamed; see `_read_csv` for what is accepted).
+    """Read a CSV of poster ids and genres (streamed; see `open_csv` for what is accepted).
 
     Images are looked up in `images`, else beside the CSV in `images/`, else beside the CSV.
     Splits come from a `split` column or from a separate `splits` CSV (`id,split`). IMDb ids
     match with or without `tt` and leading zeros.
     """
-    labels = Path(labels)
-    csv_file = _read_csv(labels, max_bytes)
+    labels = user_path(labels)
+    csv_file = open_csv(labels, max_bytes)
     fieldnames = csv_file.fieldnames
     id_col = id_column(csv_file)
     label_col = find_column(fieldnames, LABEL_COLUMNS)
@@ -312,15 +138,14 @@ def read_label_csv(
                 f"{labels}: no label column (Genre, genres, label, labels) "
                 "and no one-hot genre columns"
             )
-    if images is None:
-        images = default_image_folder(labels)
-    finder = ImageFinder(Path(images))
-    split_map = read_splits_csv(Path(splits), max_bytes) if splits is not None else None
+    images = default_image_folder(labels) if images is None else user_path(images)
+    finder = ImageFinder(images)
+    warnings = [csv_file.note] if csv_file.note else []
+    split_map = None if splits is None else read_splits_csv(splits, max_bytes, warnings)
 
     merged: dict[str, PosterRecord] = {}
     duplicates = conflicts = unparsable = 0
-    missing_images: set[str] = set()
-    warnings: list[str] = []
+    missing = MissingIds()
     for line_no, row in enumerate(csv_file.rows(), start=2):
         raw_id = (row.get(id_col) or "").strip()
         if not raw_id:
@@ -334,7 +159,7 @@ def read_label_csv(
                 continue
         else:
             genres = tuple(col.strip() for col in one_hot if _truthy(row.get(col)))
-        poster_id = _strip_id(raw_id)
+        poster_id = strip_id(raw_id)
         key = match_key(poster_id)
         if split_map is not None:
             split = split_map.get(key)
@@ -350,7 +175,7 @@ def read_label_csv(
             continue
         path = finder.find(raw_id)
         if path is None:
-            missing_images.add(key)
+            missing.add(key)
             continue
         merged[key] = PosterRecord(poster_id, path, genres, split)
 
@@ -358,8 +183,8 @@ def read_label_csv(
         warnings.append(
             f"{duplicates} duplicate id rows merged ({conflicts} with differing genres, united)"
         )
-    if missing_images:
-        warnings.append(f"{len(missing_images)} ids have no image in {images}; skipped")
+    missing_note = missing.message(images)
+    warnings += [missing_note] if missing_note else []
     if unparsable:
         warnings.append(f"{unparsable} rows with unreadable labels skipped")
     no_split = sum(r.split is None for r in merged.values()) if split_map is not None else 0
@@ -397,33 +222,38 @@ def unify_genre_spelling(records: list[PosterRecord]) -> tuple[list[PosterRecord
     return out, f"genre names differing only in case or spaces were merged: {listed}"
 
 
-def read_folder(root: Path) -> PosterCollection:
+def _subfolders(parent: Path) -> list[Path]:
+    """The folders in `parent` (links to folders too), sorted, hidden ones left out."""
+    return sorted(p for p in parent.iterdir() if not p.name.startswith(".") and p.is_dir())
+
+
+def read_folder(root: str | Path) -> PosterCollection:
     """Read the article's layout: `ROOT/<Genre>/*` or `ROOT/<split>/<Genre>/*`.
 
-    Split folders may be named train/val/test or Training/Validation/Test, in any case.
+    Split folders may be named train/val/test or Training/Validation/Test, in any case. A
+    folder reached twice (through a link) is read once, and a link back up is no genre.
     """
-    root = Path(root)
+    root = user_path(root)
     if not root.is_dir():
         raise UserError(f"folder not found: {root}")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subdirs = _subfolders(root)
     if not subdirs:
         raise UserError(
             f"{root} has no sub-folders; expected ROOT/<Genre>/ or ROOT/<split>/<Genre>/"
         )
     split_names = {normalise_split(p.name) for p in subdirs}
     if split_names <= {"train", "val", "test"}:
-        groups = [(normalise_split(d.name), g) for d in subdirs for g in sorted(d.iterdir())]
+        groups = [(normalise_split(d.name), g) for d in subdirs for g in _subfolders(d)]
     else:
         groups = [(None, d) for d in subdirs]
+    walk = FolderWalk()
+    walk.first_visit(root)
     records: list[PosterRecord] = []
     for split, genre_dir in groups:
-        if not genre_dir.is_dir() or genre_dir.name.startswith("."):
-            continue
-        for path in sorted(genre_dir.iterdir()):
-            if path.is_file() and is_image_name(path.name):
-                prefix = f"{split}/" if split else ""
-                record_id = f"{prefix}{genre_dir.name}/{path.stem}"
-                records.append(PosterRecord(record_id, path, (genre_dir.name,), split))
+        prefix = f"{split}/" if split else ""
+        for path in walk.images(genre_dir, max_depth=0):
+            record_id = f"{prefix}{genre_dir.name}/{path.stem}"
+            records.append(PosterRecord(record_id, path, (genre_dir.name,), split))
     if not records:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
     records, note = unify_genre_spelling(records)
@@ -432,10 +262,10 @@ def read_folder(root: Path) -> PosterCollection:
 
 def load_posters(
     *,
-    labels: Path | None = None,
-    images: Path | None = None,
-    splits: Path | None = None,
-    folder: Path | None = None,
+    labels: str | Path | None = None,
+    images: str | Path | None = None,
+    splits: str | Path | None = None,
+    folder: str | Path | None = None,
     max_label_bytes: int | None = None,
 ) -> PosterCollection:
     """Read posters from a label CSV (`labels`, `images`, `splits`) or a genre folder layout.
@@ -444,13 +274,13 @@ def load_posters(
     if (labels is None) == (folder is None):
         raise PosterSourceMissing("give exactly one source of posters: a label CSV or a folder")
     if folder is not None:
-        collection = read_folder(Path(folder))
+        collection = read_folder(folder)
         if splits is not None:
-            split_map = read_splits_csv(Path(splits), max_label_bytes)
+            split_map = read_splits_csv(splits, max_label_bytes, collection.warnings)
             collection.records = [
                 PosterRecord(r.id, r.path, r.genres, split_map.get(match_key(r.path.stem), r.split))
                 for r in collection.records
             ]
         return collection
     assert labels is not None
-    return read_label_csv(Path(labels), images, splits, max_label_bytes)
+    return read_label_csv(labels, images, splits, max_label_bytes)

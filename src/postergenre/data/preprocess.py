@@ -99,6 +99,6 @@ class InputSpec:
 
 
 def load_poster_array(path: str | Path, spec: InputSpec) -> np.ndarray:
-    """Decode and resize to `spec`'s input in one call: the unit of work the cache runs once
-    per file."""
-    return spec.resize_image(decode_poster(path))
+    """Decode (reduced, when the file is much larger than `spec` needs) and resize to `spec`'s
+    input in one call: the unit of work the cache runs once per file."""
+    return spec.resize_image(decode_poster(path, fit=(spec.width, spec.height)))

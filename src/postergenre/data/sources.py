@@ -5,33 +5,36 @@ One rule for every command and the Python API: a file named alone is "one poster
 it cannot be read); anything else is a collection, in which unreadable files are skipped and
 reported with their reason.
 
-A SOURCE is, in this order: a folder (searched recursively for image files, in sorted order);
-an existing file, which is a label CSV when it ends in .csv or .tsv (its id column names the
-posters, found the way `train --labels` finds them: in CSV_DIR/images, else CSV_DIR), a text
-file of paths when it ends in .txt or .lst (one path a line, relative ones resolved against the
-text file's folder; blank lines and `#` comments ignored), and otherwise one poster; or a glob
-pattern. A CSV row or a line whose file does not exist is still yielded, so reading it reports
-it as "file not found" like any other unreadable poster.
+A SOURCE is, in this order: a folder (searched recursively for image files, in sorted order,
+through links, each real folder and file once: see `folder_walk`); an existing file, which is
+a label CSV when it ends in .csv or .tsv (its id column names the posters, found the way
+`train --labels` finds them: in CSV_DIR/images, else CSV_DIR), a text file of paths when it
+ends in .txt or .lst (one path a line, relative ones resolved against the text file's folder;
+blank lines and `#` comments ignored), and otherwise one poster; or a glob pattern. A CSV row,
+a line, or a link in a folder whose file cannot be reached is still yielded, so reading it
+reports why ("file not found", "is a symlink loop", "file name too long") like any other
+unreadable poster.
 
-Memory: a folder is walked one directory listing at a time, a text file and a CSV one line at a
-time; a glob's matches are listed (and sorted) before they are read, and a label CSV keeps an
-index of its image folder's file names (see `ImageFinder`).
+Memory: a folder is walked one directory listing at a time (remembering each folder's and
+file's device and inode), a text file and a CSV one line at a time; a glob's matches are listed
+(and sorted) before they are read, and a label CSV keeps an index of its image folder's file
+names (see `ImageFinder`).
 """
 
 from __future__ import annotations
 
-import glob
-import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from postergenre.data.formats import is_image_name
-from postergenre.data.labels import CsvFile, ImageFinder, default_image_folder, id_column, open_csv
+from postergenre import console
+from postergenre.data.csv_files import CsvFile, id_column, open_csv
+from postergenre.data.folder_walk import FolderWalk, glob_images, has_glob_chars
+from postergenre.data.image_finder import ImageFinder, default_image_folder
 from postergenre.errors import UserError
-from postergenre.paths import user_path
+from postergenre.paths import shown, unreadable_reason, user_path
 
-_GLOB_CHARS = frozenset("*?[")
 LABEL_SUFFIXES = (".csv", ".tsv")
 LIST_SUFFIXES = (".txt", ".lst")
 KINDS = ("file", "folder", "glob", "labels", "list")
@@ -45,19 +48,13 @@ class PosterFiles:
     single: bool
 
 
-def _walk_images(folder: Path) -> Iterator[Path]:
-    """Image files under `folder`, recursively, in sorted path order (the order of
-    `sorted(folder.rglob("*"))`), holding one directory listing at a time."""
+def _listed_path(text: str) -> Path:
+    """One line of a list as a path; a `~user` with no such user stays as written, so that
+    reading it reports the file as not found, like any other line naming nothing."""
     try:
-        with os.scandir(folder) as listing:
-            entries = sorted(listing, key=lambda e: e.name)
-    except OSError as exc:
-        raise UserError(f"cannot list folder {folder}: {exc.strerror or exc}") from exc
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk_images(Path(entry.path))
-        elif is_image_name(entry.name) and entry.is_file():
-            yield Path(entry.path)
+        return user_path(text)
+    except UserError:
+        return Path(text)
 
 
 @dataclass
@@ -83,10 +80,9 @@ class PosterSource:
         if self.kind == "file":
             yield self.path
         elif self.kind == "folder":
-            yield from _walk_images(self.path)
+            yield from FolderWalk().images(self.path)
         elif self.kind == "glob":
-            matches = sorted(Path(m) for m in glob.glob(str(self.path), recursive=True))
-            yield from (m for m in matches if is_image_name(m.name) and m.is_file())
+            yield from glob_images(str(self.path))
         elif self.kind == "list":
             yield from self._listed()
         else:
@@ -99,7 +95,7 @@ class PosterSource:
                 for line in handle:
                     text = line.strip()
                     if text and not text.startswith("#"):
-                        path = user_path(text)
+                        path = _listed_path(text)
                         yield path if path.is_absolute() else base / path
         except UnicodeDecodeError as exc:
             raise UserError(f"{self.path} is not a UTF-8 text file of paths") from exc
@@ -127,20 +123,27 @@ def poster_source(source: str | Path) -> PosterSource:
     an id column, is a `UserError` now, an empty folder or list when it is read."""
     text = str(source)
     path = user_path(source)
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError) as exc:
+        missing = isinstance(exc, FileNotFoundError)
+        if missing and has_glob_chars(text):
+            return PosterSource(text, "glob", path)
+        if missing and not path.is_symlink():
+            raise UserError(f"no such file: {text}") from None
+        raise UserError(f"{shown(text)}: {unreadable_reason(path, exc)}") from None
+    if stat.S_ISDIR(mode):
         return PosterSource(text, "folder", path)
-    if path.exists():
-        suffix = path.suffix.lower()
-        if suffix in LIST_SUFFIXES:
-            return PosterSource(text, "list", path)
-        if suffix in LABEL_SUFFIXES:
-            csv_file = open_csv(path)
-            id_column(csv_file)  # refused now, not when it is read
-            return PosterSource(text, "labels", path, csv_file)
-        return PosterSource(text, "file", path)
-    if _GLOB_CHARS & set(text):
-        return PosterSource(text, "glob", path)
-    raise UserError(f"no such file: {text}")
+    suffix = path.suffix.lower()
+    if suffix in LIST_SUFFIXES:
+        return PosterSource(text, "list", path)
+    if suffix in LABEL_SUFFIXES:
+        csv_file = open_csv(path)
+        id_column(csv_file)  # refused now, not when it is read
+        if csv_file.note:
+            console.warn(csv_file.note)
+        return PosterSource(text, "labels", path, csv_file)
+    return PosterSource(text, "file", path)
 
 
 @dataclass

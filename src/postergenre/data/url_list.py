@@ -8,8 +8,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from postergenre.data.csv_files import find_column, open_csv
 from postergenre.data.formats import is_image_name
-from postergenre.data.labels import LABEL_COLUMNS, find_column, match_key, open_csv, parse_genres
+from postergenre.data.image_finder import match_key
+from postergenre.data.labels import LABEL_COLUMNS, parse_genres
 from postergenre.errors import UserError
 
 # Column names looked for, in order of preference (matched case-insensitively).

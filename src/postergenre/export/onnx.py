@@ -183,7 +183,9 @@ def _check_batches(
             yield x, (present * (1 + rng.random((n, text.buckets)))).astype(np.float32)
     paths = list(images or [])
     for start in range(0, len(paths), 16):
-        pixels = np.stack([spec.resize_image(decode_poster(p)) for p in paths[start : start + 16]])
+        fit = (spec.width, spec.height)
+        batch = paths[start : start + 16]
+        pixels = np.stack([spec.resize_image(decode_poster(p, fit=fit)) for p in batch])
         if text is None:
             yield (spec.normalise(pixels),)
         else:

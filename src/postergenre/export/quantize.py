@@ -96,7 +96,7 @@ def decode_calibration(paths: Sequence[str | Path], spec: InputSpec) -> np.ndarr
     pixels, skipped = [], 0
     for path in paths:
         try:
-            pixels.append(spec.resize_image(decode_poster(path)))
+            pixels.append(spec.resize_image(decode_poster(path, fit=(spec.width, spec.height))))
         except PosterDecodeError:
             skipped += 1
     if len(pixels) < MIN_CALIBRATION_POSTERS:

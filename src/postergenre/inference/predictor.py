@@ -243,7 +243,9 @@ class Predictor:
         files = posters if isinstance(posters, PosterFiles) else find_posters(posters)  # type: ignore[arg-type]
         if files.single:
             [path] = files.paths
-            probs = self._run(self.preprocess(decode_poster(path))[None])
+            spec = self.input_spec
+            image = decode_poster(path, fit=(spec.width, spec.height))
+            probs = self._run(self.preprocess(image)[None])
             return Predictions(self.card, [str(path)], probs)
         ok, probs, errors = self.local_engine.values(
             files.paths, cache, batch_size, workers, progress_bar
@@ -363,7 +365,8 @@ class Predictor:
         overlay is the poster's size, or at most `overlay_max_side` pixels on a side."""
         from postergenre.explain.gradcam import explain_poster
 
-        image = poster if isinstance(poster, Image.Image) else decode_poster(poster)
+        fit = (self.input_spec.width, self.input_spec.height)
+        image = poster if isinstance(poster, Image.Image) else decode_poster(poster, fit=fit)
         return explain_poster(self.model, self.card, image, genre, overlay_max_side)
 
     def export(

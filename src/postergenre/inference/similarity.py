@@ -174,7 +174,9 @@ class PosterIndex:
 
     def similar(self, poster: str | Path | Image.Image, k: int = 8) -> list[Neighbour]:
         """The `k` indexed posters most similar to one poster (a file or a decoded image)."""
-        image = poster if isinstance(poster, Image.Image) else decode_poster(poster)
+        spec = get_arch(self.arch).input
+        fit = (spec.width, spec.height)
+        image = poster if isinstance(poster, Image.Image) else decode_poster(poster, fit=fit)
         return self.search(self.embed_images([image]), k)[0]
 
     def search(self, queries: np.ndarray, k: int = 8) -> list[list[Neighbour]]:

@@ -106,9 +106,7 @@ def build_app(
     # Huge posters are decoded reduced, still with twice the pixels the model takes.
     spec = predictor.input_spec
     max_upload_bytes = settings.max_upload_bytes
-    uploads = UploadDecoder(
-        max_upload_bytes, settings.max_pixels, draft_side=2 * max(spec.width, spec.height)
-    )
+    uploads = UploadDecoder(max_upload_bytes, settings.max_pixels, fit=(spec.width, spec.height))
     app.state.server = ServerState(predictor, index, batcher, uploads, settings.max_files, warmup)
     # The attributes callers reached for before ServerState (tests swap the batcher's model).
     app.state.batcher, app.state.predictor, app.state.index = batcher, predictor, index

@@ -53,7 +53,7 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 def decode_poster_bytes(
-    data: bytes, name: str, max_pixels: int = MAX_PIXELS, draft_side: int | None = None
+    data: bytes, name: str, max_pixels: int = MAX_PIXELS, fit: tuple[int, int] | None = None
 ) -> Image.Image:
     """Decode uploaded bytes with the same rules as poster files (`open_poster`).
 
@@ -61,7 +61,7 @@ def decode_poster_bytes(
     """
     if not data:
         raise EmptyUploadError(f"{name}: empty file (0 bytes)")
-    return open_poster(io.BytesIO(data), name, max_pixels, draft_side)
+    return open_poster(io.BytesIO(data), name, max_pixels, fit=fit)
 
 
 def _claimed_pixels(data: bytes) -> int:
@@ -81,7 +81,7 @@ class UploadDecoder:
 
     Decodes take one of two lanes by the pixels an upload claims: at most `concurrency` normal
     posters at once, and beside them at most `LARGE_DECODE_CONCURRENCY` over `large_pixels`,
-    those reduced to `draft_side` where the format allows (the model needs far fewer pixels).
+    every one decoded reduced when much larger than `fit` (the model input) needs.
     Each decode holds a whole image in memory, hence the bounds."""
 
     def __init__(
@@ -90,12 +90,12 @@ class UploadDecoder:
         max_pixels: int,
         concurrency: int = DECODE_CONCURRENCY,
         large_pixels: int = LARGE_IMAGE_PIXELS,
-        draft_side: int | None = None,
+        fit: tuple[int, int] | None = None,
     ):
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
         self.large_pixels = large_pixels
-        self.draft_side = draft_side
+        self.fit = fit
         self._lane = asyncio.Semaphore(concurrency)
         self._large_lane = asyncio.Semaphore(LARGE_DECODE_CONCURRENCY)
 
@@ -105,10 +105,9 @@ class UploadDecoder:
         """`then(decoded image)` in a worker thread, in the upload's lane."""
         large = _claimed_pixels(data) > self.large_pixels
         lane = self._large_lane if large else self._lane
-        draft_side = self.draft_side if large else None
 
         def decode() -> T:
-            return then(decode_poster_bytes(data, name, self.max_pixels, draft_side))
+            return then(decode_poster_bytes(data, name, self.max_pixels, self.fit))
 
         async with lane:
             return await asyncio.to_thread(decode)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from postergenre.data.labels import label_limit_bytes
+from postergenre.data.csv_files import label_limit_bytes
 
 # Settings only gradient training reads: a probe or k-NN run does not record them.
 GRADIENT_ONLY = ("epochs", "batch_size", "lr", "patience", "monitor", "augment")
