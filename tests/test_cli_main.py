@@ -306,3 +306,18 @@ def test_a_bad_command_line_is_refused_in_one_line_before_any_work(argv, capsys)
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"postergenre {argv[0]}: error: ")
     assert lines[0].endswith(f"(see 'postergenre {argv[0]} --help')")
+
+
+@pytest.mark.parametrize("name", ["x" * 300 + ".jpg", "~nosuchuser-pg/a.jpg"])
+def test_a_poster_name_the_file_system_cannot_hold_is_one_line(name, capsys):
+    assert main(["predict", name]) == 2
+    lines = _stderr_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("postergenre predict: error: "), lines
+
+
+def test_a_folder_named_with_a_tilde_writes_predictions_csv(tmp_path, monkeypatch):
+    from postergenre.inference.predictions import FOLDER_OUTPUT, prediction_output
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "posters").mkdir()
+    assert prediction_output(["~/posters"], None) == FOLDER_OUTPUT

@@ -27,6 +27,7 @@ from postergenre.atomic import atomic_path
 from postergenre.console import warn
 from postergenre.errors import UserError
 from postergenre.models.card import ModelCard
+from postergenre.paths import user_path
 
 
 @dataclass
@@ -128,7 +129,9 @@ def prediction_output(
     """The file the predictions of `sources` stream into (checked, before any work): `out`,
     else `FOLDER_OUTPUT` when a folder is among them; None: print them. Resuming and the Ray
     engine both need a file."""
-    if out is None and any(Path(source).is_dir() for source in sources):
+    # os.path.isdir answers False for a name too long or holding a NUL byte: reading the
+    # sources then says what is wrong with it, in one line
+    if out is None and any(os.path.isdir(user_path(source)) for source in sources):
         out = FOLDER_OUTPUT
     if out is not None:
         check_output(out)
