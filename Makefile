@@ -44,9 +44,13 @@ install-test: $(VENV)/.installed-test
 demo: install
 	@PORT="$(PORT)" HOST="$(DEMO_HOST)" bash scripts/demo.sh "$(DATA)"
 
+# The suite in TEST_WORKERS processes (pytest-xdist), each taking whole test files, so a module's
+# fixtures (a trained run, a server) are built once; TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+
 test: install-test
 	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -44,13 +44,13 @@ def test_a_folder_walk_through_a_link_loop_ends_at_once(tmp_path, save_image):
     started = time.perf_counter()
     paths = find_posters(tmp_path / "loop").paths
     assert paths == [tmp_path / "loop" / "x" / "p.jpg"]
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 30  # a guard against walking in circles, not a speed
 
 
 def test_a_recursive_glob_visits_each_real_folder_once(tree):
     started = time.perf_counter()
     paths = find_posters("root/**/*.jpg").paths
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 30  # a guard against walking in circles, not a speed
     assert sorted(p.name for p in paths) == ["a.jpg", "b.jpg", "c.jpg"]
     assert all(not p.is_absolute() and p.parts[0] == "root" for p in paths)
 
