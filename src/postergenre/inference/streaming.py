@@ -12,6 +12,7 @@ rows, journal and skipped posters are the same.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -29,13 +30,8 @@ from postergenre.engines.decoding import DecodedBatch, Model
 from postergenre.engines.local import check_batch_size, decoding_workers
 from postergenre.engines.ray_cluster import check_engine
 from postergenre.errors import PosterDecodeError, UserError
-from postergenre.inference.predictions import (
-    PathSet,
-    PredictionJournal,
-    Predictions,
-    check_output,
-    journal_path,
-)
+from postergenre.inference.journal import PathSet, PredictionJournal, journal_path
+from postergenre.inference.predictions import Predictions, check_output
 from postergenre.models.card import ModelCard
 
 # An engine's scoring: posters (read lazily) -> each batch with its readable posters' values.
@@ -132,7 +128,10 @@ def stream_predictions(
     summary = StreamSummary(out)
     if resume and not journal_path(out).exists():
         echo(f"nothing to resume ({journal_path(out)} does not exist): starting afresh")
-    with PredictionJournal(out, predictor.genres, predictor.name, resume) as journal:
+    started_on = journal_start(predictor, sources)
+    with PredictionJournal(
+        out, predictor.genres, predictor.name, resume, started_on=started_on
+    ) as journal:
         summary.resumed = journal.resumed
         _journal_rows(journal, summary, _Unseen(sources, journal, summary), score,
                       predictor.card, total, progress_bar)  # fmt: skip
@@ -147,6 +146,15 @@ def stream_predictions(
         journal.finish(top)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def journal_start(predictor: Any, sources: PosterSources) -> dict[str, Any]:
+    """What a run's journal records it was started on, so that only the same run resumes it:
+    the model's bundle digest and every source (its kind and absolute path) as given."""
+    return {
+        "model_digest": predictor.digest,
+        "sources": [[source.kind, os.path.abspath(source.path)] for source in sources.sources],
+    }
 
 
 class _Unseen:
