@@ -39,8 +39,8 @@ class ExportedGraph:
 
 
 class OnnxRunner(ExportedGraph):
-    """An ONNX Runtime session (CPU, all graph optimisations, `threads` intra-op threads,
-    default: every available core) over an exported bundle."""
+    """An ONNX Runtime session (CPU, all graph optimisations, `threads` intra-op threads, at
+    most and by default every available core) over an exported bundle."""
 
     def __init__(self, path: str | Path | bytes, threads: int | None = None):
         try:
@@ -48,7 +48,8 @@ class OnnxRunner(ExportedGraph):
         except ImportError as exc:
             raise UserError("the ONNX runtime needs onnxruntime: pip install onnxruntime") from exc
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or available_cores()
+        # more threads than cores only take turns on them (a Ray node may claim more CPUs)
+        options.intra_op_num_threads = min(threads or available_cores(), available_cores())
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
