@@ -151,12 +151,13 @@ def ray_session(
     try:
         if address is not None:
             _check_reachable(address, connect_timeout)
-            echo(f"joining the Ray cluster at {address}")
             ray.init(address=address, **quiet)
+            # said once it worked: a failure is reported alone
+            echo(f"joined the Ray cluster at {address}")
         else:
             cores = available_cores()
-            echo(f"starting Ray on this machine ({cores} cores)")
             ray.init(address="local", num_cpus=cores, include_dashboard=False, **quiet)
+            echo(f"started Ray on this machine ({cores} cores)")
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"join the Ray cluster at {address}" if address else "start Ray"
         raise RayRunFailed(f"cannot {where}: {ray_error_line(exc)}") from None

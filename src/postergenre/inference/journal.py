@@ -22,7 +22,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from postergenre.console import warn
 from postergenre.errors import UserError
 from postergenre.inference.predictions import Prediction, check_output, json_text, write_stream
 
@@ -123,12 +122,16 @@ class PredictionJournal:
         self.done = PathSet()  # paths already in the journal when it was opened
         self.resumed = 0  # rows already in the journal when it was opened
         self.appended = 0
+        self.torn_line_dropped = False  # the last line, cut short by a kill (said by the caller)
         if self.path.exists() and not resume:
             raise UnfinishedPredictions(
                 f"{self.path} holds the predictions of an unfinished run into {self.out.name}"
             )
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[bytes] | None = open(self.path, "a+b")  # noqa: SIM115 (closed in close)
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._handle: IO[bytes] | None = open(self.path, "a+b")  # noqa: SIM115 (closed in close)
+        except OSError as exc:
+            raise UserError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -177,7 +180,7 @@ class PredictionJournal:
         for line in iter(handle.readline, b""):
             number += 1
             if not line.endswith(b"\n"):  # only the last line can lack its newline
-                warn(f"{self.path}: dropped its last line, cut short when its run stopped")
+                self.torn_line_dropped = True
                 handle.truncate(offset)
                 break
             path = _row_path(line, self.genres)

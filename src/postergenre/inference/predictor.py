@@ -147,6 +147,12 @@ class Predictor:
     def onnx_runner(self, runner: Any) -> None:
         self._runner = runner
 
+    def ready(self) -> None:
+        """Load what the runtime runs (the exported graph's runner, or the PyTorch model), so
+        that a bad bundle is refused in one line before any progress is shown."""
+        if self.onnx_runner is None:
+            _ = self.bundle
+
     @functools.cached_property
     def digest(self) -> str:
         """The SHA-256 of the model's bundle (`graph_cache.model_digest`), computed once: what
@@ -270,6 +276,7 @@ class Predictor:
             [path] = files.paths
             probs = self._run(self.preprocess(decode_poster(path))[None])
             return Predictions(self.card, [str(path)], probs)
+        self.ready()
         ok, probs, errors = self.local_engine.values(
             files.paths, cache, batch_size, workers, progress_bar
         )
@@ -360,6 +367,7 @@ class Predictor:
             known = ", ".join(collection.splits) or "none"
             raise UserError(f"no posters in split {split!r} (splits: {known})")
         records = subset.records
+        self.ready()
         plots_dir = Path(out) if out is not None else None
         if plots_dir is not None:
             plots_dir.mkdir(parents=True, exist_ok=True)

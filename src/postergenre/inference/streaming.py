@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from postergenre.console import echo, progress, report_skipped
+from postergenre.console import echo, progress, report_skipped, warn
 from postergenre.data.sources import PosterSources, open_sources
 from postergenre.engines.decoding import DecodedBatch, Model
 from postergenre.engines.local import check_batch_size, decoding_workers
@@ -115,6 +115,7 @@ def stream_predictions(
         raise UserError("the decode cache is local to this machine: use the local engine")
     sources = open_sources(posters)
     total = sources.count()  # one pass: an empty folder fails here, before any work
+    predictor.ready()  # a bad bundle too, before the journal and the progress line
     score: Scoring
     if engine == "ray":
         score = partial(
@@ -126,8 +127,7 @@ def stream_predictions(
             predictor.local_engine.scored, cache=cache, batch_size=batch_size, workers=decoders
         )
     summary = StreamSummary(out)
-    if resume and not journal_path(out).exists():
-        echo(f"nothing to resume ({journal_path(out)} does not exist): starting afresh")
+    afresh = resume and not journal_path(out).exists()
     started_on = journal_start(predictor, sources)
     with PredictionJournal(
         out, predictor.genres, predictor.name, resume, started_on=started_on
@@ -144,6 +144,11 @@ def stream_predictions(
             raise UserError(f"none of the {total} posters could be read")
         _report_skipped(summary)
         journal.finish(top)
+    # said once the run has succeeded: a run that fails says only why
+    if afresh:
+        echo(f"nothing to resume ({journal_path(out)} did not exist): started afresh")
+    if journal.torn_line_dropped:
+        warn(f"{journal.path}: dropped its last line, cut short when its run stopped")
     summary.seconds = time.monotonic() - started
     return summary
 
