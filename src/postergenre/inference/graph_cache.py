@@ -107,7 +107,8 @@ class GraphCache:
             data = read_regular_file(self.path, MAX_GRAPH_BYTES)
         except CardError as exc:
             return str(exc)
-        graph, binding = data[:-_BINDING_BYTES], data[-_BINDING_BYTES:]
+        # a view: hashing the graph copies none of its bytes
+        graph, binding = memoryview(data)[:-_BINDING_BYTES], data[-_BINDING_BYTES:]
         if binding == _binding(self.digest, hashlib.sha256(graph).hexdigest()):
             return None
         recorded = binding[len(_BINDING_HEAD) :][:64]
