@@ -35,7 +35,8 @@ from postergenre._allocator import tune_allocator
 from postergenre._cpu import available_cores, default_workers
 from postergenre.engines.ray_cluster import plan_workers, ray_session
 from postergenre.inference import Predictor
-from postergenre.inference.predictions import PredictionJournal, Predictions
+from postergenre.inference.journal import PredictionJournal
+from postergenre.inference.predictions import Predictions
 from postergenre.inference.predictor import PREDICT_BATCH
 
 

@@ -17,12 +17,8 @@ from postergenre.data.labels import PosterSourceMissing
 from postergenre.data.url_list import IdColumnMissing, UrlColumnMissing
 from postergenre.engines.ray_cluster import AddressWithoutRay
 from postergenre.errors import UserError
-from postergenre.inference.predictions import (
-    FOLDER_OUTPUT,
-    UnfinishedPredictions,
-    journal_path,
-    prediction_output,
-)
+from postergenre.inference.journal import UnfinishedPredictions, journal_path
+from postergenre.inference.predictions import FOLDER_OUTPUT, prediction_output
 from postergenre.serving.server import PortInUse
 from tests.conftest import make_poster
 

@@ -3,6 +3,7 @@ unreadable posters reported by position; and how many decoding processes it star
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +65,39 @@ def test_a_batch_size_below_one_is_refused(posters):
         engine.values(posters, False, batch_size=0, show=False)
 
 
-def test_decoding_workers():
+def test_decoding_workers(monkeypatch):
+    monkeypatch.setattr("postergenre.engines.local.available_cores", lambda: 8)
     assert decoding_workers(3, 1) == 3 and decoding_workers(0, 10_000) == 0
     assert decoding_workers(None, PROCESS_MIN_POSTERS - 1) == 0  # a thread beside the model
     assert decoding_workers(None, PROCESS_MIN_POSTERS) == default_workers()
     with pytest.raises(UserError, match="workers must be 0 or more"):
         decoding_workers(-1, 100)
+
+
+def test_more_decoding_workers_than_cores_are_capped_with_one_warning(monkeypatch, capsys):
+    monkeypatch.setattr("postergenre.engines.local.available_cores", lambda: 2)
+    assert decoding_workers(64, 1000) == 2 and decoding_workers(2, 1000) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == "warning: 64 decoding workers asked for, 2 cores here: using 2"
+
+
+def test_predict_workers_64_starts_no_more_processes_than_cores(tmp_path, monkeypatch, capsys):
+    from postergenre.cli import main
+    from tests.conftest import make_seed_bundle, make_tiny_folder
+
+    started: list[int] = []
+    real = ProcessPoolExecutor
+
+    def counting(workers, **kwargs):
+        started.append(workers)
+        return real(workers, **kwargs)
+
+    monkeypatch.setattr("postergenre.engines.local.ProcessPoolExecutor", counting)
+    monkeypatch.setattr("postergenre.engines.local.available_cores", lambda: 2)
+    folder = make_tiny_folder(tmp_path / "posters", (2, 0, 0))
+    bundle = make_seed_bundle(tmp_path / "model")
+    argv = ["predict", str(folder), "--model", str(bundle), "--runtime", "torch", "--workers"]
+    assert main([*argv, "64", "--out", str(tmp_path / "p.csv")]) == 0
+    assert started == [2]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ["warning: 64 decoding workers asked for, 2 cores here: using 2"]

@@ -22,7 +22,8 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from postergenre.export import export_onnx  # noqa: E402
-from postergenre.inference.onnx_runtime import OnnxRunner, graph_cache_path  # noqa: E402
+from postergenre.inference.graph_cache import graph_cache_path  # noqa: E402
+from postergenre.inference.onnx_runtime import OnnxRunner  # noqa: E402
 
 GENRES = list(GENRE_COLOURS)
 

@@ -143,9 +143,11 @@ def test_an_untouched_graph_is_read_by_every_runtime(graph, tmp_path):
             assert runner.input_json == runner.card.input.to_json()
 
 
-def test_the_predictor_refuses_a_tampered_cached_graph(graph, tmp_path):
+def test_the_predictor_exports_again_over_a_tampered_cached_graph(graph, tmp_path, capsys):
+    """A cached graph is the cache's own: one whose metadata was edited is not refused forever
+    (nor used) but exported again from the bundle, with one warning line."""
     from postergenre.inference import Predictor
-    from postergenre.inference.onnx_runtime import graph_cache_path
+    from postergenre.inference.graph_cache import graph_cache_path
 
     bundle = make_seed_bundle(tmp_path / "bundle")
     predictor = Predictor.from_pretrained(bundle, runtime="onnx", cache_dir=tmp_path)
@@ -153,4 +155,10 @@ def test_the_predictor_refuses_a_tampered_cached_graph(graph, tmp_path):
     cached.parent.mkdir(parents=True)
     _tampered(graph, cached, _card_edit(_four_genres))
     with pytest.raises(CardError, match="3 values per poster for 4 genres"):
-        predictor.onnx_runner  # noqa: B018
+        readers = _readers()
+        readers["onnxruntime"](cached)  # the tampered graph itself is refused by every reader
+    capsys.readouterr()
+    runner = predictor.onnx_runner
+    assert runner.genres == ["Action", "Comedy", "Drama"] and runner.path == cached
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning: ") and "exported it again" in line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,11 +17,12 @@ import pytest
 
 from postergenre.cli import main
 from postergenre.data.preprocess import UNIT_RANGE, InputSpec
-from postergenre.data.sources import poster_source
+from postergenre.data.sources import open_sources, poster_source
 from postergenre.engines.decoding import decoded_batches, in_flight_batches
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
-from postergenre.inference.predictions import PathSet, PredictionJournal, journal_path
+from postergenre.inference.journal import PathSet, PredictionJournal, journal_path
+from postergenre.inference.streaming import journal_start
 from tests.conftest import make_poster, make_seed_bundle
 
 GENRES = ["Action", "Comedy", "Drama"]
@@ -201,7 +203,8 @@ def test_an_unfinished_run_is_refused_without_resume_and_resumed_with_it(
     folder = tmp_path / "posters"
     _posters(folder, 4)
     out = tmp_path / "preds.csv"
-    with PredictionJournal(out, GENRES, predictor.name) as journal:
+    started_on = journal_start(predictor, open_sources([str(folder)]))  # as the CLI starts it
+    with PredictionJournal(out, GENRES, predictor.name, started_on=started_on) as journal:
         first = predictor.predict(folder, progress_bar=False)
         journal.append([first[0]])
     argv = ["predict", str(folder), "--model", str(bundle), "--runtime", "torch"]
@@ -343,3 +346,121 @@ def test_the_decode_cache_is_used_only_when_asked(predictor, tmp_path, monkeypat
     plain, cached = _read_rows(tmp_path / "plain.csv"), _read_rows(tmp_path / "cached.csv")
     assert list(plain) == list(cached)
     np.testing.assert_allclose(list(plain.values()), list(cached.values()), atol=1e-6, rtol=0)
+
+
+# -- a journal resumes only the run it was started on -----------------------------------------
+
+
+def _stopped_run(predictor, folder: Path, out: Path, monkeypatch) -> Path:
+    """Run `predict_to(folder, out)` until its second batch, as a killed run stops: the journal
+    holds the first batch's 2 rows."""
+    run, calls = predictor._run, []
+
+    def run_then_stop(pixels, texts=None):
+        calls.append(len(pixels))
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return run(pixels, texts)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(predictor, "_run", run_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            predictor.predict_to(folder, out, batch_size=2, workers=0, progress_bar=False)
+    assert len(journal_path(out).read_text().splitlines()) == 3  # the header and 2 rows
+    return journal_path(out)
+
+
+def _one_error_line(capsys) -> str:
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("postergenre predict: error: ")
+    return line
+
+
+@pytest.mark.parametrize("other", ["other posters", "another folder too", "another model"])
+def test_resuming_another_run_is_refused_in_one_line(
+    bundle, predictor, tmp_path, monkeypatch, capsys, other
+):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _posters(first, 5)
+    _posters(second, 5)
+    out = tmp_path / "preds.csv"
+    partial = _stopped_run(predictor, first, out, monkeypatch)
+    before = partial.read_bytes()
+    model, sources = bundle, [str(first)]
+    if other == "other posters":
+        sources = [str(second)]
+    elif other == "another folder too":
+        sources = [str(first), str(second)]
+    else:  # the same card (name, genres) with other weights
+        model = tmp_path / "model"
+        shutil.copytree(bundle, model)
+        weights = model / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-4:] = np.float32(0.5).tobytes()
+        weights.write_bytes(bytes(data))
+    argv = ["predict", *sources, "--model", str(model), "--runtime", "torch"]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out), "--resume"]) == 2
+    line = _one_error_line(capsys)
+    assert str(partial) in line and "delete it" in line
+    assert ("another model" if other == "another model" else "other posters") in line
+    assert partial.read_bytes() == before and not out.exists()  # nothing mixed, nothing lost
+    with pytest.raises(UserError, match="started on"):
+        Predictor.from_pretrained(model, runtime="torch").predict_to(sources, out, resume=True)
+    assert main([*argv, "--out", str(tmp_path / "fresh.csv")]) == 0  # a fresh run is fine
+
+
+ROW_DAMAGE = {
+    "probability above 1": lambda r: r["genres"][0].update(probability=7.5),
+    "negative probability": lambda r: r["genres"][1].update(probability=-0.25),
+    "probability not a number": lambda r: r["genres"][0].update(probability="high"),
+    "a genre missing": lambda r: r["genres"].pop(),
+    "a genre not the model's": lambda r: r["genres"][0].update(genre="Horror"),
+    "predicted genre not the model's": lambda r: r.update(predicted=["Horror"]),
+    "no path": lambda r: r.pop("path"),
+}
+
+
+@pytest.mark.parametrize("damage", [*ROW_DAMAGE, "NaN", "not JSON"])
+def test_a_damaged_row_of_the_journal_is_refused_in_one_line(
+    bundle, predictor, tmp_path, monkeypatch, capsys, damage
+):
+    folder = tmp_path / "posters"
+    _posters(folder, 5)
+    out = tmp_path / "preds.jsonl"
+    partial = _stopped_run(predictor, folder, out, monkeypatch)
+    header, first, second = partial.read_bytes().splitlines(keepends=True)
+    if damage == "NaN":
+        first = first.replace(b'"probability": ', b'"probability": NaN, "x": ', 1)
+    elif damage == "not JSON":
+        first = first[:20] + b"\n"
+    else:
+        row = json.loads(first)
+        ROW_DAMAGE[damage](row)
+        first = json.dumps(row).encode() + b"\n"
+    partial.write_bytes(header + first + second)
+    argv = ["predict", str(folder), "--model", str(bundle), "--runtime", "torch"]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out), "--resume"]) == 2
+    line = _one_error_line(capsys)
+    assert f"{partial}: line 2" in line and "delete it" in line
+    assert not out.exists() and partial.read_bytes() == header + first + second
+
+
+def test_a_torn_last_row_is_dropped_with_a_warning(
+    bundle, predictor, tmp_path, monkeypatch, capsys
+):
+    folder = tmp_path / "posters"
+    _posters(folder, 5)
+    out = tmp_path / "preds.csv"
+    partial = _stopped_run(predictor, folder, out, monkeypatch)
+    with partial.open("ab") as handle:
+        handle.write(b'{"path": "' + str(folder).encode() + b'/p2.png", "genres": [{"gen')
+    argv = ["predict", str(folder), "--model", str(bundle), "--runtime", "torch"]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "(3 new, 2 already there)" in err
+    [warning] = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert str(partial) in warning and "cut short" in warning
+    assert len(_read_rows(out)) == 5

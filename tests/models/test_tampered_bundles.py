@@ -188,11 +188,7 @@ def _seed_bundle_with(tmp_path: Path, problem: str) -> Path:
 )
 @pytest.mark.parametrize("command", ["predict", "evaluate", "explain", "export", "serve"])
 def test_every_command_refuses_a_bad_bundle_in_one_line(command, problem, expected, tmp_path,
-                                                        request, capsys):  # fmt: skip
-    if command == "evaluate" and problem != "calibration":
-        # The weights load inside the prediction loop, after its progress line has started.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="evaluate: a progress line "
-                                              "precedes the refusal of weights"))  # fmt: skip
+                                                        capsys):  # fmt: skip
     folder = _seed_bundle_with(tmp_path, problem)
     poster = make_poster(tmp_path / "p.png", (200, 40, 40))
     args = {

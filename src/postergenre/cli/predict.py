@@ -160,7 +160,8 @@ def _print_table(prediction: Any, top: int) -> None:
 
 def _on_interrupt(args: argparse.Namespace) -> str | None:
     """Where the predictions so far are, when a streamed run left any."""
-    from postergenre.inference.predictions import journal_path, prediction_output
+    from postergenre.inference.journal import journal_path
+    from postergenre.inference.predictions import prediction_output
 
     out = None
     with contextlib.suppress(UserError):  # then it stopped before it wrote anything

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from postergenre._cpu import default_workers
-from postergenre.console import progress
+from postergenre._cpu import available_cores, default_workers
+from postergenre.console import progress, warn
 from postergenre.engines.decoding import (
     DecodedBatch,
     Model,
@@ -48,12 +48,18 @@ def check_batch_size(batch_size: int) -> None:
 
 def decoding_workers(workers: int | None, posters: int) -> int:
     """Decoding processes for `posters` posters: `workers` when given (0: one thread beside the
-    model), else `default_workers()`, or 0 for fewer than `PROCESS_MIN_POSTERS`."""
-    if workers is not None:
-        if workers < 0:
-            raise UserError(f"workers must be 0 or more, not {workers}")
-        return workers
-    return default_workers() if posters >= PROCESS_MIN_POSTERS else 0
+    model), at most the cores this process may use (more only wait for a core, each holding
+    its memory; one warning says so), else `default_workers()`, or 0 for fewer than
+    `PROCESS_MIN_POSTERS`."""
+    if workers is None:
+        return default_workers() if posters >= PROCESS_MIN_POSTERS else 0
+    if workers < 0:
+        raise UserError(f"workers must be 0 or more, not {workers}")
+    cores = available_cores()
+    if workers > cores:
+        warn(f"{workers} decoding workers asked for, {cores} cores here: using {cores}")
+        return cores
+    return workers
 
 
 @dataclass

@@ -1,30 +1,20 @@
 """Run an exported model with ONNX Runtime: preprocessed posters in, probabilities out.
 
 No torch here: this is the fast path `postergenre predict` takes by default. Exported graphs
-live in the cache under a name derived from the bundle's content (`graph_cache_path`).
+live in the cache, bound to their bundle (`postergenre.inference.graph_cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from postergenre import __version__
 from postergenre._cpu import available_cores
-from postergenre.data.cache import default_cache_dir
 from postergenre.errors import UserError
-from postergenre.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from postergenre.models.card import ModelCard
 from postergenre.models.graph_card import read_graph_card
-
-if TYPE_CHECKING:
-    from postergenre.models.bundle import ModelBundle
-
-# Bump when the exported graph changes for the same bundle, so caches re-export.
-EXPORT_FORMAT = 2
 
 # ONNX Runtime's CPU kernels run these networks fastest on a few posters at a time (their
 # activations stay in cache): measured 122 posters/s at 4 vs 96 at 32 for Lite0.
@@ -49,8 +39,8 @@ class ExportedGraph:
 
 
 class OnnxRunner(ExportedGraph):
-    """An ONNX Runtime session (CPU, all graph optimisations, `threads` intra-op threads,
-    default: every available core) over an exported bundle."""
+    """An ONNX Runtime session (CPU, all graph optimisations, `threads` intra-op threads, at
+    most and by default every available core) over an exported bundle."""
 
     def __init__(self, path: str | Path | bytes, threads: int | None = None):
         try:
@@ -58,7 +48,8 @@ class OnnxRunner(ExportedGraph):
         except ImportError as exc:
             raise UserError("the ONNX runtime needs onnxruntime: pip install onnxruntime") from exc
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or available_cores()
+        # more threads than cores only take turns on them (a Ray node may claim more CPUs)
+        options.intra_op_num_threads = min(threads or available_cores(), available_cores())
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -110,35 +101,3 @@ class OnnxRunner(ExportedGraph):
                 for i in range(0, len(x), RUN_CHUNK)
             ]
         )
-
-
-def _content_key(folder: Path | None, bundle: ModelBundle | None) -> str:
-    """A digest of a bundle's content and the export settings."""
-    digest = hashlib.sha256(f"postergenre-onnx/{EXPORT_FORMAT}/{__version__}\n".encode())
-    if folder is not None:
-        for name in (CARD_FILE, WEIGHTS_FILE):
-            try:
-                with open(folder / name, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-            except OSError as exc:
-                raise UserError(f"cannot read {folder / name}: {exc.strerror or exc}") from exc
-    else:
-        assert bundle is not None
-        digest.update(json.dumps(bundle.card.to_json(), sort_keys=True).encode())
-        for name, tensor in sorted(bundle.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(str(tensor.dtype).encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def graph_cache_path(
-    architecture: str, folder: Path | None, bundle: ModelBundle | None, cache_dir: Path | None
-) -> Path:
-    """Where the exported graph of a bundle lives under the cache root (it may not exist yet).
-
-    The name is a digest of the bundle's files (or, in memory, its card and tensors), so a
-    retrained bundle gets a new graph and a stale one is never used."""
-    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "onnx"
-    return root / f"{architecture}-{_content_key(folder, bundle)[:24]}.onnx"

@@ -1,6 +1,6 @@
 """Run an exported model with OpenVINO: preprocessed posters in, probabilities out.
 
-The same exported ONNX graph as `OnnxRunner` (`graph_cache_path`), compiled for the CPU with
+The same exported ONNX graph as `OnnxRunner` (`GraphCache`), compiled for the CPU with
 the LATENCY hint (its THROUGHPUT hint was slower on 2 cores) and f32 inference precision: on
 CPUs with AVX-512 BF16 OpenVINO otherwise computes in bfloat16, which moved probabilities by
 up to ~0.04 (BENCHMARKS.md). No torch here. Needs the `openvino` extra.

@@ -3,28 +3,22 @@ CSV, JSON, JSON Lines or Parquet, always atomically (a reader sees the old file 
 one).
 
 A long run (`Predictor.predict_to`) appends its predictions to a journal beside the output
-(`PredictionJournal`) and writes the output from it, streaming, when it is done; a killed run
-continues from the journal.
+(`postergenre.inference.journal`) and writes the output from it with `write_stream`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
-import hashlib
 import importlib.util
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from postergenre.atomic import atomic_path
-from postergenre.console import warn
 from postergenre.errors import UserError
 from postergenre.models.card import ModelCard
 from postergenre.paths import user_path
@@ -172,11 +166,11 @@ def write_stream(
             elif suffix == ".json":
                 handle.write("[")
                 for i, prediction in enumerate(predictions):
-                    handle.write((", " if i else "") + _dumps(prediction.to_json(top)))
+                    handle.write((", " if i else "") + json_text(prediction.to_json(top)))
                 handle.write("]\n")
             else:
                 for prediction in predictions:
-                    handle.write(_dumps(prediction.to_json(top)) + "\n")
+                    handle.write(json_text(prediction.to_json(top)) + "\n")
     return path
 
 
@@ -205,7 +199,8 @@ def _from_flat_row(row: dict[str, Any]) -> Prediction:
     return Prediction(str(row["path"]), ranked, [g for g in row["predicted"].split("|") if g])
 
 
-def _dumps(item: dict[str, Any]) -> str:
+def json_text(item: dict[str, Any]) -> str:
+    """`item` as one line of strict JSON (a NaN or infinity is an error, never written)."""
     return json.dumps(item, allow_nan=False)
 
 
@@ -231,195 +226,3 @@ def _write_parquet(path: Path, genres: Sequence[str], predictions: Iterable[Pred
                 rows = []
         if rows:
             flush(rows)
-
-
-# -- long runs: a journal that survives a kill --------------------------------------------------
-
-
-class PathSet:
-    """A set of paths at 8 bytes each (64-bit BLAKE2b digests, kept sorted in NumPy arrays):
-    10 million paths take 80 MB. Two paths share a digest with odds of about n²/2^65 (3 in a
-    million for 10 million paths)."""
-
-    _MERGE = 65_536
-
-    def __init__(self) -> None:
-        self._sorted = np.zeros(0, dtype=np.int64)
-        self._recent: set[int] = set()
-
-    @staticmethod
-    def _digest(path: str) -> int:
-        data = path.encode("utf-8", "surrogateescape")
-        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
-
-    def __len__(self) -> int:
-        return len(self._sorted) + len(self._recent)
-
-    def __contains__(self, path: object) -> bool:
-        return isinstance(path, str) and self._has(self._digest(path))
-
-    def _has(self, digest: int) -> bool:
-        if digest in self._recent:
-            return True
-        i = int(np.searchsorted(self._sorted, np.int64(digest)))
-        return i < len(self._sorted) and int(self._sorted[i]) == digest
-
-    def add(self, path: str) -> bool:
-        """Add `path`; False when it was already there."""
-        digest = self._digest(path)
-        if self._has(digest):
-            return False
-        self._recent.add(digest)
-        if len(self._recent) >= self._MERGE:
-            recent = np.sort(np.fromiter(self._recent, dtype=np.int64, count=len(self._recent)))
-            # two sorted runs: the stable sort (timsort) merges them in linear time
-            self._sorted = np.sort(np.concatenate([self._sorted, recent]), kind="stable")
-            self._recent.clear()
-        return True
-
-
-class UnfinishedPredictions(UserError):
-    """The predictions of an unfinished run lie beside the output, and resuming was not asked."""
-
-    hint = "pass --resume to go on with it, or delete it"
-
-
-JOURNAL_SUFFIX = ".partial"
-_JOURNAL = "postergenre predictions journal"
-
-
-def journal_path(out: Path) -> Path:
-    """Where a run writing `out` keeps its predictions until it is done: `out` + `.partial`."""
-    return out.with_name(out.name + JOURNAL_SUFFIX)
-
-
-class PredictionJournal:
-    """Predictions on their way to `out`, appended to `journal_path(out)` (JSON Lines: a header
-    naming the model and its genres, then one `Prediction.to_json()` a line) and flushed after
-    every `append`, so a killed run loses at most what it was writing.
-
-    `resume` continues an existing journal (its paths are in `done`, a torn last line is cut
-    off); without it an existing journal is refused (`UnfinishedPredictions`). `finish` writes
-    `out` from the journal (streaming, atomically) and deletes the journal. One process at a
-    time: the journal is locked while open.
-    """
-
-    def __init__(self, out: Path, genres: Sequence[str], model: str, resume: bool = False):
-        check_output(out)
-        self.out = Path(out)
-        self.path = journal_path(self.out)
-        self.genres = list(genres)
-        self.model = model
-        self.done = PathSet()  # paths already in the journal when it was opened
-        self.resumed = 0  # rows already in the journal when it was opened
-        self.appended = 0
-        if self.path.exists() and not resume:
-            raise UnfinishedPredictions(
-                f"{self.path} holds the predictions of an unfinished run into {self.out.name}"
-            )
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[bytes] | None = open(self.path, "a+b")  # noqa: SIM115 (closed in close)
-        try:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.close()
-            raise UserError(f"another run is writing {self.path}") from None
-        try:
-            self._read_back()
-        except BaseException:
-            self.close()
-            raise
-
-    def __enter__(self) -> PredictionJournal:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def rows(self) -> int:
-        """Rows in the journal: resumed and appended."""
-        return self.resumed + self.appended
-
-    def _header(self) -> dict[str, Any]:
-        return {"journal": _JOURNAL, "version": 1, "model": self.model, "genres": self.genres}
-
-    def _read_back(self) -> None:
-        """Check the header, note every path, and cut off a torn tail (a line a kill left
-        half-written); an empty journal gets its header."""
-        handle = self._handle
-        assert handle is not None
-        handle.seek(0)
-        header, end = _json_line(handle.readline())
-        if header is None:  # new, or killed before its header was written
-            handle.truncate(0)
-            handle.write((_dumps(self._header()) + "\n").encode())
-            handle.flush()
-            return
-        if header.get("journal") != _JOURNAL:
-            raise UserError(f"{self.path} is not a predictions journal; delete it")
-        if header.get("genres") != self.genres or header.get("model") != self.model:
-            raise UserError(
-                f"{self.path} holds predictions of model {header.get('model')!r}, not "
-                f"{self.model!r}: predict with that model, or delete it"
-            )
-        offset = end
-        for line in iter(handle.readline, b""):
-            item, _ = _json_line(line)
-            if item is None or "path" not in item:
-                # a kill leaves at most a last line without its newline; anything else is damage
-                if line.endswith(b"\n") or handle.readline():
-                    warn(f"{self.path}: dropped a damaged line and everything after it")
-                handle.truncate(offset)
-                break
-            self.done.add(str(item["path"]))
-            self.resumed += 1
-            offset += len(line)
-        handle.seek(0, os.SEEK_END)
-
-    def append(self, predictions: Iterable[Prediction]) -> None:
-        """Add predictions, and flush them to the operating system (a kill keeps them)."""
-        assert self._handle is not None, "the journal is closed"
-        lines = [_dumps(p.to_json()) + "\n" for p in predictions]
-        self._handle.write("".join(lines).encode())
-        self._handle.flush()
-        self.appended += len(lines)
-
-    def predictions(self) -> Iterator[Prediction]:
-        """Every prediction in the journal, read back one line at a time."""
-        with self.path.open("rb") as handle:
-            handle.readline()  # the header
-            for line in handle:
-                yield Prediction.from_json(json.loads(line))
-
-    def finish(self, top: int | None = None) -> Path:
-        """Write `out` from the journal (see `write_stream`), then delete the journal."""
-        assert self._handle is not None, "the journal is closed"
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        write_stream(self.out, self.genres, self.predictions(), top)
-        self.discard()
-        return self.out
-
-    def discard(self) -> None:
-        """Delete the journal (nothing in it is worth resuming)."""
-        self.path.unlink(missing_ok=True)
-        self.close()
-
-    def close(self) -> None:
-        """Close the journal, leaving it for a later run to resume."""
-        if self._handle is not None:
-            with contextlib.suppress(OSError):
-                self._handle.close()
-            self._handle = None
-
-
-def _json_line(line: bytes) -> tuple[dict[str, Any] | None, int]:
-    """A whole JSON-object line (ending in a newline) and its length, else (None, 0)."""
-    if not line.endswith(b"\n"):
-        return None, 0
-    try:
-        item = json.loads(line)
-    except ValueError:
-        return None, 0
-    return (item, len(line)) if isinstance(item, dict) else (None, 0)

@@ -19,6 +19,7 @@ Collections go through one pipeline (`predict`, `predict_to`, `evaluate`): the l
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,21 +147,51 @@ class Predictor:
     def onnx_runner(self, runner: Any) -> None:
         self._runner = runner
 
+    def ready(self) -> None:
+        """Load what the runtime runs (the exported graph's runner, or the PyTorch model), so
+        that a bad bundle is refused in one line before any progress is shown."""
+        if self.onnx_runner is None:
+            _ = self.bundle
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """The SHA-256 of the model's bundle (`graph_cache.model_digest`), computed once: what
+        its exported graph and a predictions journal are bound to."""
+        from postergenre.inference.graph_cache import model_digest
+
+        return model_digest(self.folder, self._bundle if self.folder is None else None)
+
     def _onnx_runner(self) -> Any:
-        from postergenre.inference.onnx_runtime import OnnxRunner, graph_cache_path
+        """The runner of the bundle's cached graph, exported (again) when the cache holds no
+        graph exported from this very bundle. What was wrong with the cached one is said once
+        the new one runs: a failing export is reported alone."""
+        from postergenre.inference.graph_cache import GraphCache
 
-        in_memory = self._bundle if self.folder is None else None
-        path = graph_cache_path(self.card.architecture, self.folder, in_memory, self.cache_dir)
-        if not path.is_file():
-            from postergenre.export.onnx import export_onnx
+        cache = GraphCache.of(self.card.architecture, self.digest, self.cache_dir)
+        problem = cache.problem()
+        if problem is None:
+            try:
+                return self._graph_runner(cache.path)
+            except UserError as exc:  # a graph this runtime cannot load is exported again
+                problem = str(exc)
+        from postergenre.export.onnx import export_onnx
 
-            bundle = self.bundle  # a damaged bundle fails here, before anything is announced
-            echo(f"exporting model {self.name} to ONNX once (cached in {path.parent})")
-            export_onnx(bundle, path)
+        bundle = self.bundle  # a damaged bundle fails here, before anything is announced
+        cache.store(lambda path: export_onnx(bundle, path))
+        runner = self._graph_runner(cache.path)
+        if problem:
+            warn(f"{problem}: exported it again from model {self.name}")
+        else:
+            echo(f"exported model {self.name} to ONNX once (cached in {cache.path.parent})")
+        return runner
+
+    def _graph_runner(self, path: Path) -> Any:
         if self.runtime == "openvino":
             from postergenre.inference.openvino_runtime import OpenVinoRunner
 
             return OpenVinoRunner(path)
+        from postergenre.inference.onnx_runtime import OnnxRunner
+
         return OnnxRunner(path)
 
     # -- arrays -----------------------------------------------------------------------------
@@ -247,6 +278,7 @@ class Predictor:
             image = decode_poster(path, fit=(spec.width, spec.height))
             probs = self._run(self.preprocess(image)[None])
             return Predictions(self.card, [str(path)], probs)
+        self.ready()
         ok, probs, errors = self.local_engine.values(
             files.paths, cache, batch_size, workers, progress_bar
         )
@@ -337,6 +369,7 @@ class Predictor:
             known = ", ".join(collection.splits) or "none"
             raise UserError(f"no posters in split {split!r} (splits: {known})")
         records = subset.records
+        self.ready()
         plots_dir = Path(out) if out is not None else None
         if plots_dir is not None:
             plots_dir.mkdir(parents=True, exist_ok=True)

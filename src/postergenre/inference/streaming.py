@@ -12,6 +12,7 @@ rows, journal and skipped posters are the same.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -23,19 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from postergenre.console import echo, progress, report_skipped
+from postergenre.console import echo, progress, report_skipped, warn
 from postergenre.data.sources import PosterSources, open_sources
 from postergenre.engines.decoding import DecodedBatch, Model
 from postergenre.engines.local import check_batch_size, decoding_workers
 from postergenre.engines.ray_cluster import check_engine
 from postergenre.errors import PosterDecodeError, UserError
-from postergenre.inference.predictions import (
-    PathSet,
-    PredictionJournal,
-    Predictions,
-    check_output,
-    journal_path,
-)
+from postergenre.inference.journal import PathSet, PredictionJournal, journal_path
+from postergenre.inference.predictions import Predictions, check_output
 from postergenre.models.card import ModelCard
 
 # An engine's scoring: posters (read lazily) -> each batch with its readable posters' values.
@@ -119,6 +115,7 @@ def stream_predictions(
         raise UserError("the decode cache is local to this machine: use the local engine")
     sources = open_sources(posters)
     total = sources.count()  # one pass: an empty folder fails here, before any work
+    predictor.ready()  # a bad bundle too, before the journal and the progress line
     score: Scoring
     if engine == "ray":
         score = partial(
@@ -130,9 +127,11 @@ def stream_predictions(
             predictor.local_engine.scored, cache=cache, batch_size=batch_size, workers=decoders
         )
     summary = StreamSummary(out)
-    if resume and not journal_path(out).exists():
-        echo(f"nothing to resume ({journal_path(out)} does not exist): starting afresh")
-    with PredictionJournal(out, predictor.genres, predictor.name, resume) as journal:
+    afresh = resume and not journal_path(out).exists()
+    started_on = journal_start(predictor, sources)
+    with PredictionJournal(
+        out, predictor.genres, predictor.name, resume, started_on=started_on
+    ) as journal:
         summary.resumed = journal.resumed
         _journal_rows(journal, summary, _Unseen(sources, journal, summary), score,
                       predictor.card, total, progress_bar)  # fmt: skip
@@ -145,8 +144,22 @@ def stream_predictions(
             raise UserError(f"none of the {total} posters could be read")
         _report_skipped(summary)
         journal.finish(top)
+    # said once the run has succeeded: a run that fails says only why
+    if afresh:
+        echo(f"nothing to resume ({journal_path(out)} did not exist): started afresh")
+    if journal.torn_line_dropped:
+        warn(f"{journal.path}: dropped its last line, cut short when its run stopped")
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def journal_start(predictor: Any, sources: PosterSources) -> dict[str, Any]:
+    """What a run's journal records it was started on, so that only the same run resumes it:
+    the model's bundle digest and every source (its kind and absolute path) as given."""
+    return {
+        "model_digest": predictor.digest,
+        "sources": [[source.kind, os.path.abspath(source.path)] for source in sources.sources],
+    }
 
 
 class _Unseen:

@@ -11,6 +11,7 @@ Cheap to import (no torch): cards are read on the fast path too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -154,3 +155,25 @@ def check_safetensors(path: Path) -> None:
     handle, size = _open_regular(path, MAX_WEIGHTS_BYTES)
     with handle:
         _read_header(handle, size, path)
+
+
+def bundle_digest(folder: Path) -> str:
+    """The SHA-256 (hex) of a bundle's card and weights bytes, read as regular files only and
+    within their bounds: what an exported graph and a predictions journal record they came from.
+    Hashing streams (1 MB at a time), so memory stays flat whatever the weights' size."""
+    # card.py imports this module: its names are imported here, when the function runs.
+    from postergenre.models.card import CARD_FILE, MAX_CARD_BYTES, WEIGHTS_FILE
+
+    digest = hashlib.sha256()
+    for name, max_bytes in ((CARD_FILE, MAX_CARD_BYTES), (WEIGHTS_FILE, MAX_WEIGHTS_BYTES)):
+        path = folder / name
+        handle, size = _open_regular(path, max_bytes)
+        with handle:
+            digest.update(f"{name}:{size}\n".encode())
+            read = 0
+            for block in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023 (used at once)
+                digest.update(block)
+                read += len(block)
+        if read != size:  # it changed while being read
+            raise CardError(f"{path} changed while being read")
+    return digest.hexdigest()
