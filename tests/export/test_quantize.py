@@ -15,6 +15,7 @@ from postergenre.cli import main
 from postergenre.data.decode import decode_poster
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
+from postergenre.inference.graph_cache import BINDING_KEY
 from tests.conftest import make_poster
 
 ort = pytest.importorskip("onnxruntime")
@@ -67,6 +68,9 @@ def _metadata(path: Path) -> dict[str, str]:
 
 def test_int8_graph_keeps_the_metadata_and_is_quantized(graphs):
     fp32, int8 = _metadata(graphs["fp32"]), _metadata(graphs["int8"])
+    # The cached fp32 graph also records which bundle it was exported from (the cache's own
+    # entry, checked on load): everything that describes the model is carried over.
+    assert fp32.pop(BINDING_KEY).startswith("bundle:")
     assert {k: v for k, v in int8.items() if k != "quantization"} == fp32
     assert json.loads(int8["quantization"])["calibration_posters"] == 16
     ops = {node.op_type for node in onnx.load(graphs["int8"]).graph.node}
