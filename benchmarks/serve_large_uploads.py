@@ -32,6 +32,8 @@ from postergenre.serving.server import serve
 model, runtime, max_batch, max_wait_ms, lanes = sys.argv[1:6]
 if lanes == "one":  # every upload in the normal lane, decoded whole: the server before lanes
     uploads._claimed_pixels = lambda data: 0
+    whole = uploads.decode_poster_bytes
+    uploads.decode_poster_bytes = lambda data, name, pixels, fit=None: whole(data, name, pixels)
 kwargs = {"runtime": runtime} if runtime else {}
 predictor = Predictor.from_pretrained(model, **kwargs)
 serve(predictor, port=0, max_batch=int(max_batch), max_wait_ms=float(max_wait_ms),
