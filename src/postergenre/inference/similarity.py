@@ -2,9 +2,14 @@
 
 Exact inner-product search with FAISS on L2-normalised vectors: a query over 100k posters
 takes milliseconds on two cores, so no approximate index (and no recall loss) is needed.
-An index is a folder: `index.safetensors` (float16 vectors) + `index.json` (backbone, items).
+An index is a folder: `index.safetensors` (float16 vectors, and float32 probabilities of the
+model that predicted the collection's genres) + `index.json` (backbone, model, items).
 Each item keeps its poster's absolute path and its path relative to the index folder, so the
 posters are found from any working directory, and still when the index moves with them.
+
+An item is a dict: `id`, `path` (absolute), `relpath` (on disk only), `shown` (the path as the
+user gave it), `title` (from a label or metadata file, else None), `genres` (the given labels,
+[] when none) and `labelled` (whether labels were given at all).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from postergenre.models import get_arch
 from postergenre.models.embeddings import compute_embeddings, embed_pixels
 
 INDEX_FORMAT = "postergenre-index"
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 VECTORS_FILE = "index.safetensors"
 META_FILE = "index.json"
 
@@ -48,14 +53,36 @@ class Neighbour:
     path: str
     genres: list[str]
     similarity: float
+    title: str | None = None
+    shown: str | None = None
+    position: int = -1
+
+    @property
+    def name(self) -> str:
+        """What a person reads: the title, else the file name as the user gave it."""
+        return self.title or Path(self.shown or self.path).name
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "path": self.path,
+            "shown": self.shown or self.path,
+            "title": self.title,
+            "name": self.name,
             "genres": self.genres,
             "similarity": round(self.similarity, 6),
         }
+
+
+def _upgrade(item: dict[str, Any]) -> dict[str, Any]:
+    """An item of an older index with today's keys (format 2 items were always labelled)."""
+    return {
+        "shown": item["path"],
+        "title": None,
+        "labelled": True,
+        **item,
+        "genres": list(item.get("genres") or []),
+    }
 
 
 def _locate(item: dict[str, Any], home: Path) -> dict[str, Any]:
@@ -71,19 +98,69 @@ def _locate(item: dict[str, Any], home: Path) -> dict[str, Any]:
 
 
 class PosterIndex:
-    """Embeddings of a poster collection with their ids, paths and genres."""
+    """Embeddings of a poster collection with their ids, paths, titles and genres, and
+    optionally each poster's probabilities under one model (`model`, with its `genre_names`
+    and per-genre `thresholds`): what `similar` shows for posters without labels."""
 
-    def __init__(self, arch: str, items: list[dict[str, Any]], vectors: np.ndarray):
+    def __init__(
+        self,
+        arch: str,
+        items: list[dict[str, Any]],
+        vectors: np.ndarray,
+        *,
+        probabilities: np.ndarray | None = None,
+        genre_names: Sequence[str] | None = None,
+        thresholds: Sequence[float] | None = None,
+        model: str | None = None,
+    ):
         import faiss
 
         self.arch = arch
-        self.items = items
+        self.items = [_upgrade(item) for item in items]
         self.vectors = _normalise(vectors)
         self._faiss = faiss.IndexFlatIP(self.vectors.shape[1])
         self._faiss.add(self.vectors)
+        self.probabilities = (
+            None if probabilities is None else np.asarray(probabilities, dtype=np.float32)
+        )
+        self.genre_names = list(genre_names or [])
+        self.thresholds = list(thresholds) if thresholds is not None else None
+        self.model = model
+        if self.probabilities is not None:
+            if self.probabilities.shape != (len(self.items), len(self.genre_names)):
+                raise ValueError("probabilities must be one row per item, one column per genre")
+            if self.thresholds is None:
+                self.thresholds = [0.5] * len(self.genre_names)
+        self._positions: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def predicted(self, i: int) -> list[str]:
+        """The genres the index's model predicts for item `i` (most probable first)."""
+        if self.probabilities is None or self.thresholds is None:
+            return []
+        row = self.probabilities[i]
+        order = np.argsort(-row, kind="stable")
+        return [self.genre_names[j] for j in order if row[j] >= self.thresholds[j]]
+
+    def genres_of(self, i: int) -> list[str]:
+        """Item `i`'s given genres when the collection is labelled, else its predicted ones."""
+        item = self.items[i]
+        return list(item["genres"]) if item["labelled"] else self.predicted(i)
+
+    def find(self, key: str | Path) -> int | None:
+        """The position of the poster with this id, or at this path (as given or resolved)."""
+        if self._positions is None:
+            positions: dict[str, int] = {}
+            for i, item in enumerate(self.items):
+                for name in (item["shown"], item["path"], item["id"]):
+                    positions.setdefault(str(name), i)
+            self._positions = positions
+        found = self._positions.get(str(key))
+        if found is None and Path(key).exists():
+            found = self._positions.get(str(Path(key).resolve()))
+        return found
 
     @classmethod
     def build(
@@ -121,6 +198,7 @@ class PosterIndex:
             {
                 "id": records[i].id,
                 "path": str(Path(records[i].path).resolve()),
+                "shown": str(records[i].path),
                 "genres": list(records[i].genres),
             }
             for i in keep
@@ -142,10 +220,16 @@ class PosterIndex:
             "arch": self.arch,
             "count": len(self.items),
             "input": get_arch(self.arch).input.to_json(),
+            "model": self.model,
+            "genre_names": self.genre_names,
+            "thresholds": self.thresholds,
             "items": items,
         }
+        tensors = {"vectors": torch.from_numpy(self.vectors).half()}
+        if self.probabilities is not None:
+            tensors["probabilities"] = torch.from_numpy(self.probabilities)
         with atomic_folder(directory) as tmp:
-            save_file({"vectors": torch.from_numpy(self.vectors).half()}, str(tmp / VECTORS_FILE))
+            save_file(tensors, str(tmp / VECTORS_FILE))
             write_json(tmp / META_FILE, meta, indent=None)
         return directory
 
@@ -162,10 +246,19 @@ class PosterIndex:
             raise UserError(f"{meta_path} is not valid JSON: {exc}") from exc
         if meta.get("format") != INDEX_FORMAT:
             raise UserError(f"{meta_path} is not a {INDEX_FORMAT} file")
-        vectors = load_file(str(directory / VECTORS_FILE))["vectors"].float().numpy()
+        tensors = load_file(str(directory / VECTORS_FILE))
+        probabilities = tensors.get("probabilities")
         home = directory.resolve()
         items = [_locate(item, home) for item in meta["items"]]
-        return cls(meta["arch"], items, vectors)
+        return cls(
+            meta["arch"],
+            items,
+            tensors["vectors"].float().numpy(),
+            probabilities=None if probabilities is None else probabilities.float().numpy(),
+            genre_names=meta.get("genre_names"),
+            thresholds=meta.get("thresholds"),
+            model=meta.get("model"),
+        )
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embeddings of decoded posters with this index's backbone."""
@@ -184,12 +277,19 @@ class PosterIndex:
         k = max(1, min(k, len(self.items)))
         scores, index = self._faiss.search(_normalise(queries), k)
         return [
-            [
-                Neighbour(
-                    self.items[j]["id"], self.items[j]["path"], self.items[j]["genres"], float(s)
-                )
-                for s, j in zip(row_s, row_i, strict=True)
-                if j >= 0
-            ]
+            [self.neighbour(int(j), float(s)) for s, j in zip(row_s, row_i, strict=True) if j >= 0]
             for row_s, row_i in zip(scores, index, strict=True)
         ]
+
+    def neighbour(self, i: int, similarity: float) -> Neighbour:
+        """Item `i` as a search result."""
+        item = self.items[i]
+        return Neighbour(
+            item["id"],
+            item["path"],
+            self.genres_of(i),
+            similarity,
+            title=item["title"],
+            shown=item["shown"],
+            position=i,
+        )
