@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from postergenre.data.preprocess import InputSpec
 from postergenre.errors import UserError
+from postergenre.models.names import did_you_mean, match_name
 
 if TYPE_CHECKING:
     from torch import nn
@@ -65,14 +66,16 @@ def _load_all() -> None:
 
 
 def get_arch(name: str) -> ArchSpec:
-    """Look up an architecture; unknown names are a user error listing the known ones."""
+    """Look up an architecture, by its name in any case (`match_name`); an unknown name is a
+    user error saying which known names are close (or listing them all)."""
     _load_all()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
+    found = match_name(name, _REGISTRY)
+    if found is None:
         raise UserError(
-            f"unknown architecture {name!r}; available: {', '.join(available_archs())}"
-        ) from None
+            f"unknown architecture {name!r}; {did_you_mean(name, _REGISTRY)} "
+            "(see 'postergenre models')"
+        )
+    return _REGISTRY[found]
 
 
 def available_archs() -> list[str]:
