@@ -98,8 +98,9 @@ def add_model_arg(parser: argparse.ArgumentParser) -> None:
         "--model",
         metavar="NAME|PATH",
         default=None,
-        help="a bundled model name, a bundle folder, or a run folder "
-        "(default: the bundled imdb-20 model)",
+        help="a bundled model name (any case), a bundle folder, a run folder, or an exported "
+        "ONNX file (export --out model.onnx, fp32 or int8: run by ONNX Runtime or OpenVINO; "
+        "no Grad-CAM) (default: the bundled imdb-20 model)",
     )
 
 

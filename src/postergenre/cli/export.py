@@ -59,7 +59,8 @@ def register(commands: Subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from postergenre.inference import Predictor
 
-    predictor = Predictor.from_pretrained(args.model, runtime="torch")
+    # "auto": a bundle's PyTorch model loads to be exported; a graph file opens to be quantized
+    predictor = Predictor.from_pretrained(args.model, runtime="auto")
     if args.quantize is None:
         if args.labels is not None or args.folder is not None:
             raise UserError("--labels and --folder give calibration posters for --quantize int8")

@@ -27,6 +27,7 @@ class ExportedGraph:
 
     metadata: dict[str, str]
     card: ModelCard
+    runtime = "onnx"  # the `Predictor` runtime that runs it
 
     @property
     def genres(self) -> list[str]:
@@ -40,9 +41,21 @@ class ExportedGraph:
 
 class OnnxRunner(ExportedGraph):
     """An ONNX Runtime session (CPU, all graph optimisations, `threads` intra-op threads, at
-    most and by default every available core) over an exported bundle."""
+    most and by default every available core) over an exported PosterGenre graph: a file, or
+    its bytes (`source`: the file they were read from, for messages and `path`).
 
-    def __init__(self, path: str | Path | bytes, threads: int | None = None):
+        runner = OnnxRunner("model.onnx")   # its card: runner.card, runner.genres
+        probs = runner(runner.card.input.normalise(pixels))   # uint8 (B, H, W, 3) posters
+
+    `postergenre.inference.open_graph` also checks the file first and the graph on a grey
+    poster, as `Predictor.from_pretrained("model.onnx")` does."""
+
+    def __init__(
+        self,
+        path: str | Path | bytes,
+        threads: int | None = None,
+        source: str | Path | None = None,
+    ):
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -53,15 +66,17 @@ class OnnxRunner(ExportedGraph):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        source = path if isinstance(path, bytes) else str(path)
-        where = "the given model" if isinstance(path, bytes) else str(path)
+        model = path if isinstance(path, bytes) else str(path)
+        if not isinstance(path, bytes):
+            source = path
+        where = "the given model" if source is None else str(source)
         try:
             self.session = ort.InferenceSession(
-                source, sess_options=options, providers=["CPUExecutionProvider"]
+                model, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise UserError(f"ONNX Runtime cannot load {where}: {exc}") from exc
-        self.path = None if isinstance(path, bytes) else Path(path)
+            raise UserError(f"ONNX Runtime cannot load {where}: {_first_line(exc)}") from exc
+        self.path = None if source is None else Path(source)
         self.threads = options.intra_op_num_threads
         model_input, *text_input = self.session.get_inputs()
         self.input_name = model_input.name
@@ -101,3 +116,9 @@ class OnnxRunner(ExportedGraph):
                 for i in range(0, len(x), RUN_CHUNK)
             ]
         )
+
+
+def _first_line(exc: Exception) -> str:
+    """ONNX Runtime's reason without its error-code prefix, on one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text.split(" : ")[-1] if text.startswith("[ONNXRuntimeError]") else text

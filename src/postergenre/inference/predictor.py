@@ -38,7 +38,7 @@ from postergenre.errors import UserError
 from postergenre.inference.predictions import Prediction, Predictions
 from postergenre.inference.streaming import StreamSummary, stream_predictions
 from postergenre.models.card import ModelCard, to_probabilities
-from postergenre.models.catalog import DEFAULT_MODEL, resolve_model
+from postergenre.models.catalog import DEFAULT_MODEL, is_graph_file, resolve_model
 
 if TYPE_CHECKING:
     from postergenre.explain.gradcam import Explanation
@@ -58,7 +58,9 @@ class Predictor:
 
     `runtime` is "onnx" (ONNX Runtime over the exported graph, exported once and cached),
     "openvino" (OpenVINO over the same graph; the `openvino` extra), "torch" (PyTorch) or
-    "auto" (ONNX Runtime where it is installed).
+    "auto" (ONNX Runtime where it is installed). A `graph` (an opened exported file, see
+    `graph_model.open_graph`) is a model without PyTorch weights: it predicts and evaluates,
+    and refuses Grad-CAM and export in one line.
     """
 
     def __init__(
@@ -70,12 +72,16 @@ class Predictor:
         name: str = "",
         runtime: str = "torch",
         cache_dir: Path | None = None,
+        graph: Any = None,
     ):
         if runtime not in RUNTIMES:
             raise UserError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-        if bundle is None and (card is None or folder is None):
-            raise ValueError("give a loaded bundle, or a card and its folder")
+        if bundle is None and graph is None and (card is None or folder is None):
+            raise ValueError("give a loaded bundle, a card and its folder, or an opened graph")
         self._bundle = bundle
+        self.graph = graph
+        if graph is not None:
+            card, runtime = graph.card, graph.runtime
         self.card: ModelCard = bundle.card if bundle is not None else card  # type: ignore[assignment]
         self.folder = Path(folder) if folder is not None else None
         self.name = name or self.card.name or (self.folder.name if self.folder else "")
@@ -84,7 +90,7 @@ class Predictor:
         self.task = self.card.task
         self.input_spec = self.card.input
         self.thresholds = np.array(self.card.thresholds or [0.5] * len(self.genres))
-        self._runner: Any = None
+        self._runner: Any = graph
         self._auto = runtime == "auto"
         self.runtime = ("onnx" if onnx_available() else "torch") if self._auto else runtime
         if self.runtime == "openvino":
@@ -101,10 +107,17 @@ class Predictor:
         runtime: str = "auto",
         cache_dir: Path | None = None,
     ) -> Predictor:
-        """Load a bundled model by name (default `imdb-20`) or a bundle/run folder by path.
+        """Load a bundled model by name (default `imdb-20`; any case), a bundle/run folder, or
+        an exported graph file (`.onnx`, fp32 or int8, run by ONNX Runtime or OpenVINO).
 
-        Only the card is read here; the PyTorch model loads when something needs it."""
+        For a bundle only the card is read here; the PyTorch model loads when something
+        needs it. A graph is opened and checked now (`graph_model.open_graph`)."""
         folder = resolve_model(name_or_path)
+        if is_graph_file(folder):
+            from postergenre.inference.graph_model import open_graph
+
+            graph = open_graph(folder, runtime)
+            return cls(graph=graph, name=folder.name, runtime=runtime, cache_dir=cache_dir)
         card = ModelCard.read(folder)
         name = card.name or str(name_or_path or DEFAULT_MODEL)
         return cls(card=card, folder=folder, name=name, runtime=runtime, cache_dir=cache_dir)
@@ -112,7 +125,11 @@ class Predictor:
     # -- the model, loaded on first use ------------------------------------------------------
     @property
     def bundle(self) -> ModelBundle:
-        """The PyTorch model and card (loaded once, on first use)."""
+        """The PyTorch model and card (loaded once, on first use); a graph has none."""
+        if self.graph is not None:
+            from postergenre.inference.graph_model import graph_only_error
+
+            raise graph_only_error(self.graph.path, self.card.name, "the PyTorch model")
         if self._bundle is None:
             from postergenre.models.bundle import load_bundle
 
@@ -159,6 +176,8 @@ class Predictor:
         its exported graph and a predictions journal are bound to."""
         from postergenre.inference.graph_cache import model_digest
 
+        if self.graph is not None:
+            return str(self.graph.digest)
         return model_digest(self.folder, self._bundle if self.folder is None else None)
 
     def _onnx_runner(self) -> Any:
@@ -398,9 +417,22 @@ class Predictor:
         overlay is the poster's size, or at most `overlay_max_side` pixels on a side."""
         from postergenre.explain.gradcam import explain_poster
 
+        self.check_explainable()
         fit = (self.input_spec.width, self.input_spec.height)
         image = poster if isinstance(poster, Image.Image) else decode_poster(poster, fit=fit)
         return explain_poster(self.model, self.card, image, genre, overlay_max_side)
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether the model has PyTorch weights (a bundle), which Grad-CAM and export need."""
+        return self.graph is None
+
+    def check_explainable(self) -> None:
+        """Refuse Grad-CAM, in one line, for a model without PyTorch weights."""
+        if self.graph is not None:
+            from postergenre.inference.graph_model import graph_only_error
+
+            raise graph_only_error(self.graph.path, self.card.name, "Grad-CAM (explain)")
 
     def export(
         self,
@@ -415,6 +447,10 @@ class Predictor:
         `calibration` poster files (training posters; see `postergenre.export.quantize`)."""
         from postergenre.export.onnx import export_onnx, require_onnx
 
+        if self.graph is not None:
+            from postergenre.inference.graph_model import quantize_graph
+
+            return quantize_graph(self.graph, out, quantize, calibration, calibration_size)
         if quantize is None:
             return export_onnx(self.bundle, Path(out), images=images)
         if not calibration:

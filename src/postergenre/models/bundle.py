@@ -27,6 +27,7 @@ from postergenre.models.card import (
     WEIGHTS_FILE,
     CardError,
     ModelCard,
+    probe_problem,
     to_probabilities,
 )
 
@@ -186,23 +187,14 @@ def _check_values(state: dict[str, torch.Tensor], where: Path) -> None:
 
 
 def _check_probe(model: nn.Module, card: ModelCard, where: Path) -> None:
-    """Refuse a model whose probabilities for a mid-grey poster cannot be right: not finite,
-    outside [0, 1], not summing to 1 (single-label), or every one exactly 0 or 1."""
+    """Refuse a model whose probabilities for a mid-grey poster cannot be right
+    (`probe_problem`, the rule exported graphs are held to as well)."""
     spec = card.input
     x = spec.normalisation.tensor(np.full((1, spec.height, spec.width, 3), 128, np.uint8))
     extra = [torch.zeros(1, card.text.buckets)] if card.text is not None else []
     with torch.no_grad():
-        probs = to_probabilities(model(x, *extra), card.task).double()
-    problem = ""
-    if not bool(torch.isfinite(probs).all()):
-        problem = "not finite"
-    elif bool(((probs < 0) | (probs > 1)).any()):
-        problem = "outside [0, 1]"
-    elif card.task == "single" and abs(float(probs.sum()) - 1.0) > 1e-3:
-        problem = f"summing to {float(probs.sum()):.4g}, not 1"
-    elif bool(((probs == 0) | (probs == 1)).all()):
-        # A trained model is never that certain of a blank grey poster.
-        problem = "all exactly 0 or 1"
+        probs = to_probabilities(model(x, *extra), card.task).double().numpy()
+    problem = probe_problem(probs, card.task)
     if problem:
         raise CardError(
             f"{where}: the model's probabilities for a grey test poster are {problem}; "

@@ -10,6 +10,7 @@ tensors is checked when the bundle loads (`bundle`).
 
 The rules that turn outputs into answers live here and nowhere else:
 - `to_probabilities`: softmax for a single-label task, sigmoid for a multi-label one;
+- `probe_problem`: what a loading model's probabilities for a grey poster must not be;
 - `decide` (and `ModelCard.decide` with the card's thresholds): the most probable genre
   (single) or every genre at or above its threshold (multi).
 
@@ -68,6 +69,23 @@ def to_probabilities(logits: Any, task: str) -> Any:
 
         return to_probabilities(torch.from_numpy(np.asarray(logits)), task).numpy()
     return logits.softmax(dim=1) if task == "single" else logits.sigmoid()
+
+
+def probe_problem(probs: np.ndarray, task: str, sum_tolerance: float = 1e-3) -> str:
+    """What is wrong with a model's probabilities (1, G) for a mid-grey probe poster ("" when
+    nothing): not finite, outside [0, 1], not summing to 1 within `sum_tolerance`
+    (single-label), or every one exactly 0 or 1 (a trained model is never that certain of a
+    blank grey poster). Bundles and exported graphs are both held to it when they load."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if not np.isfinite(probs).all():
+        return "not finite"
+    if ((probs < 0) | (probs > 1)).any():
+        return "outside [0, 1]"
+    if task == "single" and abs(float(probs.sum()) - 1.0) > sum_tolerance:
+        return f"summing to {float(probs.sum()):.4g}, not 1"
+    if ((probs == 0) | (probs == 1)).all():
+        return "all exactly 0 or 1"
+    return ""
 
 
 def decide(probs: np.ndarray, task: str, thresholds: Any = 0.5) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 from postergenre.errors import UserError
 from postergenre.models.bundle_files import check_safetensors, read_regular_file
 from postergenre.models.card import CARD_FILE, MAX_CARD_BYTES, WEIGHTS_FILE, CardError
+from postergenre.models.names import did_you_mean, match_name
 from postergenre.paths import user_path
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
@@ -21,23 +22,38 @@ def bundled_models() -> list[str]:
 
 
 def resolve_model(name_or_path: str | Path | None) -> Path:
-    """A bundle folder from a bundled name, a bundle folder, or a run folder (its `model/`)."""
+    """Where a model is: a bundle folder from a bundled name (exact, or in any case when that
+    is unambiguous), a bundle folder, a run folder (its `model/`) or a bundle's `model.json`;
+    or an exported graph file (`export --out model.onnx`), returned as it is (`is_graph_file`).
+    Anything else is refused in one line, with "did you mean" for a mistyped bundled name."""
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
     text = str(name_or_path)
+    bundled = bundled_models()
     path = user_path(text)
+    if text not in bundled and path.exists() and is_graph_file(path):
+        return path
     candidates = [path, path / "model"] + ([path.parent] if path.name == CARD_FILE else [])
-    if text in bundled_models():
-        candidates = [BUNDLED_DIR / text]
+    name = match_name(text, bundled)
+    if text in bundled or (name is not None and not path.exists()):
+        candidates = [BUNDLED_DIR / str(name)]
     for folder in candidates:
         # exists(), not is_file(): a card that is a FIFO or a folder is refused, not passed by
         if (folder / CARD_FILE).exists():
             _check_files(folder)
             return folder
-    known = ", ".join(bundled_models()) or "none installed"
+    known = ", ".join(bundled) or "none installed"
+    close = did_you_mean(text, bundled) if bundled and not path.exists() else ""
     raise UserError(
-        f"no model at {text!r}: give a bundle folder, a run folder, or a bundled name ({known})"
+        f"no model at {text!r}: give a bundle folder, a run folder, an exported .onnx file or "
+        f"a bundled name ({known})" + (f"; {close}" if close.startswith("did you") else "")
     )
+
+
+def is_graph_file(path: Path) -> bool:
+    """Whether a resolved model is an exported graph file rather than a bundle folder (a
+    bundle's own `model.json` names its folder)."""
+    return not path.is_dir() and path.name != CARD_FILE
 
 
 def _check_files(folder: Path) -> None:

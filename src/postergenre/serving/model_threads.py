@@ -78,8 +78,9 @@ def _warm_up_calls(
     blank = np.zeros((1, spec.height, spec.width, 3), dtype=np.uint8)
     # The PyTorch model first: Grad-CAM needs it whatever the runtime, and a bundle that cannot
     # load is then reported as it is, before any runtime falls back to it.
+    # An exported graph has no PyTorch model: it only predicts (explain is refused per request).
     calls: list[tuple[bool, Callable[[], object]]] = [
-        (True, lambda: predictor.model),
+        *([(True, lambda: predictor.model)] if predictor.has_weights else []),
         (False, lambda: predictor.predict_pixels(blank)),
     ]
     if index is not None:

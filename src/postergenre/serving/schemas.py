@@ -61,6 +61,11 @@ class ModelInfo(BaseModel):
 
     name: str
     runtime: str | None = None
+    explain: bool = Field(
+        True,
+        description="whether /api/explain answers: Grad-CAM needs a bundle's PyTorch "
+        "weights, which an exported .onnx model has not",
+    )
     architecture: str | None = None
     task: str = Field(description="single (softmax) or multi (sigmoid + per-genre thresholds)")
     genres: list[str]

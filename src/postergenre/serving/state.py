@@ -40,6 +40,7 @@ class ServerState:
         info: dict[str, Any] = self.predictor.card.to_json()
         info["name"] = self.predictor.name
         info["runtime"] = self.predictor.runtime
+        info["explain"] = self.predictor.has_weights  # Grad-CAM needs PyTorch weights
         info["server"] = {
             "max_upload_bytes": self.uploads.max_upload_bytes,
             "max_files": self.max_files,

@@ -47,6 +47,7 @@ async def explain(
     genre: Annotated[str | None, Query(max_length=200, description="a genre of the model")] = None,
 ) -> Response:
     predictor = server.predictor
+    predictor.check_explainable()  # a graph-only model: one JSON error, before the upload is read
     if genre is not None:
         try:
             genre = predictor.genres[predictor.card.find_genre(genre)]
