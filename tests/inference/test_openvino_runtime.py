@@ -90,3 +90,22 @@ def test_without_openvino_one_line_says_how_to_install(monkeypatch, posters, cap
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "postergenre[openvino]" in err[0], err
+
+
+def test_openvino_runs_a_batch_in_chunks_with_the_same_probabilities(graph, posters, monkeypatch):
+    """A batch runs RUN_CHUNK posters per OpenVINO call, as ONNX Runtime's does: OpenVINO
+    keeps activation memory for the largest batch it has run (whole batches of 32 took imdb-20
+    to 1.97 GB at peak against 525 MB; BENCHMARKS.md section 17)."""
+    pytest.importorskip("openvino")
+    from postergenre.inference.onnx_runtime import RUN_CHUNK
+    from postergenre.inference.openvino_runtime import OpenVinoRunner
+
+    chunked, whole = OpenVinoRunner(graph), OpenVinoRunner(graph, chunk=None)
+    assert chunked.chunk == RUN_CHUNK == 4
+    spec = Predictor.from_pretrained("imdb-20-fast").input_spec
+    x = spec.prepare([decode_poster(p) for p in posters * 2])  # 10 posters: chunks 4, 4, 2
+    sizes: list[int] = []
+    infer = chunked._infer
+    monkeypatch.setattr(chunked, "_infer", lambda a, t: sizes.append(len(a)) or infer(a, t))
+    np.testing.assert_allclose(chunked(x), whole(x), atol=1e-6)
+    assert sizes == [4, 4, 2]

@@ -9,6 +9,7 @@ up to ~0.04 (BENCHMARKS.md). No torch here. Needs the `openvino` extra.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from postergenre._cpu import available_cores
 from postergenre.errors import UserError
-from postergenre.inference.onnx_runtime import ExportedGraph
+from postergenre.inference.onnx_runtime import RUN_CHUNK, ExportedGraph
 from postergenre.models.graph_card import read_graph_card
 
 INSTALL_HINT = "pip install 'postergenre[openvino]'"
@@ -33,9 +34,24 @@ class OpenVinoRunner(ExportedGraph):
     (default: every available core); the same interface as `OnnxRunner`.
 
     `precision` is OpenVINO's inference precision: "f32" (default) matches ONNX Runtime within
-    1e-4; "bf16" is faster where the CPU has AVX-512 BF16, and less exact."""
+    1e-4; "bf16" is faster where the CPU has AVX-512 BF16, and less exact. `config` adds or
+    overrides OpenVINO compile properties (e.g. {"NUM_STREAMS": 1}).
 
-    def __init__(self, path: str | Path, threads: int | None = None, precision: str = "f32"):
+    A batch runs `chunk` posters at a time (None: whole), as ONNX Runtime's does: OpenVINO
+    sizes its activation memory to the largest batch it has run and keeps it, so batches of
+    32 took `imdb-20` to a 1.97 GB peak against 525 MB in chunks of 4, at the same speed
+    (BENCHMARKS.md, section 17)."""
+
+    runtime = "openvino"
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        precision: str = "f32",
+        config: Mapping[str, Any] | None = None,
+        chunk: int | None = RUN_CHUNK,
+    ):
         require_openvino()
         import openvino as ov
 
@@ -49,18 +65,20 @@ class OpenVinoRunner(ExportedGraph):
             framework = dict(model.get_rt_info()["framework"]) if has_metadata else {}
             self.metadata: dict[str, str] = {k: v.astype(str) for k, v in framework.items()}
             shapes = _dims(model.inputs[0]), _dims(model.outputs[0])
-            config = {
+            properties = {
                 "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_NUM_THREADS": self.threads,
                 "INFERENCE_PRECISION_HINT": precision,
+                **(config or {}),
             }
-            self.compiled = core.compile_model(model, "CPU", config)
+            self.compiled = core.compile_model(model, "CPU", properties)
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise UserError(f"OpenVINO cannot load {path}: {reason}") from exc
         self.card = read_graph_card(self.metadata, str(path), *shapes)
         self.path = Path(path)
         self.precision = precision
+        self.chunk = chunk
         self.request = self.compiled.create_infer_request()
         # a model that reads the poster's text has a second input: (batch, buckets) features
         self.reads_text = len(self.compiled.inputs) > 1
@@ -79,6 +97,15 @@ class OpenVinoRunner(ExportedGraph):
             )
         if not len(x):
             return np.zeros((0, len(self.genres)), np.float32)
+        step = self.chunk or len(x)
+        return np.concatenate(
+            [
+                self._infer(x[i : i + step], None if text is None else text[i : i + step])
+                for i in range(0, len(x), step)
+            ]
+        )
+
+    def _infer(self, x: np.ndarray, text: np.ndarray | None) -> np.ndarray:
         inputs = {0: x}
         if text is not None:
             inputs[1] = np.ascontiguousarray(text, dtype=np.float32)
