@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ from postergenre.inference import Predictor
 from postergenre.models.bundle import ModelBundle
 from postergenre.models.seed_cnn import SeedCNN
 from postergenre.training.run import TrainConfig, train
-from tests.conftest import make_card
+from tests.conftest import make_card, make_poster, make_seed_bundle
 
 SIZE = 96  # a smaller seed-cnn input than the article's 150 keeps training to a few seconds
 QUADRANTS = [(0, 0), (0, 1), (1, 0), (1, 1)]  # (row, column): top-left ... bottom-right
@@ -191,3 +193,34 @@ def test_explains_efficientnet_lite_probe_and_knn(tiny_posters, tmp_path):
         assert predictor.explain(poster, other).probability == pytest.approx(
             probabilities[other], abs=1e-5
         )
+
+
+def test_overlay_path_default_folder_and_file(tmp_path, monkeypatch):
+    from postergenre.explain.gradcam import overlay_path
+
+    monkeypatch.chdir(tmp_path)
+    poster = Path("/data/posters/tt0133093.jpg")
+    # default: the current folder, never beside the poster; absolute, so it can be printed
+    assert overlay_path(poster) == tmp_path / "tt0133093.gradcam.png"
+    assert overlay_path(poster, "heat/") == tmp_path / "heat" / "tt0133093.gradcam.png"
+    (tmp_path / "existing").mkdir()
+    assert overlay_path(poster, "existing") == tmp_path / "existing" / "tt0133093.gradcam.png"
+    assert overlay_path(poster, "out/m.webp") == tmp_path / "out" / "m.webp"
+    with pytest.raises(UserError, match=r"must end in .png, .jpg or .webp \(or name a folder\)"):
+        overlay_path(poster, "m.txt")
+
+
+def test_cli_explain_prints_where_it_wrote(tmp_path, monkeypatch, capsys):
+    from postergenre.cli import main
+
+    bundle = make_seed_bundle(tmp_path / "bundle")
+    poster = make_poster(tmp_path / "posters" / "p.png", (200, 30, 30), 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["explain", "--model", str(bundle), str(poster)]) == 0
+    assert f"heatmap overlay written to {tmp_path / 'p.gradcam.png'}" in capsys.readouterr().out
+    assert (tmp_path / "p.gradcam.png").is_file()
+    assert not (tmp_path / "posters" / "p.gradcam.png").exists()
+    assert main(["explain", "--model", str(bundle), str(poster), "--out", "heat/", "--npy"]) == 0
+    out = capsys.readouterr().out
+    assert f"written to {tmp_path / 'heat' / 'p.gradcam.png'}" in out
+    assert f"raw heatmap written to {tmp_path / 'heat' / 'p.gradcam.npy'}" in out

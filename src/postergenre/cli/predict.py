@@ -53,8 +53,12 @@ def register_predict(commands: Subparsers) -> None:
     p.add_argument(
         "--top",
         type=positive_int,
-        help="genres shown per poster: the N most probable (default: 5 in the table, all in "
-        "--json and files)",
+        metavar="N",
+        help="at most N genres per poster, in every format: the table and --json/.json/.jsonl "
+        "list the N most probable, and the predicted genres are those among them (a "
+        "predicted genre ranked below N is left out); .csv/.parquet keep a probability "
+        "column for every genre and cap the predicted column alike. Default: the table "
+        "shows 5, everything else every genre, with every predicted genre",
     )
     _add_output_args(p)
     add_engine_args(p, "a collection streamed into --out is scored")
@@ -122,7 +126,8 @@ def _predict(args: argparse.Namespace) -> int:
         for prediction in predictions:
             _print_table(prediction, args.top or 5)
         if len(predictions):
-            print(f"* predicted: {predictor.card.describe_rule()}")
+            cap = f"; at most {args.top} per poster (--top)" if args.top else ""
+            print(f"* predicted: {predictor.card.describe_rule()}{cap}")
     return 0
 
 
@@ -152,8 +157,9 @@ def _stream(args: argparse.Namespace, predictor: Any, sources: Any, out: Path) -
 
 def _print_table(prediction: Any, top: int) -> None:
     print(prediction.path)
+    predicted = prediction.top_predicted(top)
     for genre, probability in prediction.genres[:top]:
-        mark = "*" if genre in prediction.predicted else " "
+        mark = "*" if genre in predicted else " "
         bar = "#" * round(probability * 30)
         print(f"  {mark} {genre:<14}{probability:7.1%}  {bar}")
 
@@ -177,16 +183,20 @@ def register_explain(commands: Subparsers) -> None:
         "explain",
         help="Grad-CAM heatmap: where the model looked for a genre",
         description="Write the poster with a Grad-CAM heatmap overlaid for a genre (default: the "
-        "most probable one).",
+        "most probable one), and print where it went. Grad-CAM takes gradients through the "
+        "network, so it needs a bundle (a bundled name, a bundle or run folder), not an "
+        "exported .onnx file.",
     )
     add_model_arg(p)
     p.add_argument("poster", type=Path, metavar="POSTER")
     p.add_argument("--genre", help="genre to explain, in any case (default: the top prediction)")
     p.add_argument(
         "--out",
-        type=Path,
-        metavar="PNG",
-        help="overlay image to write (default: POSTER_NAME.gradcam.png here)",
+        metavar="PNG|DIR",
+        help="overlay image to write (.png, .jpg or .webp), or a folder to write "
+        "POSTER_NAME.gradcam.png into (an existing folder, or a path ending in /; created). "
+        "Default: POSTER_NAME.gradcam.png in the current folder, never beside the poster "
+        "(poster folders are often shared data). The path written is printed",
     )
     p.add_argument(
         "--npy",
@@ -197,12 +207,12 @@ def register_explain(commands: Subparsers) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from postergenre.explain.gradcam import overlay_path
     from postergenre.inference import Predictor
 
-    out = args.out or Path(f"{args.poster.stem}.gradcam.png")
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
-        raise UserError(f"--out must end in .png, .jpg or .webp: {out}")
-    predictor = Predictor.from_pretrained(args.model, runtime="torch")  # Grad-CAM needs torch
+    out = overlay_path(args.poster, args.out)  # a bad --out fails before the model loads
+    predictor = Predictor.from_pretrained(args.model)
+    predictor.check_explainable()  # Grad-CAM needs PyTorch weights: a graph file has none
     explanation = predictor.explain(args.poster, args.genre)
     written = explanation.save(out, npy=args.npy)
     print(f"{explanation.genre} ({explanation.probability:.1%}): heatmap overlay written to {out}")

@@ -16,6 +16,7 @@ the text, and the heatmap shows where the pixels add evidence on top of it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from postergenre.errors import UserError
 from postergenre.models.card import ModelCard, to_probabilities
 from postergenre.models.knn import KNNClassifier
 from postergenre.models.text_fusion import TextFusion
+from postergenre.paths import user_path
 
 OVERLAY_ALPHA = 0.45
 COLORMAP = "jet"
@@ -53,7 +55,7 @@ class Explanation:
         """Write the overlay (.png, .jpg or .webp) and, with `npy`, the heatmap beside it as
         .npy; both atomically. Returns the paths written."""
         out = Path(out)
-        formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+        formats = dict(zip(OVERLAY_FORMATS, ("PNG", "JPEG", "JPEG", "WEBP"), strict=True))
         if out.suffix.lower() not in formats:
             raise UserError(f"a heatmap overlay is written as .png, .jpg or .webp, not {out.name}")
         with atomic_path(out) as tmp:
@@ -64,6 +66,26 @@ class Explanation:
                 np.save(handle, self.heatmap)
             written.append(out.with_suffix(".npy"))
         return written
+
+
+OVERLAY_FORMATS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def overlay_path(poster: str | Path, out: str | Path | None = None) -> Path:
+    """Where `explain` writes the overlay of `poster`, as an absolute path: `out` when it names
+    a file; `POSTER_NAME.gradcam.png` inside `out` when it is a folder (one that exists, or
+    written with a trailing slash; created if need be); without `out`, in the current folder,
+    never beside the poster (poster folders are often shared or read-only data sets)."""
+    name = f"{Path(poster).stem}.gradcam.png"
+    if out is None:
+        target = Path(name)
+    else:
+        text = str(out)
+        folder = text.endswith(("/", os.sep)) or user_path(text).is_dir()
+        target = user_path(text) / name if folder else user_path(text)
+    if target.suffix.lower() not in OVERLAY_FORMATS:
+        raise UserError(f"--out must end in .png, .jpg or .webp (or name a folder): {out}")
+    return target.absolute()
 
 
 def _target_score(

@@ -34,13 +34,23 @@ class Prediction:
     predicted: list[str]
 
     def to_json(self, top: int | None = None) -> dict[str, Any]:
-        """A JSON-ready dict; `top` keeps only the most probable genres."""
+        """A JSON-ready dict; `top` keeps only the `top` most probable genres, in `genres` and
+        in `predicted` alike (see `top_predicted`)."""
         ranked = self.genres if top is None else self.genres[:top]
         return {
             "path": self.path,
             "genres": [{"genre": g, "probability": round(p, 6)} for g, p in ranked],
-            "predicted": self.predicted,
+            "predicted": self.top_predicted(top),
         }
+
+    def top_predicted(self, top: int | None = None) -> list[str]:
+        """The predicted genres among the `top` most probable (all of them when `top` is
+        None): what `--top N` leaves of the model's answer in every output format, so a poster
+        never shows more than N genres."""
+        if top is None:
+            return list(self.predicted)
+        shown = {genre for genre, _ in self.genres[:top]}
+        return [genre for genre in self.predicted if genre in shown]
 
     @classmethod
     def from_json(cls, item: dict[str, Any]) -> Prediction:
@@ -49,13 +59,16 @@ class Prediction:
         return cls(str(item["path"]), ranked, list(item["predicted"]))
 
 
-def flat_row(prediction: Prediction, genres: Sequence[str]) -> dict[str, Any]:
-    """Path, the probability of each of `genres` (6 decimals), then the predicted genres
-    joined by '|': a row of the CSV and Parquet files."""
+def flat_row(
+    prediction: Prediction, genres: Sequence[str], top: int | None = None
+) -> dict[str, Any]:
+    """Path, the probability of each of `genres` (6 decimals: every genre, whatever `top`, so
+    the columns are fixed), then the predicted genres (`top_predicted(top)`) joined by '|': a
+    row of the CSV and Parquet files."""
     probs = dict(prediction.genres)
     row: dict[str, Any] = {"path": prediction.path}
     row.update((g, round(float(probs[g]), 6)) for g in genres)
-    row["predicted"] = "|".join(prediction.predicted)
+    row["predicted"] = "|".join(prediction.top_predicted(top))
     return row
 
 
@@ -150,19 +163,20 @@ def write_stream(
 
     CSV and Parquet hold flat rows (`flat_row`: path, a probability per genre, predicted genres
     joined by '|'); JSON holds a list and JSON Lines one object a line, each {path, genres
-    (ranked, `top` of them), predicted}."""
+    (ranked, `top` of them), predicted}. `top` caps the predicted genres in every format
+    (`Prediction.top_predicted`)."""
     check_output(path)
     suffix = path.suffix.lower()
     with atomic_path(path) as tmp:
         if suffix == ".parquet":
-            _write_parquet(tmp, genres, predictions)
+            _write_parquet(tmp, genres, predictions, top)
             return path
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             if suffix == ".csv":
                 writer = csv.writer(handle, lineterminator="\n")
                 writer.writerow(["path", *genres, "predicted"])
                 for prediction in predictions:
-                    values = list(flat_row(prediction, genres).values())
+                    values = list(flat_row(prediction, genres, top).values())
                     writer.writerow([values[0], *(f"{p:.6f}" for p in values[1:-1]), values[-1]])
             elif suffix == ".json":
                 handle.write("[")
@@ -205,7 +219,9 @@ def json_text(item: dict[str, Any]) -> str:
     return json.dumps(item, allow_nan=False)
 
 
-def _write_parquet(path: Path, genres: Sequence[str], predictions: Iterable[Prediction]) -> None:
+def _write_parquet(
+    path: Path, genres: Sequence[str], predictions: Iterable[Prediction], top: int | None
+) -> None:
     """Flat rows in row groups of `PARQUET_ROW_GROUP`, so memory stays flat."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -221,7 +237,7 @@ def _write_parquet(path: Path, genres: Sequence[str], predictions: Iterable[Pred
     with pq.ParquetWriter(str(path), schema) as writer:
         rows: list[dict[str, Any]] = []
         for prediction in predictions:
-            rows.append(flat_row(prediction, genres))
+            rows.append(flat_row(prediction, genres, top))
             if len(rows) >= PARQUET_ROW_GROUP:
                 flush(rows)
                 rows = []
