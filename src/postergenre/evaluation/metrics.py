@@ -185,3 +185,61 @@ def multi_label_metrics(
         },
     }
     return result
+
+
+def weighted_average_precision(
+    y: np.ndarray, scores: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Average precision of one genre under each row of `weights` (R, n): how many times each
+    poster counts (bootstrap resamples are counts). Ties are one threshold, as in
+    scikit-learn's `average_precision_score` (which a row of ones reproduces). NaN where a row
+    holds no positive."""
+    order = np.argsort(-scores, kind="stable")
+    y, scores, weights = y[order].astype(np.float64), scores[order], weights[:, order]
+    tp = np.cumsum(weights * y, axis=1)
+    fp = np.cumsum(weights * (1 - y), axis=1)
+    # the last poster of each run of equal scores closes a threshold
+    last = np.r_[scores[1:] != scores[:-1], True]
+    tp, fp = tp[:, last], fp[:, last]
+    total = tp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
+        recall = tp / total
+    gained = np.diff(recall, axis=1, prepend=0.0)
+    ap = (gained * precision).sum(axis=1)
+    return np.where(total[:, 0] > 0, ap, np.nan)
+
+
+def average_precision_intervals(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    genres: list[str],
+    n_resamples: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Per genre with a positive: {genre, ap, lower, upper, prevalence, support}, sorted by AP
+    (highest first). The interval is the percentile bootstrap over posters (`n_resamples`
+    resamples with replacement, seeded); the prevalence is the AP of a random ranking."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    n = len(y_true)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1 / n), size=n_resamples).astype(np.float64)
+    ones = np.ones((1, n))
+    tail = (1 - level) / 2 * 100
+    rows = []
+    for j, genre in enumerate(genres):
+        if not y_true[:, j].any():
+            continue
+        ap = float(weighted_average_precision(y_true[:, j], probs[:, j], ones)[0])
+        boot = weighted_average_precision(y_true[:, j], probs[:, j], counts)
+        lower, upper = np.nanpercentile(boot, [tail, 100 - tail])
+        rows.append({
+            "genre": genre,
+            "ap": ap,
+            "lower": float(lower),
+            "upper": float(upper),
+            "prevalence": float(y_true[:, j].mean()),
+            "support": int(y_true[:, j].sum()),
+        })  # fmt: skip
+    return sorted(rows, key=lambda row: -row["ap"])

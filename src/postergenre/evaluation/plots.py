@@ -1,4 +1,5 @@
-"""Pictures that beat tables: training curves, confusion matrices, precision-recall curves."""
+"""Pictures that beat tables: training curves, confusion matrices, reliability, and per-genre
+average precision (bars with bootstrap intervals, precision-recall curves as small multiples)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from postergenre.atomic import atomic_path
@@ -97,44 +97,89 @@ def plot_reliability(bins: Sequence[dict], path: Path, title: str = "Reliability
     return _save(fig, path)
 
 
+def plot_ap_bars(rows: Sequence[dict[str, Any]], path: Path, title: str = "AP per genre") -> Path:
+    """Per-genre average precision as horizontal bars, highest at the top, with each bar's
+    bootstrap interval and the genre's prevalence (what a random ranking scores) as a tick:
+    `rows` as `average_precision_intervals` gives them."""
+    rows = sorted(rows, key=lambda row: -row["ap"])
+    height = max(2.5, 0.32 * len(rows) + 1.2)
+    fig, axis = _subplots(figsize=(7, height))
+    ys = np.arange(len(rows))[::-1]
+    aps = np.array([row["ap"] for row in rows])
+    errors = np.array([[row["ap"] - row["lower"], row["upper"] - row["ap"]] for row in rows]).T
+    axis.barh(ys, aps, color="tab:blue", alpha=0.8, label="AP")
+    if len(rows):
+        axis.errorbar(aps, ys, xerr=errors.clip(0), fmt="none", ecolor="black", capsize=2,
+                      lw=0.9, label="95% bootstrap interval")  # fmt: skip
+        axis.scatter([row["prevalence"] for row in rows], ys, marker="|", s=120, color="tab:red",
+                     zorder=3, label="prevalence (random ranking)")  # fmt: skip
+        axis.axvline(float(aps.mean()), color="grey", ls="--", lw=1, label=f"mAP {aps.mean():.3f}")
+    axis.set_yticks(ys, [f"{row['genre']} (n={row['support']})" for row in rows])
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("average precision")
+    axis.set_title(title)
+    axis.grid(axis="x", alpha=0.3)
+    axis.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
 def plot_pr_curves(
     y_true: np.ndarray,
     probs: np.ndarray,
     genres: list[str],
     path: Path,
     title: str = "Precision-recall",
+    rows: Sequence[dict[str, Any]] | None = None,
 ) -> Path:
-    """Micro-averaged precision-recall curve (bold) over per-genre curves (thin), with AP."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+    """One small precision-recall panel per genre (genres with a positive, highest AP first),
+    each with its AP and interval and the prevalence baseline (a random ranking's precision)
+    as a dashed line; `rows` from `average_precision_intervals` (computed if not given)."""
+    from sklearn.metrics import precision_recall_curve
 
-    fig, axis = _subplots(figsize=(7.5, 6))
-    columns = [j for j in range(len(genres)) if y_true[:, j].any()]
-    cmap = colormaps["tab20"]
-    for n, j in enumerate(columns):
+    from postergenre.evaluation.metrics import average_precision_intervals
+
+    rows = rows if rows is not None else average_precision_intervals(y_true, probs, genres)
+    ncols = min(5, max(1, len(rows)))
+    nrows = max(1, -(-len(rows) // ncols))
+    fig = Figure(figsize=(2.3 * ncols, 2.1 * nrows + 0.6))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True)).ravel()
+    for axis, row in zip(axes, rows, strict=False):
+        j = genres.index(row["genre"])
         precision, recall, _ = precision_recall_curve(y_true[:, j], probs[:, j])
-        ap = average_precision_score(y_true[:, j], probs[:, j])
-        axis.plot(
-            recall,
-            precision,
-            lw=0.9,
-            alpha=0.75,
-            color=cmap(n % 20),
-            label=f"{genres[j]} (AP {ap:.2f})",
+        axis.plot(recall, precision, lw=1.2, color="tab:blue")
+        axis.axhline(row["prevalence"], color="tab:red", ls="--", lw=0.9)
+        axis.set_title(
+            f"{row['genre']}: AP {row['ap']:.2f} [{row['lower']:.2f}, {row['upper']:.2f}]",
+            fontsize=7.5,
         )
-    flat_y, flat_p = y_true[:, columns].ravel(), probs[:, columns].ravel()
-    precision, recall, _ = precision_recall_curve(flat_y, flat_p)
-    axis.plot(
-        recall,
-        precision,
-        lw=2.5,
-        color="black",
-        label=f"micro average (AP {average_precision_score(flat_y, flat_p):.2f})",
-    )
-    axis.set_xlabel("recall")
-    axis.set_ylabel("precision")
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0, 1.02)
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        axis.tick_params(labelsize=7)
+    for axis in axes[len(rows) :]:
+        axis.set_visible(False)
+    fig.supxlabel("recall", fontsize=9)
+    fig.supylabel("precision", fontsize=9)
+    fig.suptitle(f"{title} (dashed: prevalence, a random ranking)", fontsize=10)
     return _save(fig, path)
+
+
+def plot_precision_figures(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    genres: list[str],
+    pr_path: Path,
+    ap_path: Path,
+    title: str,
+    n_resamples: int = 200,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Both pictures of ranking quality: the AP bar chart with bootstrap intervals over posters
+    (`n_resamples`, seeded) at `ap_path` and the per-genre precision-recall panels at
+    `pr_path`. Returns the rows of `average_precision_intervals`."""
+    from postergenre.evaluation.metrics import average_precision_intervals
+
+    rows = average_precision_intervals(y_true, probs, genres, n_resamples, seed)
+    plot_ap_bars(rows, ap_path, f"AP per genre ({title})")
+    plot_pr_curves(y_true, probs, genres, pr_path, f"Precision-recall ({title})", rows)
+    return rows

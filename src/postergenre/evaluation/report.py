@@ -216,17 +216,17 @@ def evaluate_multi_label(
     metrics = multi_label_metrics(y, probs[:, columns], shared, thresholds[columns], prevalence)
     metrics.update(_vocabulary(records, model_genres))
     if plots_dir is not None:
-        from postergenre.evaluation.plots import plot_pr_curves
+        from postergenre.evaluation.plots import plot_precision_figures
 
         _plot_reliability(metrics, plots_dir, title)
-        path = plot_pr_curves(
-            y,
-            probs[:, columns],
-            shared,
-            Path(plots_dir) / "pr_curves.png",
-            f"Precision-recall ({title}, n={metrics['n']})",
+        pr_path, ap_path = Path(plots_dir) / "pr_curves.png", Path(plots_dir) / "ap_by_genre.png"
+        rows = plot_precision_figures(
+            y, probs[:, columns], shared, pr_path, ap_path, f"{title}, n={metrics['n']}"
         )
-        metrics["plot"] = path.name
+        metrics["ap_intervals"] = {
+            row["genre"]: [round(row["lower"], 6), round(row["upper"], 6)] for row in rows
+        }
+        metrics["plot"], metrics["ap_plot"] = pr_path.name, ap_path.name
     return metrics
 
 

@@ -29,7 +29,7 @@ from postergenre.data.targets import (
 )
 from postergenre.errors import UserError
 from postergenre.evaluation.metrics import multi_label_metrics, single_label_metrics
-from postergenre.evaluation.plots import plot_confusion_matrix, plot_pr_curves
+from postergenre.evaluation.plots import plot_confusion_matrix, plot_precision_figures
 from postergenre.evaluation.thresholds import count_matched_threshold, tune_thresholds
 from postergenre.models import ArchSpec, ModelCard, get_arch
 from postergenre.models.bundle import save_bundle
@@ -115,6 +115,7 @@ def train(cfg: TrainConfig) -> Path:
 
     check_engine(cfg.engine, cfg.address)
     spec = get_arch(cfg.arch)
+    cfg.arch = spec.name  # as registered, whatever case it was typed in
     mode = resolve_mode(spec, cfg.mode)
     if cfg.engine != "local" and mode == "scratch":
         raise UserError(
@@ -236,12 +237,13 @@ def _validate(
         prevalence = fitted.y_train.mean(axis=0)
         val_metrics = multi_label_metrics(fitted.y_val, fitted.val_probs, genres, tuned, prevalence)
         thresholds = tuple(round(float(t), 6) for t in tuned)
-        plot_pr_curves(
+        plot_precision_figures(
             fitted.y_val,
             fitted.val_probs,
             genres,
             plots / "pr_val.png",
-            "Validation precision-recall",
+            plots / "ap_val.png",
+            "val",
         )
         headline = (
             f"mAP {val_metrics['map']:.3f}, micro F1 {val_metrics['micro_f1']:.3f}, "
