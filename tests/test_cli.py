@@ -194,7 +194,17 @@ def test_training_skips_unreadable_posters(tiny_folder, tmp_path, capsys):
             "not in the data",
         ),
         (
-            ["train", "--folder", "{folder}", "--out", "{tmp}/x", "--mode", "linear-probe"],
+            [
+                "train",
+                "--folder",
+                "{folder}",
+                "--out",
+                "{tmp}/x",
+                "--arch",
+                "seed-cnn",
+                "--mode",
+                "linear-probe",
+            ],
             "no pretrained backbone",
         ),
         (

@@ -113,17 +113,9 @@ def _add_fitting_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from postergenre.console import echo
-    from postergenre.training.config import DEFAULT_ARCH
     from postergenre.training.run import TrainConfig, train
 
-    config = TrainConfig.from_args(args)
-    if args.arch is None:  # say what runs, since nothing was asked for
-        echo(
-            f"no --arch given: training {DEFAULT_ARCH} (a linear probe on frozen, cached "
-            "embeddings); --arch seed-cnn trains the article's CNN instead (minutes per epoch)"
-        )
-    train(config)
+    train(TrainConfig.from_args(args))
     return 0
 
 

@@ -24,7 +24,7 @@ class TrainConfig:
     """Everything `postergenre train` was asked to do; saved as the run's config.json."""
 
     out: Path
-    arch: str = DEFAULT_ARCH
+    arch: str | None = None  # None: DEFAULT_ARCH, said on stderr when the run starts
     labels: Path | None = None
     images: Path | None = None
     splits: Path | None = None
@@ -57,8 +57,6 @@ class TrainConfig:
         (`no_augment`, `no_calibrate`, `max_labels_mb`). Other names are ignored."""
         given = dict(args) if isinstance(args, Mapping) else vars(args)
         values = {f.name: given[f.name] for f in fields(cls) if f.name in given}
-        if values.get("arch") is None:  # not named: the default architecture
-            values.pop("arch", None)
         if "no_augment" in given:
             values["augment"] = not given["no_augment"]
         if "no_calibrate" in given:

@@ -35,7 +35,7 @@ from postergenre.models import ArchSpec, ModelCard, get_arch
 from postergenre.models.bundle import save_bundle
 from postergenre.models.card import CARD_FILE, KIND_OF_MODE
 from postergenre.training import distributed
-from postergenre.training.config import TrainConfig
+from postergenre.training.config import DEFAULT_ARCH, TrainConfig
 from postergenre.training.data import assign_splits
 from postergenre.training.distributed import echo, warn
 from postergenre.training.fitting import (
@@ -114,7 +114,8 @@ def train(cfg: TrainConfig) -> Path:
     from postergenre.engines.ray_cluster import check_engine
 
     check_engine(cfg.engine, cfg.address)
-    spec = get_arch(cfg.arch)
+    announce = cfg.arch is None  # the default: said once the data has loaded
+    spec = get_arch(cfg.arch or DEFAULT_ARCH)
     cfg.arch = spec.name  # as registered, whatever case it was typed in
     mode = resolve_mode(spec, cfg.mode)
     if cfg.engine != "local" and mode == "scratch":
@@ -129,12 +130,12 @@ def train(cfg: TrainConfig) -> Path:
         if not distributed.is_main():
             return cfg.out / "model"
         echo(f"{mode} needs no distributed training: rank 0 fits it alone")
-        return _train(cfg, spec, mode)
+        return _train(cfg, spec, mode, announce)
     with distributed.session():
-        return _train(cfg, spec, mode)
+        return _train(cfg, spec, mode, announce)
 
 
-def _train(cfg: TrainConfig, spec: ArchSpec, mode: str) -> Path:
+def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) -> Path:
     started = time.perf_counter()
     cfg.progress = cfg.progress and distributed.is_main()
     collection = load_posters(
@@ -157,6 +158,16 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str) -> Path:
     if distributed.is_main():
         cfg.out.mkdir(parents=True, exist_ok=True)
         write_json(cfg.out / "config.json", cfg.used())
+    if announce:
+        how = (
+            "a linear probe: seconds once its embeddings are cached"
+            if mode == "linear-probe"
+            else mode
+        )
+        echo(
+            f"no --arch given: training {spec.name} ({how}); --arch seed-cnn trains the "
+            "article's CNN instead (up to --epochs epochs)"
+        )
     echo(f"{task}-label task over {len(genres)} genres: {', '.join(genres)} ({mode})")
 
     by_split = assign_splits(collection, cfg.seed)
