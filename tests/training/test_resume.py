@@ -121,7 +121,7 @@ def test_ctrl_c_in_the_first_epoch_then_resume_or_rerun_both_work(
 
     real_epoch = trainer.train_one_epoch
     argv = ["train", "--folder", str(posters), "--out", str(tmp_path / "run")]
-    argv += ["--epochs", "1", "--batch-size", "8"]
+    argv += ["--arch", "seed-cnn", "--epochs", "1", "--batch-size", "8"]
     for again in ([*argv, "--resume"], argv):
         _interrupt_first_epoch(monkeypatch)
         assert main(argv) == 130
