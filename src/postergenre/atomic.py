@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,11 +82,21 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(data, indent=indent, allow_nan=False) + "\n")
 
 
-def new_folder_beside(target: str | Path) -> Path:
-    """An empty temporary folder next to `target`, to fill and then `replace_folder` in."""
+def new_folder_beside(target: str | Path, *, private: bool = False) -> Path:
+    """An empty temporary folder next to `target`, to fill and then `replace_folder` in.
+
+    It gets the permissions `mkdir` gives (0777 less the umask), since it becomes `target`
+    (mkdtemp would make every bundle and index private to its owner, silently); `private`
+    makes it 0700: only its owner may list or read it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    while True:
+        tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            os.mkdir(tmp, 0o700 if private else 0o777)
+            return tmp
+        except FileExistsError:
+            continue
 
 
 _RENAME_EXCHANGE = 2
@@ -112,10 +121,11 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_folder(target: str | Path) -> Iterator[Path]:
+def atomic_folder(target: str | Path, *, private: bool = False) -> Iterator[Path]:
     """Yield an empty folder beside `target` to fill; when the block ends it replaces `target`
-    whole (`replace_folder`). On an error it is removed and `target` is left untouched."""
-    tmp = new_folder_beside(target)
+    whole (`replace_folder`). On an error it is removed and `target` is left untouched. The
+    folder honours the umask like `mkdir`, or is the owner's alone (0700) when `private`."""
+    tmp = new_folder_beside(target, private=private)
     try:
         yield tmp
     except BaseException:
