@@ -14,6 +14,7 @@ import ctypes.util
 import json
 import os
 import shutil
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,14 +56,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_temp_file(path)
+    usual = stat.S_IMODE(tmp.stat().st_mode)
     try:
         yield tmp
+        _widen(tmp, usual)  # a writer that replaced the file (safetensors: 0600) narrowed it
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _widen(path: Path, mode: int) -> None:
+    """Give `path` at least the permission bits `mode` (never fewer than it has)."""
+    current = stat.S_IMODE(path.lstat().st_mode)
+    if current | mode != current:
+        os.chmod(path, current | mode)
+
+
+def _widen_tree(folder: Path) -> None:
+    """Files and folders under `folder` get at least the permissions its own mode grants
+    (0755 -> files 0644, folders 0755): libraries that write private files (safetensors
+    writes 0600) would otherwise leave a shared folder's contents readable by one user."""
+    folder_mode = stat.S_IMODE(folder.stat().st_mode)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            _widen(Path(root) / name, folder_mode)
+        for name in files:
+            if not os.path.islink(Path(root) / name):
+                _widen(Path(root) / name, folder_mode & 0o666)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -128,6 +151,7 @@ def atomic_folder(target: str | Path, *, private: bool = False) -> Iterator[Path
     tmp = new_folder_beside(target, private=private)
     try:
         yield tmp
+        _widen_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -244,7 +244,8 @@ def test_index_folder_honours_the_umask_or_is_private(tiny_posters, tmp_path):
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o755
-    assert stat.S_IMODE((tmp_path / "shared" / "index.json").stat().st_mode) == 0o644
+    for name in ("index.json", "index.safetensors"):
+        assert stat.S_IMODE((tmp_path / "shared" / name).stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "mine").stat().st_mode) == 0o700
 
 
