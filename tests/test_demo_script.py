@@ -97,13 +97,16 @@ def test_demo_with_shared_data_never_aborts(shared_data: Path, stub: Path, tmp_p
         done, calls = _run_demo(shared_data, stub, tmp_path)
         assert done.returncode == 0, f"run {attempt}: exit {done.returncode}\n{done.stderr}"
         commands = [c[0] for c in calls]
-        assert commands == ["models", "predict", "index", "serve"], commands
+        assert commands == ["models", "predict", "serve"], commands  # indexed while serving
         [predict] = [c for c in calls if c[0] == "predict"]
         posters = predict[1:]
         assert len(posters) == 3, predict
         assert all(Path(p).is_file() for p in posters), posters
         serve = _serve_args(calls)
         assert _option(serve, "--index") == "runs/demo-index"
+        assert Path(_option(serve, "--labels")) == shared_data / "train.csv"
+        assert Path(_option(serve, "--splits")) == shared_data / "splits.csv"
+        assert _option(serve, "--split") == "train"
         assert _option(serve, "--port") == "8000"
         assert "--runtime" not in serve  # the default runtime is the one to show
 

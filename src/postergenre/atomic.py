@@ -14,8 +14,8 @@ import ctypes.util
 import json
 import os
 import shutil
+import stat
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,14 +56,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_temp_file(path)
+    usual = stat.S_IMODE(tmp.stat().st_mode)
     try:
         yield tmp
+        _widen(tmp, usual)  # a writer that replaced the file (safetensors: 0600) narrowed it
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _widen(path: Path, mode: int) -> None:
+    """Give `path` at least the permission bits `mode` (never fewer than it has)."""
+    current = stat.S_IMODE(path.lstat().st_mode)
+    if current | mode != current:
+        os.chmod(path, current | mode)
+
+
+def _widen_tree(folder: Path) -> None:
+    """Files and folders under `folder` get at least the permissions its own mode grants
+    (0755 -> files 0644, folders 0755): libraries that write private files (safetensors
+    writes 0600) would otherwise leave a shared folder's contents readable by one user."""
+    folder_mode = stat.S_IMODE(folder.stat().st_mode)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            _widen(Path(root) / name, folder_mode)
+        for name in files:
+            if not os.path.islink(Path(root) / name):
+                _widen(Path(root) / name, folder_mode & 0o666)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -83,11 +105,21 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(data, indent=indent, allow_nan=False) + "\n")
 
 
-def new_folder_beside(target: str | Path) -> Path:
-    """An empty temporary folder next to `target`, to fill and then `replace_folder` in."""
+def new_folder_beside(target: str | Path, *, private: bool = False) -> Path:
+    """An empty temporary folder next to `target`, to fill and then `replace_folder` in.
+
+    It gets the permissions `mkdir` gives (0777 less the umask), since it becomes `target`
+    (mkdtemp would make every bundle and index private to its owner, silently); `private`
+    makes it 0700: only its owner may list or read it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    while True:
+        tmp = target.with_name(f".{target.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            os.mkdir(tmp, 0o700 if private else 0o777)
+            return tmp
+        except FileExistsError:
+            continue
 
 
 _RENAME_EXCHANGE = 2
@@ -112,12 +144,14 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_folder(target: str | Path) -> Iterator[Path]:
+def atomic_folder(target: str | Path, *, private: bool = False) -> Iterator[Path]:
     """Yield an empty folder beside `target` to fill; when the block ends it replaces `target`
-    whole (`replace_folder`). On an error it is removed and `target` is left untouched."""
-    tmp = new_folder_beside(target)
+    whole (`replace_folder`). On an error it is removed and `target` is left untouched. The
+    folder honours the umask like `mkdir`, or is the owner's alone (0700) when `private`."""
+    tmp = new_folder_beside(target, private=private)
     try:
         yield tmp
+        _widen_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -281,6 +281,7 @@ def test_openapi_lists_every_route_with_error_responses(client):
         "/healthz": "get",
         "/api/model": "get",
         "/api/stats": "get",
+        "/api/info": "get",
         "/api/predict": "post",
         "/api/explain": "post",
         "/api/similar": "post",

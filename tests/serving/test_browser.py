@@ -356,3 +356,41 @@ def test_page_names_the_upload_limit_as_the_server_does(browser, server_url):
             assert problems == []
         finally:
             context.close()
+
+
+def test_page_shows_the_index_being_built_then_similar_posters(browser, server_url, posters):
+    """While the index is built the page says how far it is and shows no similar posters; once
+    /api/info says it is ready, cards already shown get theirs."""
+    building = {"state": "building", "done": 3, "total": 10, "message": "", "size": 0}
+    answered = {"info": 0}
+
+    def setup(page):
+        def info(route):
+            answered["info"] += 1
+            if answered["info"] <= 2:  # the first two polls: still building
+                route.fulfill(json={"model": "m", "version": "0", "index": building})
+            else:
+                route.continue_()
+
+        def model(route):  # the model as a server still building its first index tells it
+            response = route.fetch()
+            body = response.json()
+            body["server"].update(similar=False, index_size=0)
+            route.fulfill(response=response, json=body)
+
+        page.route("**/api/info", info)
+        page.route("**/api/model", model)
+
+    context, page, problems = _open(browser, server_url, setup)
+    try:
+        page.wait_for_function(
+            "document.querySelector('#index-status').textContent.includes('3 of 10 posters')"
+        )
+        page.set_input_files("#file-input", str(posters[0]))
+        page.wait_for_selector("#results .card[aria-busy='false']")
+        page.wait_for_selector("#index-status", state="hidden")
+        page.wait_for_function("document.querySelectorAll('#results .strip li').length > 0")
+        assert answered["info"] >= 3
+        assert not problems, problems
+    finally:
+        context.close()

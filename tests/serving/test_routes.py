@@ -21,6 +21,7 @@ def test_routes_are_listed_in_a_stable_order():
         "/healthz",
         "/api/model",
         "/api/stats",
+        "/api/info",
         "/api/predict",
         "/api/explain",
         "/api/similar",

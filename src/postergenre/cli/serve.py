@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from postergenre.cli._args import (
     Subparsers,
-    add_model_arg,
-    add_runtime_arg,
     non_negative_float,
     port_number,
     positive_float,
     positive_int,
 )
+from postergenre.cli.similarity import add_collection_args, has_collection, index_options
 from postergenre.errors import UserError
 
 
@@ -23,16 +23,17 @@ def register(commands: Subparsers) -> None:
         "serve",
         help="a web page and JSON API: drop posters, see genres and heatmaps",
         description="Serve a page to drop posters on: genre probabilities, a Grad-CAM heatmap "
-        "per genre and, with --index, the most similar indexed posters. The JSON API is "
-        "documented at /docs.",
+        "per genre and, with --index, the most similar indexed posters. With posters as well "
+        "(POSTER... or --labels/--folder, as 'index' takes them) the server starts at once "
+        "and builds or updates the index in the background: the page shows how far it is "
+        "and offers similar posters when it is ready. The JSON API is documented at /docs.",
     )
-    add_model_arg(p)
-    add_runtime_arg(p)
     p.add_argument(
         "--index",
         type=Path,
         metavar="INDEX",
-        help="an index folder from 'postergenre index': enables similar posters",
+        help="an index folder from 'postergenre index': enables similar posters; with "
+        "posters named, the folder is built or brought up to date in the background",
     )
     p.add_argument(
         "--host",
@@ -43,6 +44,7 @@ def register(commands: Subparsers) -> None:
         "--port", type=port_number, default=8000, help="port (default 8000; 0: any free one)"
     )
     _add_limit_args(p)
+    add_collection_args(p, required=False)  # --model and --runtime: the served model too
     p.set_defaults(handler=_run)
 
 
@@ -95,8 +97,11 @@ def _run(args: argparse.Namespace) -> int:
     from postergenre.inference import Predictor
     from postergenre.inference.similarity import PosterIndex
 
-    predictor = Predictor.from_pretrained(args.model, args.runtime)
-    index = PosterIndex.load(args.index) if args.index is not None else None
+    job = _index_job(args)  # refusals first: nothing loads for a bad command line
+    predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
+    if job is not None and job.build_options["model"] is not None:
+        job.build_options["model"] = predictor  # the served model scores the collection
+    index = PosterIndex.load(args.index) if args.index is not None and job is None else None
     serve(
         predictor,
         host=args.host,
@@ -107,5 +112,19 @@ def _run(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_pixels=int(args.max_megapixels * 1_000_000),
         request_timeout=args.request_timeout,
+        index_job=job,
     )
     return 0
+
+
+def _index_job(args: argparse.Namespace) -> Any:
+    """The background build of --index from the posters named, or None when none are."""
+    from postergenre.inference.index_build import check_index_output
+    from postergenre.serving.index_job import IndexJob
+
+    if not has_collection(args):
+        return None
+    if args.index is None:
+        raise UserError("posters to index need --index DIR: the folder the index is kept in")
+    check_index_output(args.index)  # a file or a foreign folder there is refused now
+    return IndexJob(args.index, index_options(args), private=args.private)

@@ -9,7 +9,8 @@ posters are found from any working directory, and still when the index moves wit
 
 An item is a dict: `id`, `path` (absolute), `relpath` (on disk only), `shown` (the path as the
 user gave it), `title` (from a label or metadata file, else None), `genres` (the given labels,
-[] when none) and `labelled` (whether labels were given at all).
+[] when none) and `labelled` (whether labels were given at all); items built by `build_index`
+also keep their file's `size` and `mtime_ns`, so an update embeds only new or changed posters.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from postergenre.atomic import atomic_folder, write_json
-from postergenre.console import report_skipped
 from postergenre.data.decode import decode_poster
-from postergenre.data.records import PosterRecord
+from postergenre.data.formats import is_image_name
+from postergenre.data.image_finder import match_key
 from postergenre.errors import UserError
 from postergenre.models import get_arch
-from postergenre.models.embeddings import compute_embeddings, embed_pixels
+from postergenre.models.embeddings import embed_pixels
 
 INDEX_FORMAT = "postergenre-index"
 INDEX_VERSION = 3
@@ -56,6 +57,7 @@ class Neighbour:
     title: str | None = None
     shown: str | None = None
     position: int = -1
+    labelled: bool = True
 
     @property
     def name(self) -> str:
@@ -70,6 +72,7 @@ class Neighbour:
             "title": self.title,
             "name": self.name,
             "genres": self.genres,
+            "genres_are": "given" if self.labelled else "predicted",
             "similarity": round(self.similarity, 6),
         }
 
@@ -80,6 +83,8 @@ def _upgrade(item: dict[str, Any]) -> dict[str, Any]:
         "shown": item["path"],
         "title": None,
         "labelled": True,
+        "size": None,
+        "mtime_ns": None,
         **item,
         "genres": list(item.get("genres") or []),
     }
@@ -112,6 +117,7 @@ class PosterIndex:
         genre_names: Sequence[str] | None = None,
         thresholds: Sequence[float] | None = None,
         model: str | None = None,
+        model_digest: str | None = None,
     ):
         import faiss
 
@@ -126,6 +132,8 @@ class PosterIndex:
         self.genre_names = list(genre_names or [])
         self.thresholds = list(thresholds) if thresholds is not None else None
         self.model = model
+        self.model_digest = model_digest  # which bundle scored it: an update reuses only its
+        self.changes: Any = None  # what `build_index` did (`IndexChanges`), when it built this
         if self.probabilities is not None:
             if self.probabilities.shape != (len(self.items), len(self.genre_names)):
                 raise ValueError("probabilities must be one row per item, one column per genre")
@@ -150,14 +158,19 @@ class PosterIndex:
         return list(item["genres"]) if item["labelled"] else self.predicted(i)
 
     def find(self, key: str | Path) -> int | None:
-        """The position of the poster with this id, or at this path (as given or resolved)."""
+        """The position of the poster with this id (IMDb ids with or without `tt` and leading
+        zeros), or at this path (as given or resolved)."""
         if self._positions is None:
             positions: dict[str, int] = {}
             for i, item in enumerate(self.items):
                 for name in (item["shown"], item["path"], item["id"]):
                     positions.setdefault(str(name), i)
+            for i, item in enumerate(self.items):  # IMDb ids with or without tt and zeros
+                positions.setdefault(match_key(str(item["id"])), i)
             self._positions = positions
         found = self._positions.get(str(key))
+        if found is None:
+            found = self._positions.get(match_key(str(key)))
         if found is None and Path(key).exists():
             found = self._positions.get(str(Path(key).resolve()))
         return found
@@ -165,7 +178,7 @@ class PosterIndex:
     @classmethod
     def build(
         cls,
-        records: Sequence[PosterRecord],
+        posters: Any,
         arch: str = "efficientnet-lite0",
         cache_dir: Path | None = None,
         progress: bool = True,
@@ -173,41 +186,39 @@ class PosterIndex:
         engine: str = "local",
         address: str | None = None,
         workers: int | None = None,
+        model: Any = None,
+        runtime: str = "auto",
+        previous: PosterIndex | None = None,
+        titles: Any = None,
+        on_progress: Any = None,
     ) -> PosterIndex:
-        """Embed every poster (through the embedding cache) and index it. `engine="ray"`
-        embeds the posters not cached yet on Ray (`engines.ray.ray_embeddings`: the cluster at
-        `address`, or a Ray started here, with `workers` actors)."""
-        from postergenre.engines.ray import ray_embeddings
-        from postergenre.engines.ray_cluster import check_engine
+        """Embed every poster (records, or any posters `predict` takes; through the embedding
+        cache) and index it; `model` (a name, bundle path or `Predictor`; default none here,
+        `imdb-20` in `build_index`) also scores each one. `previous`: an index to update (only
+        new or changed posters are embedded). `engine="ray"` embeds the posters not cached yet
+        on Ray (the cluster at `address`, or a Ray started here, with `workers` actors). See
+        `postergenre.inference.index_build.build_index`."""
+        from postergenre.inference.index_build import build_index
 
-        check_engine(engine, address)
-        spec = get_arch(arch)
-        arch = spec.embedding_arch or arch
-        paths = [r.path for r in records]
-        if engine == "ray":
-            vectors = ray_embeddings(
-                arch, paths, cache_dir, progress, address=address, workers=workers
-            )
-        else:
-            vectors = compute_embeddings(arch, paths, cache_dir, progress)
-        report_skipped(vectors.errors)
-        keep = vectors.ok
-        if not len(keep):
-            raise UserError("no readable posters to index")
-        items = [
-            {
-                "id": records[i].id,
-                "path": str(Path(records[i].path).resolve()),
-                "shown": str(records[i].path),
-                "genres": list(records[i].genres),
-            }
-            for i in keep
-        ]
-        return cls(arch, items, np.asarray(vectors[keep]))
+        return build_index(
+            posters,
+            arch=arch,
+            model=model,
+            runtime=runtime,
+            previous=previous,
+            titles=titles,
+            cache_dir=cache_dir,
+            progress=progress,
+            engine=engine,
+            address=address,
+            workers=workers,
+            on_progress=on_progress,
+        )
 
-    def save(self, directory: Path) -> Path:
+    def save(self, directory: Path, *, private: bool = False) -> Path:
         """Write the index folder atomically: built beside it, then swapped in whole (a reader
-        sees the old index or the new one, never none)."""
+        sees the old index or the new one, never none). It honours the umask like `mkdir`, or
+        is readable by its owner only when `private`."""
         directory = Path(directory)
         home = directory.resolve()
         items = [
@@ -221,6 +232,7 @@ class PosterIndex:
             "count": len(self.items),
             "input": get_arch(self.arch).input.to_json(),
             "model": self.model,
+            "model_digest": self.model_digest,
             "genre_names": self.genre_names,
             "thresholds": self.thresholds,
             "items": items,
@@ -228,9 +240,12 @@ class PosterIndex:
         tensors = {"vectors": torch.from_numpy(self.vectors).half()}
         if self.probabilities is not None:
             tensors["probabilities"] = torch.from_numpy(self.probabilities)
-        with atomic_folder(directory) as tmp:
-            save_file(tensors, str(tmp / VECTORS_FILE))
-            write_json(tmp / META_FILE, meta, indent=None)
+        try:
+            with atomic_folder(directory, private=private) as tmp:
+                save_file(tensors, str(tmp / VECTORS_FILE))
+                write_json(tmp / META_FILE, meta, indent=None)
+        except OSError as exc:
+            raise UserError(f"cannot write the index {directory}: {exc.strerror or exc}") from None
         return directory
 
     @classmethod
@@ -258,6 +273,7 @@ class PosterIndex:
             genre_names=meta.get("genre_names"),
             thresholds=meta.get("thresholds"),
             model=meta.get("model"),
+            model_digest=meta.get("model_digest"),
         )
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -266,7 +282,17 @@ class PosterIndex:
         return embed_pixels(self.arch, np.stack([spec.resize_image(im) for im in images]), spec)
 
     def similar(self, poster: str | Path | Image.Image, k: int = 8) -> list[Neighbour]:
-        """The `k` indexed posters most similar to one poster (a file or a decoded image)."""
+        """The `k` indexed posters most similar to one poster: one of the index (by id or
+        path; itself left out of the answer), a file, or a decoded image."""
+        if not isinstance(poster, Image.Image):
+            i = self.find(poster)
+            if i is not None:
+                [found] = self.search(self.vectors[i : i + 1], k + 1)
+                return [n for n in found if n.position != i][:k]
+            if not Path(poster).exists() and not is_image_name(str(poster)):
+                raise UserError(
+                    f"{poster}: no poster of this id or path in the index, and no such file"
+                )
         spec = get_arch(self.arch).input
         fit = (spec.width, spec.height)
         image = poster if isinstance(poster, Image.Image) else decode_poster(poster, fit=fit)
@@ -292,4 +318,5 @@ class PosterIndex:
             title=item["title"],
             shown=item["shown"],
             position=i,
+            labelled=item["labelled"],
         )

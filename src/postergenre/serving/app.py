@@ -20,6 +20,7 @@ from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.batcher import MicroBatcher
 from postergenre.serving.error_handlers import install_error_handlers
+from postergenre.serving.index_job import IndexJob
 from postergenre.serving.limits import (
     MAX_FILES,
     MAX_UPLOAD_BYTES,
@@ -46,6 +47,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if server.warmup:
             await server.threads.warm_up(server.predictor, server.index)
         await server.batcher.start()
+        if server.index_job is not None:  # the page is up meanwhile; /api/info says how far
+            server.index_job.start(server.index_status, server.set_index)
         yield
     finally:
         await server.batcher.stop()
@@ -62,8 +65,10 @@ def create_app(
     max_files: int = MAX_FILES,
     warmup: bool = True,
     request_timeout: float = REQUEST_TIMEOUT_S,
+    index_job: IndexJob | None = None,
 ) -> FastAPI:
-    """The web app for `predictor` (and `index`, for similar posters).
+    """The web app for `predictor` (and `index`, for similar posters, or `index_job`, which
+    builds or updates one in the background once the app has started).
 
     `max_upload_bytes` bounds the poster bytes of one request (all its files together);
     `max_pixels` bounds one decoded poster; `max_batch` / `max_wait_ms` tune the
@@ -78,7 +83,7 @@ def create_app(
         max_pixels=max_pixels,
         request_timeout=request_timeout,
     ).check()
-    return build_app(predictor, settings, index, warmup)
+    return build_app(predictor, settings, index, warmup, index_job)
 
 
 def build_app(
@@ -86,8 +91,10 @@ def build_app(
     settings: ServerSettings,
     index: PosterIndex | None = None,
     warmup: bool = True,
+    index_job: IndexJob | None = None,
 ) -> FastAPI:
-    """The web app for `predictor` with `settings` (checked: `ServerSettings.check`)."""
+    """The web app for `predictor` with `settings` (checked: `ServerSettings.check`), serving
+    `index` or the one `index_job` builds."""
     batcher = MicroBatcher(
         predictor.predict_pixels,
         max_batch=settings.max_batch,
@@ -107,7 +114,9 @@ def build_app(
     spec = predictor.input_spec
     max_upload_bytes = settings.max_upload_bytes
     uploads = UploadDecoder(max_upload_bytes, settings.max_pixels, fit=(spec.width, spec.height))
-    app.state.server = ServerState(predictor, index, batcher, uploads, settings.max_files, warmup)
+    app.state.server = ServerState(
+        predictor, index, batcher, uploads, settings.max_files, warmup, index_job=index_job
+    )
     # The attributes callers reached for before ServerState (tests swap the batcher's model).
     app.state.batcher, app.state.predictor, app.state.index = batcher, predictor, index
     install_error_handlers(app)

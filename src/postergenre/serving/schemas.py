@@ -36,7 +36,12 @@ class PredictResponse(BaseModel):
 
 class SimilarPoster(BaseModel):
     id: str
+    name: str = Field(description="the poster's title, else its file name")
+    title: str | None = None
     genres: list[str]
+    genres_are: str = Field(
+        description="'given' (the collection's labels) or 'predicted' (by the index's model)"
+    )
     similarity: float = Field(description="cosine similarity of the backbone embeddings")
     image_url: str
 
@@ -73,6 +78,24 @@ class ModelInfo(BaseModel):
     server: ServerInfo
 
 
+class IndexInfo(BaseModel):
+    """The poster index: built in the background when the server was started with posters."""
+
+    state: str = Field(description="none, building, ready or failed")
+    done: int = Field(description="posters embedded so far (while building)")
+    total: int = Field(description="posters to embed (while building)")
+    message: str
+    size: int = Field(description="posters in the index served now (0: none yet)")
+
+
+class Info(BaseModel):
+    """The server at a glance; the page polls it while the index is built."""
+
+    model: str
+    version: str
+    index: IndexInfo
+
+
 class Health(BaseModel):
     status: str = "ok"
 
@@ -93,7 +116,7 @@ _ERROR_DESCRIPTIONS = {
     415: "Not an image, a truncated or corrupt image, or too many pixels",
     422: "Invalid parameters",
     501: "Not supported by this model",
-    503: "The server is shutting down",
+    503: "The server is shutting down, or its poster index is still being built",
 }
 
 

@@ -11,6 +11,7 @@ from postergenre.errors import UserError
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.app import build_app
+from postergenre.serving.index_job import IndexJob
 from postergenre.serving.limits import (
     MAX_FILES,
     REQUEST_TIMEOUT_S,
@@ -81,8 +82,10 @@ def serve(
     max_pixels: int = SERVER_MAX_PIXELS,
     request_timeout: float = REQUEST_TIMEOUT_S,
     log_level: str = "warning",
+    index_job: IndexJob | None = None,
 ) -> None:
     """Serve the page and API until interrupted (Ctrl+C); prints the URL to open first.
+    `index_job` builds or updates an index in the background once the server listens.
 
     `max_upload_mb` is in SI megabytes (10: 10,000,000 bytes). A setting out of range
     (`SettingError`) or a model that cannot load is refused before anything listens."""
@@ -98,13 +101,15 @@ def serve(
     tune_allocator()
     # Load and run the models now: a failure is one line, not a failed start-up under uvicorn.
     warm_up(predictor, index)
-    app = build_app(predictor, settings, index, warmup=False)
+    app = build_app(predictor, settings, index, warmup=False, index_job=index_job)
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
     server = make_server(app, settings.request_timeout, log_level)
     details = f"{len(predictor.genres)} genres, {predictor.task}-label"
     if index is not None:
         details += f"; {len(index)} posters indexed for similar posters"
+    elif index_job is not None:
+        details += f"; similar posters once {index_job.out} is built or updated (in the background)"
     print(f"serving model {predictor.name} ({details})", flush=True)
     print(f"open {url_for(host, bound_port)} in a browser (Ctrl+C to stop)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):

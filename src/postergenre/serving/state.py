@@ -12,13 +12,16 @@ from postergenre.data.decode import POSTER_FORMATS
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.batcher import MicroBatcher
+from postergenre.serving.index_job import IndexJob, IndexStatus
 from postergenre.serving.model_threads import ModelThreads
 from postergenre.serving.uploads import UploadDecoder
 
 
 @dataclass
 class ServerState:
-    """The model, its index, and the machinery the routes run them with."""
+    """The model, its index, and the machinery the routes run them with. `index` is None
+    while a first index is being built (`index_job`, started with the app); `index_status`
+    says how far that is."""
 
     predictor: Predictor
     index: PosterIndex | None
@@ -27,14 +30,25 @@ class ServerState:
     max_files: int
     warmup: bool = True
     threads: ModelThreads = field(default_factory=ModelThreads)
+    index_job: IndexJob | None = None
+    index_status: IndexStatus = field(default_factory=IndexStatus)
     # Built once: /api/model's answer, and each indexed poster's position for its image URL.
     model_info: dict[str, Any] = field(init=False)
     positions: dict[tuple[str, str], int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.model_info = self._model_info()
-        items = self.index.items if self.index is not None else []
-        self.positions = {(item["id"], item["path"]): i for i, item in enumerate(items)}
+        self.positions = {}
+        if self.index is not None:
+            self.set_index(self.index)
+
+    def set_index(self, index: PosterIndex) -> None:
+        """Serve `index` from now on (the background build hands over each index it has)."""
+        self.positions = {(item["id"], item["path"]): i for i, item in enumerate(index.items)}
+        self.index = index
+        self.model_info["server"].update(similar=True, index_size=len(index))
+        if self.index_job is None:
+            self.index_status.set(state="ready", size=len(index), message="")
 
     def _model_info(self) -> dict[str, Any]:
         info: dict[str, Any] = self.predictor.card.to_json()

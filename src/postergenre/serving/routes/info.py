@@ -6,7 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from postergenre.serving.schemas import Health, ModelInfo, Stats
+from postergenre import __version__
+from postergenre.serving.schemas import Health, Info, ModelInfo, Stats
 from postergenre.serving.state import Server
 
 router = APIRouter()
@@ -42,3 +43,19 @@ async def model_info(server: Server) -> dict[str, Any]:
 )
 async def stats(server: Server) -> dict[str, int]:
     return server.batcher.stats.to_json()
+
+
+@router.get(
+    "/api/info",
+    response_model=Info,
+    summary="The server and its poster index",
+    description="The model's name, the version, and the poster index: `state` none (no "
+    "index), building (`done` of `total` posters embedded), ready or failed (`message` says "
+    "why); `size` posters are searchable now.",
+)
+async def info(server: Server) -> dict[str, Any]:
+    return {
+        "model": server.predictor.name,
+        "version": __version__,
+        "index": server.index_status.to_json(),
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, File, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
@@ -16,6 +16,8 @@ from postergenre.serving.schemas import SimilarResponse, error_responses
 from postergenre.serving.state import Server
 
 router = APIRouter()
+# What a client is told to wait before asking again while the index is being built.
+RETRY_AFTER_S = 5
 
 
 def _image_media_type(path: FilePath) -> str | None:
@@ -30,12 +32,29 @@ def _image_media_type(path: FilePath) -> str | None:
         return None
 
 
+def _no_index(server: Server) -> NoReturn:
+    """Why there is no index to search: 503 while one is being built, else 404."""
+    status = server.index_status.to_json()
+    if status["state"] == "building":
+        done, total = status["done"], status["total"]
+        progress = f" ({done:,} of {total:,} posters)" if total else ""
+        raise HTTPException(
+            503,
+            f"the poster index is still being built{progress}; try again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    if status["state"] == "failed":
+        raise HTTPException(404, f"no poster index: building it failed: {status['message']}")
+    raise HTTPException(404, "no poster index configured (start the server with one)")
+
+
 @router.post(
     "/api/similar",
     response_model=SimilarResponse,
     summary="The most similar indexed posters",
     description="Cosine similarity of pretrained-backbone embeddings against the index "
-    "the server was started with; 404 when it has none.",
+    "the server was started with; 503 (with Retry-After) while it is still being built, 404 "
+    "when it has none.",
     responses=error_responses(400, 404, 413, 415, 422, 503),
 )
 async def similar(
@@ -46,7 +65,7 @@ async def similar(
 ) -> dict[str, Any]:
     index = server.index
     if index is None:
-        raise HTTPException(404, "no poster index configured (start the server with one)")
+        _no_index(server)
     image = await server.uploads.image(file)
     vectors = await server.threads.run_slow(index.embed_images, [image])
     [neighbours] = index.search(vectors, k)
@@ -54,9 +73,12 @@ async def similar(
     results = [
         {
             "id": n.id,
+            "name": n.name,
+            "title": n.title,
             "genres": n.genres,
+            "genres_are": "given" if n.labelled else "predicted",
             "similarity": round(n.similarity, 6),
-            "image_url": f"{root}/api/poster/{server.positions[(n.id, n.path)]}",
+            "image_url": f"{root}/api/poster/{n.position}",  # of `index`, whatever is served next
         }
         for n in neighbours
     ]

@@ -280,18 +280,21 @@ class PosterCard {
       const { results } = await response.json();
       status.textContent = results.length ? "" : "No similar posters found.";
       const items = results.map((item) => {
-        const genres = item.genres.join(", ") || "no genres";
+        const name = item.name || item.id;
+        let genres = item.genres.join(", ") || "no genres";
+        if (item.genres_are === "predicted" && item.genres.length) genres += " (predicted)";
         const img = el("img", {
           src: item.image_url,
-          alt: `Indexed poster ${item.id} (${genres})`,
+          alt: `Indexed poster ${name} (${genres})`,
           loading: "lazy",
           decoding: "async",
         });
         return el(
           "li",
-          { title: item.id },
+          { title: name },
           img,
           el("span", { class: "sim", text: `${(item.similarity * 100).toFixed(0)}% similar` }),
+          el("span", { class: "sim-name", text: name }),
           el("span", { class: "sim-genres", text: genres }),
         );
       });
@@ -361,5 +364,38 @@ function setUpDropzone() {
   });
 }
 
+// -- the poster index, built in the background by `serve --index DIR POSTERS...` ---------------
+// Polled while it is built: similar posters appear on the cards once there is an index.
+async function pollIndex() {
+  const line = $("#index-status");
+  let index;
+  try {
+    const response = await fetch("/api/info");
+    if (!response.ok) throw new Error(await errorMessage(response));
+    index = (await response.json()).index;
+  } catch {
+    setTimeout(pollIndex, 10000); // the server may be restarting: ask again, less often
+    return;
+  }
+  const wasSimilar = state.similar;
+  state.similar = index.size > 0;
+  if (state.similar && !wasSimilar) {
+    for (const card of cards) if (!card.failed) card.loadSimilar();
+  }
+  if (index.state === "building") {
+    const done = index.total ? `: ${index.done.toLocaleString()} of ${index.total.toLocaleString()} posters` : "";
+    const serving = index.size ? ` (searching the ${index.size.toLocaleString()} indexed before meanwhile)` : "";
+    line.textContent = `Indexing posters for similar-poster search${done}…${serving}`;
+    line.hidden = false;
+    setTimeout(pollIndex, 2000);
+  } else if (index.state === "failed") {
+    line.textContent = `Similar posters unavailable: ${index.message}`;
+    line.hidden = false;
+  } else {
+    line.hidden = true;
+  }
+}
+
 const modelReady = loadModel();
 setUpDropzone();
+modelReady.then(pollIndex);
