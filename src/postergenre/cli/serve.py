@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from postergenre.cli._args import (
     Subparsers,
@@ -33,6 +34,15 @@ def register(commands: Subparsers) -> None:
         type=Path,
         metavar="INDEX",
         help="an index folder from 'postergenre index': enables similar posters",
+    )
+    p.add_argument(
+        "--collection",
+        nargs="?",
+        const=True,
+        metavar="DIR",
+        help="look through and correct a scored collection at /collection: an index folder, "
+        "or a poster folder indexed into DIR/.postergenre-index; alone, the --index folder. "
+        "Corrections are saved to corrections.csv in the index folder",
     )
     p.add_argument(
         "--host",
@@ -96,12 +106,18 @@ def _run(args: argparse.Namespace) -> int:
     from postergenre.inference.similarity import PosterIndex
 
     predictor = Predictor.from_pretrained(args.model, args.runtime)
-    index = PosterIndex.load(args.index) if args.index is not None else None
+    collection = None
+    if args.collection is not None:
+        collection = _open_collection(args, predictor)
+        index = collection.index
+    else:
+        index = PosterIndex.load(args.index) if args.index is not None else None
     serve(
         predictor,
         host=args.host,
         port=args.port,
         index=index,
+        collection=collection,
         max_upload_mb=args.max_upload_mb,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
@@ -109,3 +125,21 @@ def _run(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
     )
     return 0
+
+
+def _open_collection(args: argparse.Namespace, predictor: Any) -> Any:
+    """The collection --collection names (alone: the --index folder); refuses two different
+    indexes, since the collection's index also answers similar-poster searches."""
+    from postergenre.curation.collection import open_collection, resolve_collection
+
+    if args.collection is True:
+        if args.index is None:
+            raise UserError("--collection without a folder needs --index INDEX")
+        return open_collection(resolve_collection(args.index), predictor)
+    folder = resolve_collection(args.collection)
+    if args.index is not None and resolve_collection(args.index).resolve() != folder.resolve():
+        raise UserError(
+            f"--index {args.index} and --collection {args.collection} are different indexes",
+            hint="give --collection alone: its index also finds similar posters",
+        )
+    return open_collection(folder, predictor)

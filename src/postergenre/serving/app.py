@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from postergenre import __version__
 from postergenre._allocator import release_free_memory
 from postergenre.console import format_bytes
+from postergenre.curation.collection import Collection
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.batcher import MicroBatcher
@@ -30,6 +31,7 @@ from postergenre.serving.limits import (
     HeadAsGetMiddleware,
     RequestLimitsMiddleware,
 )
+from postergenre.serving.review import ReviewSession
 from postergenre.serving.routes import api_router
 from postergenre.serving.routes.page import add_page
 from postergenre.serving.settings import ServerSettings
@@ -42,6 +44,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start the model threads (warmed up unless told not to) and the batcher; stop them last."""
     server: ServerState = app.state.server
     server.threads.start(server.batcher)
+    if server.collection is not None:
+        server.collection.start()  # label issues, in the background
     try:
         if server.warmup:
             await server.threads.warm_up(server.predictor, server.index)
@@ -62,8 +66,10 @@ def create_app(
     max_files: int = MAX_FILES,
     warmup: bool = True,
     request_timeout: float = REQUEST_TIMEOUT_S,
+    collection: Collection | None = None,
 ) -> FastAPI:
-    """The web app for `predictor` (and `index`, for similar posters).
+    """The web app for `predictor` (and `index`, for similar posters; `collection`, to look
+    through and correct at /collection, whose index is then `index` too).
 
     `max_upload_bytes` bounds the poster bytes of one request (all its files together);
     `max_pixels` bounds one decoded poster; `max_batch` / `max_wait_ms` tune the
@@ -78,7 +84,7 @@ def create_app(
         max_pixels=max_pixels,
         request_timeout=request_timeout,
     ).check()
-    return build_app(predictor, settings, index, warmup)
+    return build_app(predictor, settings, index, warmup, collection)
 
 
 def build_app(
@@ -86,8 +92,11 @@ def build_app(
     settings: ServerSettings,
     index: PosterIndex | None = None,
     warmup: bool = True,
+    collection: Collection | None = None,
 ) -> FastAPI:
     """The web app for `predictor` with `settings` (checked: `ServerSettings.check`)."""
+    if collection is not None:
+        index = collection.index
     batcher = MicroBatcher(
         predictor.predict_pixels,
         max_batch=settings.max_batch,
@@ -108,6 +117,8 @@ def build_app(
     max_upload_bytes = settings.max_upload_bytes
     uploads = UploadDecoder(max_upload_bytes, settings.max_pixels, fit=(spec.width, spec.height))
     app.state.server = ServerState(predictor, index, batcher, uploads, settings.max_files, warmup)
+    if collection is not None:
+        app.state.server.collection = ReviewSession(collection, cache_dir=predictor.cache_dir)
     # The attributes callers reached for before ServerState (tests swap the batcher's model).
     app.state.batcher, app.state.predictor, app.state.index = batcher, predictor, index
     install_error_handlers(app)

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from postergenre._allocator import tune_allocator
+from postergenre.curation.collection import Collection
 from postergenre.errors import UserError
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
@@ -81,8 +82,10 @@ def serve(
     max_pixels: int = SERVER_MAX_PIXELS,
     request_timeout: float = REQUEST_TIMEOUT_S,
     log_level: str = "warning",
+    collection: Collection | None = None,
 ) -> None:
-    """Serve the page and API until interrupted (Ctrl+C); prints the URL to open first.
+    """Serve the page and API until interrupted (Ctrl+C); prints the URL to open first;
+    `collection` (its index is then `index`) is looked through and corrected at /collection.
 
     `max_upload_mb` is in SI megabytes (10: 10,000,000 bytes). A setting out of range
     (`SettingError`) or a model that cannot load is refused before anything listens."""
@@ -97,8 +100,9 @@ def serve(
     ).check()
     tune_allocator()
     # Load and run the models now: a failure is one line, not a failed start-up under uvicorn.
+    index = collection.index if collection is not None else index
     warm_up(predictor, index)
-    app = build_app(predictor, settings, index, warmup=False)
+    app = build_app(predictor, settings, index, warmup=False, collection=collection)
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
     server = make_server(app, settings.request_timeout, log_level)
@@ -107,6 +111,15 @@ def serve(
         details += f"; {len(index)} posters indexed for similar posters"
     print(f"serving model {predictor.name} ({details})", flush=True)
     print(f"open {url_for(host, bound_port)} in a browser (Ctrl+C to stop)", flush=True)
+    if collection is not None:
+        where = f"corrections go to {collection.corrections.path}"
+        if not collection.corrections.writable:
+            where = f"{collection.folder} is read-only: browse only, corrections cannot be saved"
+        print(
+            f"collection of {len(collection)} posters at {url_for(host, bound_port)}collection; "
+            f"{where}",
+            flush=True,
+        )
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(
             "warning: listening beyond this machine; anyone who can reach it can upload posters",

@@ -13,6 +13,7 @@ from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.batcher import MicroBatcher
 from postergenre.serving.model_threads import ModelThreads
+from postergenre.serving.review import ReviewSession
 from postergenre.serving.uploads import UploadDecoder
 
 
@@ -27,6 +28,7 @@ class ServerState:
     max_files: int
     warmup: bool = True
     threads: ModelThreads = field(default_factory=ModelThreads)
+    collection: ReviewSession | None = None  # the collection under review (serve --collection)
     # Built once: /api/model's answer, and each indexed poster's position for its image URL.
     model_info: dict[str, Any] = field(init=False)
     positions: dict[tuple[str, str], int] = field(init=False)
@@ -35,6 +37,12 @@ class ServerState:
         self.model_info = self._model_info()
         items = self.index.items if self.index is not None else []
         self.positions = {(item["id"], item["path"]): i for i, item in enumerate(items)}
+
+    def use_predictor(self, predictor: Predictor) -> None:
+        """Serve `predictor` from now on (a retrained model); call on the event loop."""
+        self.predictor = predictor
+        self.batcher.predict = predictor.predict_pixels
+        self.model_info = self._model_info()
 
     def _model_info(self) -> dict[str, Any]:
         info: dict[str, Any] = self.predictor.card.to_json()
