@@ -132,14 +132,14 @@ class ReviewSession:
         """Start retraining from the corrections in the background (`RetrainRunning` while
         one runs, `TooFewReviewed`, `NotAvailable` where this version cannot retrain)."""
         collection = self.collection
-        retrain = _retrain_function()
-        if retrain is None:
-            raise NotAvailable("retraining from corrections is not available yet")
         if not collection.corrections.writable:
             raise NotAvailable(
                 f"the collection folder {collection.folder} is read-only: nowhere to write "
                 "the retrained model"
             )
+        retrain = _retrain_function()
+        if retrain is None:
+            raise NotAvailable("retraining from corrections is not available yet")
         reviewed = len(collection.corrections)
         if reviewed < MIN_REVIEWED_TO_RETRAIN:
             raise TooFewReviewed(
