@@ -18,8 +18,6 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from postergenre.curation.collection import open_collection
-from postergenre.curation.scores import head_scores
-from postergenre.inference.similarity import PosterIndex
 from postergenre.models.card import ModelCard
 from postergenre.serving import review
 from postergenre.serving.app import create_app
@@ -43,27 +41,6 @@ def fake_label_issues_module(calls: list) -> types.ModuleType:
 
     module.find_label_issues = find_label_issues
     return module
-
-
-@pytest.fixture(scope="module")
-def collection_folder(tmp_path_factory, poster_index, multi_predictor, serving_cache) -> Path:
-    """The tiny posters as an index folder, scored by the multi-label probe, titled."""
-    scores, why = head_scores(multi_predictor, poster_index, serving_cache)
-    assert scores is not None, why
-    items = [
-        {**item, "title": f"Film {i:02d}" if i % 2 else None, "labelled": True}
-        for i, item in enumerate(poster_index.items)
-    ]
-    index = PosterIndex(
-        poster_index.arch,
-        items,
-        poster_index.vectors,
-        probabilities=scores.probabilities,
-        genre_names=scores.genre_names,
-        thresholds=[float(t) for t in scores.thresholds],
-        model=multi_predictor.name,
-    )
-    return index.save(tmp_path_factory.mktemp("collection") / "index")
 
 
 def _client(predictor, folder: Path, **options):

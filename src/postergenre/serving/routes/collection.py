@@ -265,7 +265,7 @@ async def set_genres(server: Server, i: Position, body: GenresUpdate) -> dict[st
     summary="Accept the predicted genres",
     description="Saves the genres the model predicts for the poster, as shown, as its "
     "reviewed genres; 409 when the collection is read-only.",
-    responses=error_responses(404, 409),
+    responses=error_responses(404, 409, 422),
 )
 async def accept(server: Server, i: Position) -> dict[str, Any]:
     _, collection = _poster(server, i)

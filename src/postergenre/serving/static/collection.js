@@ -149,7 +149,8 @@ function renderBars(detail) {
     const tick = el("span", { class: "bar-threshold", "aria-hidden": "true" });
     tick.style.left = `${(threshold * 100).toFixed(1)}%`;
     const label = `${predicted.has(genre) ? "✓ " : ""}${genre}`;
-    bars.append(el("li", { class: "cbar", "data-genre": genre },
+    const kind = predicted.has(genre) ? "cbar predicted" : "cbar";
+    bars.append(el("li", { class: kind, "data-genre": genre },
       el("span", { class: "bar-label", text: label }),
       el("span", { class: "bar-track" }, fill, tick),
       el("span", { class: "bar-value", text: percent(probability) })));
@@ -273,7 +274,7 @@ function showRetrain(status) {
     running: `Retraining on ${status.reviewed} reviewed posters…`,
     done: status.message || "Retrained",
     failed: `Retraining failed: ${status.message}`,
-  }[status.state] || status.state;
+  }[status.state] ?? status.state;
   $("#retrain-status").textContent = text;
   $("#retrain").disabled = status.state === "running" || !(state.info && state.info.writable);
 }
