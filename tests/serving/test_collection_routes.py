@@ -131,6 +131,10 @@ def test_thumbnails_are_bounded_jpegs(api):
     response = api.get("/api/poster/0", params={"size": 32})
     assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
     assert max(Image.open(io.BytesIO(response.content)).size) <= 32
+    # A poster that already fits (the tiny ones are 40 x 60) comes as it is.
+    fits = api.get("/api/poster/0", params={"size": 64})
+    assert fits.headers["content-type"] == "image/png"
+    assert fits.content == api.get("/api/poster/0").content
     too_big = api.get("/api/poster/0", params={"size": 5000})
     assert too_big.status_code == 422 and "size" in too_big.json()["error"]
 

@@ -87,6 +87,9 @@ class ReviewSession:
         """On the event loop, at start-up: compute label issues in the background."""
         self._loop = asyncio.get_running_loop()
         collection = self.collection
+        if collection.quality is not None:  # given with the collection
+            self.issues_state = "ready"
+            return
         if not collection.labelled.any():
             self.issues_state = "unlabelled"
             self.issues_message = "the collection has no labels to check"

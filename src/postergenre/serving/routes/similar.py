@@ -19,13 +19,22 @@ from postergenre.serving.state import Server
 
 # Grid thumbnails: at most this many pixels on their longer side.
 MAX_THUMBNAIL = 512
+# Formats every browser shows: a poster in one of them that already fits is sent as it is.
+_SHOWN_AS_IS = ("JPEG", "PNG", "GIF", "WEBP")
 IMAGE_HEADERS = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
 
 router = APIRouter()
 
 
-def _thumbnail(path: FilePath, size: int) -> bytes:
-    """The poster as a JPEG at most `size` pixels on its longer side (decoded reduced)."""
+def _thumbnail(path: FilePath, size: int) -> bytes | None:
+    """The poster as a JPEG at most `size` pixels on its longer side (decoded reduced), or
+    None when the file already fits and a browser shows it as it is (no work, no loss)."""
+    try:
+        with Image.open(path) as header:
+            if max(header.size) <= size and header.format in _SHOWN_AS_IS:
+                return None
+    except (OSError, ValueError):
+        pass  # decode_poster says what is wrong with it
     image = decode_poster(path, fit=(size, size))
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
@@ -84,7 +93,7 @@ async def similar(
     summary="An indexed poster's image",
     description="The image file of the i-th poster of the index (only files the index "
     f"lists are ever served); `size` (at most {MAX_THUMBNAIL}): a JPEG thumbnail at most that "
-    "many pixels on its longer side instead.",
+    "many pixels on its longer side instead (the file itself when it already fits).",
     responses={
         200: {"content": {"image/*": {}}, "description": "The poster file"},
         **error_responses(404, 415, 422),
@@ -105,7 +114,8 @@ async def poster(
         if not path.is_file():
             raise HTTPException(404, f"poster {i} is not available")
         jpeg = await asyncio.to_thread(_thumbnail, path, size)
-        return Response(jpeg, media_type="image/jpeg", headers=IMAGE_HEADERS)
+        if jpeg is not None:
+            return Response(jpeg, media_type="image/jpeg", headers=IMAGE_HEADERS)
     media_type = await asyncio.to_thread(_image_media_type, path) if path.is_file() else None
     if media_type is None:
         raise HTTPException(404, f"poster {i} is not available")

@@ -4,7 +4,7 @@
 "use strict";
 
 const PAGE_SIZE = 48;
-const THUMB = 256; // pixels on the longer side of a grid thumbnail
+const THUMB = 384; // pixels on the longer side of a grid thumbnail (sharp at 2x)
 const state = { offset: 0, total: 0, info: null, selected: null, detail: null, heatUrl: null };
 const $ = (selector) => document.querySelector(selector);
 
