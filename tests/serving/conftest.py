@@ -59,6 +59,30 @@ def poster_index(serving_posters, serving_cache) -> PosterIndex:
     return PosterIndex.build(records, cache_dir=serving_cache, progress=False)
 
 
+@pytest.fixture(scope="session")
+def collection_folder(tmp_path_factory, poster_index, multi_predictor, serving_cache) -> Path:
+    """The tiny posters as an index folder, scored by the multi-label probe, every other one
+    titled (`Film 01`, `Film 03`, ...): a collection to review. Tests change copies of it."""
+    from postergenre.curation.scores import head_scores
+
+    scores, why = head_scores(multi_predictor, poster_index, serving_cache)
+    assert scores is not None, why
+    items = [
+        {**item, "title": f"Film {i:02d}" if i % 2 else None, "labelled": True}
+        for i, item in enumerate(poster_index.items)
+    ]
+    index = PosterIndex(
+        poster_index.arch,
+        items,
+        poster_index.vectors,
+        probabilities=scores.probabilities,
+        genre_names=scores.genre_names,
+        thresholds=[float(t) for t in scores.thresholds],
+        model=multi_predictor.name,
+    )
+    return index.save(tmp_path_factory.mktemp("collection") / "index")
+
+
 @pytest.fixture(scope="module")
 def client(predictor, poster_index):
     """The app with an index and a 64 kB upload limit (SI, like the server's), lifespan running.

@@ -26,4 +26,13 @@ def test_routes_are_listed_in_a_stable_order():
         "/api/explain",
         "/api/similar",
         "/api/poster/{i}",
+        "/api/collection",
+        "/api/collection/info",
+        "/api/collection/corrections.csv",
+        "/api/collection/retrain",
+        "/api/collection/{i}",
+        "/api/collection/{i}/similar",
+        "/api/collection/{i}/explain",
+        "/api/collection/{i}/genres",
+        "/api/collection/{i}/accept",
     ]

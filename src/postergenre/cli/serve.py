@@ -36,6 +36,15 @@ def register(commands: Subparsers) -> None:
         "posters named, the folder is built or brought up to date in the background",
     )
     p.add_argument(
+        "--collection",
+        nargs="?",
+        const=True,
+        metavar="DIR",
+        help="look through and correct a scored collection at /collection: an index folder, "
+        "or a poster folder indexed into DIR/.postergenre-index; alone, the --index folder. "
+        "Corrections are saved to corrections.csv in the index folder",
+    )
+    p.add_argument(
         "--host",
         default="127.0.0.1",
         help="interface to listen on (default 127.0.0.1: this machine only)",
@@ -101,12 +110,18 @@ def _run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
     if job is not None and job.build_options["model"] is not None:
         job.build_options["model"] = predictor  # the served model scores the collection
-    index = PosterIndex.load(args.index) if args.index is not None and job is None else None
+    collection = None
+    if args.collection is not None:
+        collection = _open_collection(args, predictor)
+        index = collection.index
+    else:
+        index = PosterIndex.load(args.index) if args.index is not None and job is None else None
     serve(
         predictor,
         host=args.host,
         port=args.port,
         index=index,
+        collection=collection,
         max_upload_mb=args.max_upload_mb,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
@@ -128,3 +143,21 @@ def _index_job(args: argparse.Namespace) -> Any:
         raise UserError("posters to index need --index DIR: the folder the index is kept in")
     check_index_output(args.index)  # a file or a foreign folder there is refused now
     return IndexJob(args.index, index_options(args), private=args.private)
+
+
+def _open_collection(args: argparse.Namespace, predictor: Any) -> Any:
+    """The collection --collection names (alone: the --index folder); refuses two different
+    indexes, since the collection's index also answers similar-poster searches."""
+    from postergenre.curation.collection import open_collection, resolve_collection
+
+    if args.collection is True:
+        if args.index is None:
+            raise UserError("--collection without a folder needs --index INDEX")
+        return open_collection(resolve_collection(args.index), predictor)
+    folder = resolve_collection(args.collection)
+    if args.index is not None and resolve_collection(args.index).resolve() != folder.resolve():
+        raise UserError(
+            f"--index {args.index} and --collection {args.collection} are different indexes",
+            hint="give --collection alone: its index also finds similar posters",
+        )
+    return open_collection(folder, predictor)

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from postergenre import __version__
 from postergenre._allocator import release_free_memory
 from postergenre.console import format_bytes
+from postergenre.curation.collection import Collection
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.batcher import MicroBatcher
@@ -31,6 +32,7 @@ from postergenre.serving.limits import (
     HeadAsGetMiddleware,
     RequestLimitsMiddleware,
 )
+from postergenre.serving.review import ReviewSession
 from postergenre.serving.routes import api_router
 from postergenre.serving.routes.page import add_page
 from postergenre.serving.settings import ServerSettings
@@ -43,6 +45,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start the model threads (warmed up unless told not to) and the batcher; stop them last."""
     server: ServerState = app.state.server
     server.threads.start(server.batcher)
+    if server.collection is not None:
+        server.collection.start()  # label issues, in the background
     try:
         if server.warmup:
             await server.threads.warm_up(server.predictor, server.index)
@@ -66,9 +70,11 @@ def create_app(
     warmup: bool = True,
     request_timeout: float = REQUEST_TIMEOUT_S,
     index_job: IndexJob | None = None,
+    collection: Collection | None = None,
 ) -> FastAPI:
     """The web app for `predictor` (and `index`, for similar posters, or `index_job`, which
-    builds or updates one in the background once the app has started).
+    builds or updates one in the background once the app has started; `collection`, to look
+    through and correct at /collection, whose index is then `index` too).
 
     `max_upload_bytes` bounds the poster bytes of one request (all its files together);
     `max_pixels` bounds one decoded poster; `max_batch` / `max_wait_ms` tune the
@@ -83,7 +89,7 @@ def create_app(
         max_pixels=max_pixels,
         request_timeout=request_timeout,
     ).check()
-    return build_app(predictor, settings, index, warmup, index_job)
+    return build_app(predictor, settings, index, warmup, index_job, collection)
 
 
 def build_app(
@@ -92,9 +98,12 @@ def build_app(
     index: PosterIndex | None = None,
     warmup: bool = True,
     index_job: IndexJob | None = None,
+    collection: Collection | None = None,
 ) -> FastAPI:
     """The web app for `predictor` with `settings` (checked: `ServerSettings.check`), serving
-    `index` or the one `index_job` builds."""
+    `index` or the one `index_job` builds, and `collection` at /collection."""
+    if collection is not None:
+        index = collection.index
     batcher = MicroBatcher(
         predictor.predict_pixels,
         max_batch=settings.max_batch,
@@ -117,6 +126,8 @@ def build_app(
     app.state.server = ServerState(
         predictor, index, batcher, uploads, settings.max_files, warmup, index_job=index_job
     )
+    if collection is not None:
+        app.state.server.collection = ReviewSession(collection, cache_dir=predictor.cache_dir)
     # The attributes callers reached for before ServerState (tests swap the batcher's model).
     app.state.batcher, app.state.predictor, app.state.index = batcher, predictor, index
     install_error_handlers(app)

@@ -33,14 +33,15 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[int, str]:
-    """A 400 for a missing upload, else 422, with one readable line for all problems."""
+def _describe_validation(exc: RequestValidationError, json_body: bool) -> tuple[int, str]:
+    """A 400 for a missing upload, else 422, with one readable line for all problems (a field
+    missing from a JSON body is a 422 like any invalid field)."""
     problems = []
     missing_upload = False
     for err in exc.errors():
         loc = [str(part) for part in err.get("loc", ())]
         where, name = (loc[0], ".".join(loc[1:])) if len(loc) > 1 else ("request", ".".join(loc))
-        if err.get("type") == "missing" and where == "body":
+        if err.get("type") == "missing" and where == "body" and not json_body:
             missing_upload = True
             problems.append(f"no file uploaded: send multipart/form-data with a {name!r} field")
         else:
@@ -55,7 +56,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return _error(*_describe_validation(exc))
+    json_body = request.headers.get("content-type", "").startswith("application/json")
+    return _error(*_describe_validation(exc, json_body))
 
 
 def _answer_with(status: int) -> Callable[[Request, Exception], Any]:

@@ -114,6 +114,7 @@ _ERROR_DESCRIPTIONS = {
     404: "Not found",
     413: "Upload over the size limit",
     415: "Not an image, a truncated or corrupt image, or too many pixels",
+    409: "Not possible in the server's present state (e.g. a read-only collection)",
     422: "Invalid parameters",
     501: "Not supported by this model",
     503: "The server is shutting down, or its poster index is still being built",

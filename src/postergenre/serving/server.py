@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from postergenre._allocator import tune_allocator
+from postergenre.curation.collection import Collection
 from postergenre.errors import UserError
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
@@ -31,7 +32,9 @@ class PortInUse(UserError):
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket; port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP,
+    # and without it every response waited ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -83,9 +86,11 @@ def serve(
     request_timeout: float = REQUEST_TIMEOUT_S,
     log_level: str = "warning",
     index_job: IndexJob | None = None,
+    collection: Collection | None = None,
 ) -> None:
     """Serve the page and API until interrupted (Ctrl+C); prints the URL to open first.
-    `index_job` builds or updates an index in the background once the server listens.
+    `index_job` builds or updates an index in the background once the server listens;
+    `collection` (its index is then `index`) is looked through and corrected at /collection.
 
     `max_upload_mb` is in SI megabytes (10: 10,000,000 bytes). A setting out of range
     (`SettingError`) or a model that cannot load is refused before anything listens."""
@@ -100,8 +105,11 @@ def serve(
     ).check()
     tune_allocator()
     # Load and run the models now: a failure is one line, not a failed start-up under uvicorn.
+    index = collection.index if collection is not None else index
     warm_up(predictor, index)
-    app = build_app(predictor, settings, index, warmup=False, index_job=index_job)
+    app = build_app(
+        predictor, settings, index, warmup=False, index_job=index_job, collection=collection
+    )
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
     server = make_server(app, settings.request_timeout, log_level)
@@ -112,6 +120,15 @@ def serve(
         details += f"; similar posters once {index_job.out} is built or updated (in the background)"
     print(f"serving model {predictor.name} ({details})", flush=True)
     print(f"open {url_for(host, bound_port)} in a browser (Ctrl+C to stop)", flush=True)
+    if collection is not None:
+        where = f"corrections go to {collection.corrections.path}"
+        if not collection.corrections.writable:
+            where = f"{collection.folder} is read-only: browse only, corrections cannot be saved"
+        print(
+            f"collection of {len(collection)} posters at {url_for(host, bound_port)}collection; "
+            f"{where}",
+            flush=True,
+        )
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(
             "warning: listening beyond this machine; anyone who can reach it can upload posters",

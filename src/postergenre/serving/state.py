@@ -14,6 +14,7 @@ from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.batcher import MicroBatcher
 from postergenre.serving.index_job import IndexJob, IndexStatus
 from postergenre.serving.model_threads import ModelThreads
+from postergenre.serving.review import ReviewSession
 from postergenre.serving.uploads import UploadDecoder
 
 
@@ -32,6 +33,7 @@ class ServerState:
     threads: ModelThreads = field(default_factory=ModelThreads)
     index_job: IndexJob | None = None
     index_status: IndexStatus = field(default_factory=IndexStatus)
+    collection: ReviewSession | None = None  # the collection under review (serve --collection)
     # Built once: /api/model's answer, and each indexed poster's position for its image URL.
     model_info: dict[str, Any] = field(init=False)
     positions: dict[tuple[str, str], int] = field(init=False)
@@ -49,6 +51,12 @@ class ServerState:
         self.model_info["server"].update(similar=True, index_size=len(index))
         if self.index_job is None:
             self.index_status.set(state="ready", size=len(index), message="")
+
+    def use_predictor(self, predictor: Predictor) -> None:
+        """Serve `predictor` from now on (a retrained model); call on the event loop."""
+        self.predictor = predictor
+        self.batcher.predict = predictor.predict_pixels
+        self.model_info = self._model_info()
 
     def _model_info(self) -> dict[str, Any]:
         info: dict[str, Any] = self.predictor.card.to_json()

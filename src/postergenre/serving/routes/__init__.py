@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from postergenre.serving.routes import explain, info, predict, similar
+from postergenre.serving.routes import collection, explain, info, predict, similar
 
 
 def api_router(max_files: int, max_batch: int) -> APIRouter:
@@ -15,4 +15,5 @@ def api_router(max_files: int, max_batch: int) -> APIRouter:
     router.include_router(predict.router(max_files, max_batch))
     router.include_router(explain.router)
     router.include_router(similar.router)
+    router.include_router(collection.router)
     return router

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
@@ -14,6 +14,9 @@ from PIL import Image
 from postergenre.errors import UserError
 from postergenre.serving.schemas import error_responses
 from postergenre.serving.state import Server
+
+if TYPE_CHECKING:
+    from postergenre.explain.gradcam import Explanation
 
 # The overlay PNG is for display; a 4000-pixel poster need not come back at full size.
 OVERLAY_MAX_SIDE = 1024
@@ -55,6 +58,11 @@ async def explain(
             raise HTTPException(404, str(exc)) from None
     image = await server.uploads.image(file)
     explanation = await server.threads.run_slow(predictor.explain, image, genre, OVERLAY_MAX_SIDE)
+    return await overlay_response(explanation)
+
+
+async def overlay_response(explanation: Explanation) -> Response:
+    """An explanation's overlay as the PNG response both explain routes give."""
     png = await asyncio.to_thread(_encode_png, explanation.overlay)
     headers = {
         "X-Genre": quote(explanation.genre),

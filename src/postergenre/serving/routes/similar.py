@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import mimetypes
 from pathlib import Path as FilePath
 from typing import Annotated, Any, NoReturn
@@ -11,13 +12,36 @@ from fastapi import APIRouter, File, HTTPException, Path, Query, Request, Upload
 from fastapi.responses import FileResponse, Response
 from PIL import Image
 
+from postergenre.data.decode import decode_poster
 from postergenre.serving.limits import MAX_K
 from postergenre.serving.schemas import SimilarResponse, error_responses
 from postergenre.serving.state import Server
 
+# Grid thumbnails: at most this many pixels on their longer side.
+MAX_THUMBNAIL = 512
+# Formats every browser shows: a poster in one of them that already fits is sent as it is.
+_SHOWN_AS_IS = ("JPEG", "PNG", "GIF", "WEBP")
+IMAGE_HEADERS = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
+
 router = APIRouter()
 # What a client is told to wait before asking again while the index is being built.
 RETRY_AFTER_S = 5
+
+
+def _thumbnail(path: FilePath, size: int) -> bytes | None:
+    """The poster as a JPEG at most `size` pixels on its longer side (decoded reduced), or
+    None when the file already fits and a browser shows it as it is (no work, no loss)."""
+    try:
+        with Image.open(path) as header:
+            if max(header.size) <= size and header.format in _SHOWN_AS_IS:
+                return None
+    except (OSError, ValueError):
+        pass  # decode_poster says what is wrong with it
+    image = decode_poster(path, fit=(size, size))
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
 
 
 def _image_media_type(path: FilePath) -> str | None:
@@ -90,24 +114,31 @@ async def similar(
     response_class=FileResponse,
     summary="An indexed poster's image",
     description="The image file of the i-th poster of the index (only files the index "
-    "lists are ever served).",
+    f"lists are ever served); `size` (at most {MAX_THUMBNAIL}): a JPEG thumbnail at most that "
+    "many pixels on its longer side instead (the file itself when it already fits).",
     responses={
         200: {"content": {"image/*": {}}, "description": "The poster file"},
-        **error_responses(404, 422),
+        **error_responses(404, 415, 422),
     },
 )
 async def poster(
-    server: Server, i: Annotated[int, Path(description="position in the index")]
+    server: Server,
+    i: Annotated[int, Path(description="position in the index")],
+    size: Annotated[
+        int | None, Query(ge=16, le=MAX_THUMBNAIL, description="thumbnail size in pixels")
+    ] = None,
 ) -> Response:
     index = server.index
     if index is None or not 0 <= i < len(index):
         raise HTTPException(404, f"no indexed poster {i}")
     path = FilePath(index.items[i]["path"])
+    if size is not None:
+        if not path.is_file():
+            raise HTTPException(404, f"poster {i} is not available")
+        jpeg = await asyncio.to_thread(_thumbnail, path, size)
+        if jpeg is not None:
+            return Response(jpeg, media_type="image/jpeg", headers=IMAGE_HEADERS)
     media_type = await asyncio.to_thread(_image_media_type, path) if path.is_file() else None
     if media_type is None:
         raise HTTPException(404, f"poster {i} is not available")
-    return FileResponse(
-        path,
-        media_type=media_type,
-        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
-    )
+    return FileResponse(path, media_type=media_type, headers=IMAGE_HEADERS)
