@@ -125,3 +125,42 @@ def test_serve_refuses_a_bad_index_request_in_one_line(case, serving_posters, tm
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("postergenre serve: error: "), err
+
+
+def test_a_poster_folder_opened_as_a_collection_is_indexed_then_reviewed(
+    predictor, serving_posters, serving_cache, tmp_path, gate
+):
+    """`serve --collection FOLDER` of a folder not indexed yet: /collection's API answers 503
+    while the index is built, then the collection is open and takes corrections."""
+    out = tmp_path / "posters" / ".postergenre-index"
+    out.parent.mkdir()
+    job = _job(out, serving_posters / "train", predictor, serving_cache)
+    app = create_app(predictor, warmup=False, index_job=job, collection_folder=out)
+    with TestClient(app) as client:
+        busy = client.get("/api/collection/info")
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+        assert "being indexed" in busy.json()["error"]
+        gate.set()
+        job.join(120)
+        info = client.get("/api/collection/info")
+        assert info.status_code == 200, info.text
+        assert info.json()["size"] == 24
+        page = client.get("/api/collection?limit=5").json()
+        assert page["total"] == 24 and len(page["items"]) == 5
+        first = page["items"][0]["position"]
+        saved = client.put(f"/api/collection/{first}/genres", json={"genres": ["Drama"]})
+        assert saved.status_code == 200, saved.text
+    rows = (out / "corrections.csv").read_text().splitlines()
+    assert rows[0] == "id,path,title,genres,reviewed,reviewed_at"
+    assert any(",Drama,1," in row for row in rows[1:])
+
+
+def test_serve_collection_of_a_poster_folder_with_other_posters_is_refused(tmp_path, capsys):
+    folder = tmp_path / "posters"
+    folder.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    code = main(["serve", "--collection", str(folder), "--index", str(tmp_path / "i"), str(other)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not indexed yet" in err[0]

@@ -15,6 +15,7 @@ from postergenre.cli._args import (
 )
 from postergenre.cli.similarity import add_collection_args, has_collection, index_options
 from postergenre.errors import UserError
+from postergenre.paths import user_path
 
 
 def register(commands: Subparsers) -> None:
@@ -106,12 +107,12 @@ def _run(args: argparse.Namespace) -> int:
     from postergenre.inference import Predictor
     from postergenre.inference.similarity import PosterIndex
 
-    job = _index_job(args)  # refusals first: nothing loads for a bad command line
+    job, pending = _index_job(args)  # refusals first: nothing loads for a bad command line
     predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
     if job is not None and job.build_options["model"] is not None:
         job.build_options["model"] = predictor  # the served model scores the collection
     collection = None
-    if args.collection is not None:
+    if args.collection is not None and pending is None:
         collection = _open_collection(args, predictor)
         index = collection.index
     else:
@@ -128,21 +129,41 @@ def _run(args: argparse.Namespace) -> int:
         max_pixels=int(args.max_megapixels * 1_000_000),
         request_timeout=args.request_timeout,
         index_job=job,
+        collection_folder=pending,
     )
     return 0
 
 
-def _index_job(args: argparse.Namespace) -> Any:
-    """The background build of --index from the posters named, or None when none are."""
+def _index_job(args: argparse.Namespace) -> tuple[Any, Path | None]:
+    """The background build of the index from the posters named (or of a --collection poster
+    folder not indexed yet, into DIR/.postergenre-index), or None when there is nothing to
+    build; and the collection folder to open once that index is there (else None)."""
+    from postergenre.curation.collection import COLLECTION_INDEX, NotIndexed, resolve_collection
     from postergenre.inference.index_build import check_index_output
     from postergenre.serving.index_job import IndexJob
 
+    named = args.collection not in (None, True)
+    if named:
+        try:
+            resolve_collection(args.collection)
+            named = False  # an index already: opened before serving
+        except NotIndexed:
+            if has_collection(args) or args.index is not None:
+                raise UserError(
+                    f"--collection {args.collection} is a poster folder not indexed yet: "
+                    "give it alone (it is indexed in the background) or index it first"
+                ) from None
+            folder = user_path(args.collection)
+            args = argparse.Namespace(**{**vars(args), "posters": [str(folder)]})
+            args.index = folder / COLLECTION_INDEX
     if not has_collection(args):
-        return None
+        return None, None
     if args.index is None:
         raise UserError("posters to index need --index DIR: the folder the index is kept in")
     check_index_output(args.index)  # a file or a foreign folder there is refused now
-    return IndexJob(args.index, index_options(args), private=args.private)
+    job = IndexJob(args.index, index_options(args), private=args.private)
+    pending = args.index if named or args.collection is True else None
+    return job, pending
 
 
 def _open_collection(args: argparse.Namespace, predictor: Any) -> Any:

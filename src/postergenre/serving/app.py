@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -71,6 +72,7 @@ def create_app(
     request_timeout: float = REQUEST_TIMEOUT_S,
     index_job: IndexJob | None = None,
     collection: Collection | None = None,
+    collection_folder: Path | None = None,
 ) -> FastAPI:
     """The web app for `predictor` (and `index`, for similar posters, or `index_job`, which
     builds or updates one in the background once the app has started; `collection`, to look
@@ -89,7 +91,7 @@ def create_app(
         max_pixels=max_pixels,
         request_timeout=request_timeout,
     ).check()
-    return build_app(predictor, settings, index, warmup, index_job, collection)
+    return build_app(predictor, settings, index, warmup, index_job, collection, collection_folder)
 
 
 def build_app(
@@ -99,9 +101,11 @@ def build_app(
     warmup: bool = True,
     index_job: IndexJob | None = None,
     collection: Collection | None = None,
+    collection_folder: Path | None = None,
 ) -> FastAPI:
     """The web app for `predictor` with `settings` (checked: `ServerSettings.check`), serving
-    `index` or the one `index_job` builds, and `collection` at /collection."""
+    `index` or the one `index_job` builds, and `collection` at /collection (or, once
+    `index_job` has built it, the collection in `collection_folder`)."""
     if collection is not None:
         index = collection.index
     batcher = MicroBatcher(
@@ -124,7 +128,14 @@ def build_app(
     max_upload_bytes = settings.max_upload_bytes
     uploads = UploadDecoder(max_upload_bytes, settings.max_pixels, fit=(spec.width, spec.height))
     app.state.server = ServerState(
-        predictor, index, batcher, uploads, settings.max_files, warmup, index_job=index_job
+        predictor,
+        index,
+        batcher,
+        uploads,
+        settings.max_files,
+        warmup,
+        index_job=index_job,
+        collection_folder=collection_folder,
     )
     if collection is not None:
         app.state.server.collection = ReviewSession(collection, cache_dir=predictor.cache_dir)

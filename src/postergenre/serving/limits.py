@@ -220,3 +220,7 @@ class GuardedH11Protocol(H11Protocol):
         )
         self.transport.write(head + body)
         self.transport.close()
+
+
+# Seconds a client is asked to wait (Retry-After) while the index or collection is built.
+RETRY_AFTER_S = 5

@@ -84,8 +84,12 @@ class ReviewSession:
 
     # -- label issues ------------------------------------------------------------------------
     def start(self) -> None:
-        """On the event loop, at start-up: compute label issues in the background."""
-        self._loop = asyncio.get_running_loop()
+        """At start-up (on the event loop, or in the thread that opened the collection):
+        compute label issues in the background."""
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the loop: start_retrain takes it when a retrain starts
+            self._loop = None
         collection = self.collection
         if collection.quality is not None:  # given with the collection
             self.issues_state = "ready"

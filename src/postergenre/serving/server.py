@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from postergenre._allocator import tune_allocator
@@ -87,10 +88,12 @@ def serve(
     log_level: str = "warning",
     index_job: IndexJob | None = None,
     collection: Collection | None = None,
+    collection_folder: Path | None = None,
 ) -> None:
     """Serve the page and API until interrupted (Ctrl+C); prints the URL to open first.
     `index_job` builds or updates an index in the background once the server listens;
-    `collection` (its index is then `index`) is looked through and corrected at /collection.
+    `collection` (its index is then `index`) is looked through and corrected at /collection;
+    `collection_folder`: the index folder `index_job` builds, opened as the collection when ready.
 
     `max_upload_mb` is in SI megabytes (10: 10,000,000 bytes). A setting out of range
     (`SettingError`) or a model that cannot load is refused before anything listens."""
@@ -108,7 +111,13 @@ def serve(
     index = collection.index if collection is not None else index
     warm_up(predictor, index)
     app = build_app(
-        predictor, settings, index, warmup=False, index_job=index_job, collection=collection
+        predictor,
+        settings,
+        index,
+        warmup=False,
+        index_job=index_job,
+        collection=collection,
+        collection_folder=collection_folder,
     )
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
@@ -120,6 +129,12 @@ def serve(
         details += f"; similar posters once {index_job.out} is built or updated (in the background)"
     print(f"serving model {predictor.name} ({details})", flush=True)
     print(f"open {url_for(host, bound_port)} in a browser (Ctrl+C to stop)", flush=True)
+    if collection_folder is not None:
+        print(
+            f"collection at {url_for(host, bound_port)}collection once {collection_folder} "
+            "is built (in the background)",
+            flush=True,
+        )
     if collection is not None:
         where = f"corrections go to {collection.corrections.path}"
         if not collection.corrections.writable:

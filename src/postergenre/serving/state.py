@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from postergenre import __version__
+from postergenre.console import warn
 from postergenre.data.decode import POSTER_FORMATS
+from postergenre.errors import UserError
 from postergenre.inference.predictor import Predictor
 from postergenre.inference.similarity import PosterIndex
 from postergenre.serving.batcher import MicroBatcher
@@ -34,7 +37,10 @@ class ServerState:
     index_job: IndexJob | None = None
     index_status: IndexStatus = field(default_factory=IndexStatus)
     collection: ReviewSession | None = None  # the collection under review (serve --collection)
+    # The index folder `index_job` builds, opened as the collection each time it hands one over.
+    collection_folder: Path | None = None
     # Built once: /api/model's answer, and each indexed poster's position for its image URL.
+    collection_error: str | None = None
     model_info: dict[str, Any] = field(init=False)
     positions: dict[tuple[str, str], int] = field(init=False)
 
@@ -51,6 +57,29 @@ class ServerState:
         self.model_info["server"].update(similar=True, index_size=len(index))
         if self.index_job is None:
             self.index_status.set(state="ready", size=len(index), message="")
+        if self.collection_folder is not None:
+            self._open_collection(index)
+
+    def _open_collection(self, index: PosterIndex) -> None:
+        """Open the collection in `collection_folder` on `index` (from the index job's thread);
+        a refusal is logged and the page keeps saying why there is none."""
+        from postergenre.curation.collection import open_collection
+
+        assert self.collection_folder is not None
+        try:
+            opened = open_collection(
+                self.collection_folder,
+                self.predictor,
+                index=index,
+                cache_dir=self.predictor.cache_dir,
+            )
+        except UserError as exc:
+            self.collection_error = exc.one_line()
+            warn(f"the collection could not be opened: {self.collection_error}")
+            return
+        session = ReviewSession(opened, cache_dir=self.predictor.cache_dir)
+        session.start()
+        self.collection = session  # one assignment: a request sees the old session or the new
 
     def use_predictor(self, predictor: Predictor) -> None:
         """Serve `predictor` from now on (a retrained model); call on the event loop."""

@@ -27,7 +27,7 @@ from postergenre.serving.collection_schemas import (
     GenresUpdate,
     RetrainState,
 )
-from postergenre.serving.limits import MAX_K
+from postergenre.serving.limits import MAX_K, RETRY_AFTER_S
 from postergenre.serving.review import RetrainRunning, ReviewSession, TooFewReviewed
 from postergenre.serving.routes.explain import OVERLAY_MAX_SIDE, overlay_response
 from postergenre.serving.routes.page import PAGE_SECURITY_HEADERS, STATIC_DIR
@@ -60,6 +60,21 @@ def _refusals() -> Iterator[None]:
 
 def _session(server: ServerState) -> ReviewSession:
     if server.collection is None:
+        if server.collection_folder is not None:
+            if server.collection_error is not None:
+                raise HTTPException(
+                    404, f"the collection could not be opened: {server.collection_error}"
+                )
+            status = server.index_status.to_json()
+            if status["state"] == "failed":
+                raise HTTPException(404, f"indexing the collection failed: {status['message']}")
+            done, total = status["done"], status["total"]
+            progress = f": {done:,} of {total:,} posters" if total else ""
+            raise HTTPException(
+                503,
+                f"the collection is being indexed{progress}; the page opens when it is ready",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         raise HTTPException(404, "no collection open (start the server with --collection DIR)")
     return server.collection
 

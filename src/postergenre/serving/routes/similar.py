@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, Response
 from PIL import Image
 
 from postergenre.data.decode import decode_poster
-from postergenre.serving.limits import MAX_K
+from postergenre.serving.limits import MAX_K, RETRY_AFTER_S
 from postergenre.serving.schemas import SimilarResponse, error_responses
 from postergenre.serving.state import Server
 
@@ -25,7 +25,6 @@ IMAGE_HEADERS = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Optio
 
 router = APIRouter()
 # What a client is told to wait before asking again while the index is being built.
-RETRY_AFTER_S = 5
 
 
 def _thumbnail(path: FilePath, size: int) -> bytes | None:

@@ -36,7 +36,11 @@ async function errorMessage(response) {
 
 async function api(path, options = {}) {
   const response = await fetch(path, options);
-  if (!response.ok) throw new Error(await errorMessage(response));
+  if (!response.ok) {
+    const error = new Error(await errorMessage(response));
+    error.status = response.status;
+    throw error;
+  }
   return response;
 }
 
@@ -333,16 +337,23 @@ function wire() {
   });
 }
 
-async function start() {
-  wire();
+async function openCollection() {
   try {
     const info = await loadInfo();
+    document.querySelector("main").removeAttribute("data-empty");
     if (info.retrain.state === "running") setTimeout(pollRetrain, 2000);
     await loadPage();
   } catch (error) {
     $("#live-model").textContent = error.message;
     document.querySelector("main").setAttribute("data-empty", "true");
+    // 503: the collection is still being indexed; the page opens when it is ready.
+    if (error.status === 503) setTimeout(openCollection, 3000);
   }
+}
+
+async function start() {
+  wire();
+  await openCollection();
 }
 
 start();
