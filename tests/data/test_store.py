@@ -87,3 +87,28 @@ def test_removing_a_store_waits_for_its_writer(tmp_path):
         fcntl.flock(writer, fcntl.LOCK_UN)
     remover.join(timeout=10)
     assert not remover.is_alive() and not os.path.exists(folder)
+
+
+def test_waiting_for_another_process_filling_the_store_is_said(tmp_path, capsys):
+    """A second writer of the same store waits for the first (it then finds its rows): the
+    wait is said on stderr with the holder's process id, never silent."""
+    store = ArrayStore(tmp_path / "s", (1,), "uint8")
+    entered = threading.Event()
+
+    def second_writer() -> None:
+        with store.computing():
+            entered.set()
+
+    with store.computing():  # the first writer, holding the work lock
+        assert (tmp_path / "s" / "work.lock").read_text() == str(os.getpid())
+        other = threading.Thread(target=second_writer)
+        other.start()
+        for _ in range(500):  # until the second writer has said it waits
+            if "waiting for another postergenre process" in capsys.readouterr().err:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the wait was never said")
+        assert not entered.is_set()  # it really waits
+    other.join(timeout=10)
+    assert entered.is_set()

@@ -226,14 +226,23 @@ class ArrayStore:
         """Held while rows are computed: a second writer of the same store waits here, then
         looks its keys up again and finds the first writer's rows."""
         with ExitStack() as held:
-            self._hold(held, WORK_LOCK_FILE)
+            self._hold(held, WORK_LOCK_FILE, self._say_waiting)
             yield
 
+    def _say_waiting(self, pid: int | None) -> None:
+        who = f" (process {pid})" if pid else ""
+        console.warn(
+            f"waiting for another postergenre process{who} that is filling the cache at "
+            f"{self.directory}; this one goes on when it is done"
+        )
+
     @_guarded
-    def _hold(self, held: ExitStack, name: str) -> None:
+    def _hold(
+        self, held: ExitStack, name: str, on_wait: Callable[[int | None], None] | None = None
+    ) -> None:
         """Take the exclusive lock `name` until `held` closes (only taking it is guarded: the
         work done under it may fail in its own ways)."""
-        held.enter_context(flocked(self.directory / name, fcntl.LOCK_EX))
+        held.enter_context(flocked(self.directory / name, fcntl.LOCK_EX, on_wait))
 
     @contextmanager
     def _locked(self, shared: bool = False, recover: bool = True) -> Iterator[None]:

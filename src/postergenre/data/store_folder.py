@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -148,14 +148,39 @@ def _is_dtype(name: object) -> bool:
 
 
 @contextmanager
-def flocked(path: Path, mode: int) -> Iterator[IO[str]]:
-    """Hold an advisory `flock` (`mode`) on the lock file `path`, created if need be."""
-    with open(path, "a") as lock:
-        fcntl.flock(lock, mode)
+def flocked(
+    path: Path, mode: int, on_wait: Callable[[int | None], None] | None = None
+) -> Iterator[IO[str]]:
+    """Hold an advisory `flock` (`mode`) on the lock file `path`, created if need be.
+
+    With `on_wait`, the holder writes its process id into the file, and a process that finds
+    the lock taken calls `on_wait(holder's pid, or None)` once before it waits: a long wait on
+    another process is said, not silent."""
+    with open(path, "a+") as lock:
+        if on_wait is None:
+            fcntl.flock(lock, mode)
+        else:
+            try:
+                fcntl.flock(lock, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                on_wait(_holder(lock))
+                fcntl.flock(lock, mode)
+            with suppress(OSError):  # a read-only lock file: the pid is only a courtesy
+                os.ftruncate(lock.fileno(), 0)
+                lock.write(str(os.getpid()))
+                lock.flush()
         try:
             yield lock
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _holder(lock: IO[str]) -> int | None:
+    """The process id the lock file's holder wrote, if any."""
+    with suppress(OSError, ValueError):
+        lock.seek(0)
+        return int(lock.read().strip() or "x")
+    return None
 
 
 def tree_bytes(path: Path) -> int:
