@@ -28,7 +28,17 @@ def register(commands: Subparsers) -> None:
     )
     add_data_args(p)
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder")
-    p.add_argument("--arch", default="seed-cnn", help="architecture (see 'postergenre models')")
+    p.add_argument(
+        "--arch",
+        help="architecture (see 'postergenre models'; default: --init-from's, else seed-cnn)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="NAME|PATH",
+        help="linear probes: start from this model (a bundled name, bundle or run folder), e.g. "
+        "to retrain on a corrections file: keep its genres, and, when it is a probe on the "
+        "same backbone, fit toward its head (genres no training poster shows keep it as is)",
+    )
     p.add_argument(
         "--mode",
         choices=["linear-probe", "finetune"],
@@ -105,8 +115,10 @@ def _add_fitting_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from postergenre.training.retrain import default_arch
     from postergenre.training.run import TrainConfig, train
 
+    args.arch = args.arch or default_arch(args.init_from)
     train(TrainConfig.from_args(args))
     return 0
 

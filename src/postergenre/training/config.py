@@ -40,6 +40,7 @@ class TrainConfig:
     max_label_bytes: int | None = None
     calibrate: bool = True
     text: bool = False  # linear probes: also read the poster's text (OCR) and fuse it
+    init_from: str | None = None  # a model whose genres (and head, as a prior) a probe starts from
     engine: str = "local"  # where frozen embeddings are computed: "local" or "ray"
     address: str | None = None  # the Ray cluster to join (engine "ray"; None: start Ray here)
     resume: bool = False

@@ -28,6 +28,7 @@ from postergenre.training.config import TrainConfig
 from postergenre.training.data import prepare_split
 from postergenre.training.distributed import echo
 from postergenre.training.probe import fit_knn, fit_linear_probe
+from postergenre.training.retrain import InitHead
 from postergenre.training.text import TextHead, fit_fused_probe, fit_text_head, read_texts
 from postergenre.training.trainer import LoopConfig, fit, predict_logits
 
@@ -58,6 +59,7 @@ class FitJob:
     by_split: dict[str, list[PosterRecord]]
     genres: list[str]
     task: str
+    init: InitHead | None = None  # a head to fit a linear probe toward (`training.retrain`)
 
     def unpack(
         self,
@@ -110,9 +112,7 @@ def fit_on_embeddings(job: FitJob) -> Fitted:
                 x_train, train.y, x_val, val.y, text, task, len(genres), balanced
             )
         else:
-            weight, bias, info = fit_linear_probe(
-                x_train, train.y, x_val, val.y, task, len(genres), balanced=balanced
-            )
+            weight, bias, info = _fit_probe(job, x_train, train.y, x_val, val.y, balanced)
         val_logits = (torch.from_numpy(x_val) @ weight.T + bias).numpy()
         if text is not None:
             model = fuse_text(model, weight, bias, text)
@@ -128,6 +128,31 @@ def fit_on_embeddings(job: FitJob) -> Fitted:
         return fitted
     info["fit_seconds"] = round(time.perf_counter() - started, 2)
     return Fitted(model, train.y, val.y, val_probs, info)
+
+
+def _fit_probe(
+    job: FitJob,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    balanced: bool,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The image-only linear probe, toward the init model's head when there is one. A
+    multi-label genre no training poster shows then keeps that head's row as it was."""
+    init, n = job.init, len(job.genres)
+    if init is None:
+        return fit_linear_probe(x_train, y_train, x_val, y_val, job.task, n, balanced=balanced)
+    prior = (init.prior_weight, init.prior_bias)
+    weight, bias, info = fit_linear_probe(
+        x_train, y_train, x_val, y_val, job.task, n, balanced=balanced, prior=prior
+    )
+    if job.task == "multi":
+        kept = init.known & (y_train.sum(axis=0) == 0)
+        weight[kept] = torch.from_numpy(init.kept_weight[kept]).float()
+        bias[kept] = torch.from_numpy(init.kept_bias[kept]).float()
+        info["kept_from_init"] = [g for g, k in zip(job.genres, kept, strict=True) if k]
+    return weight, bias, info
 
 
 def fuse_text(

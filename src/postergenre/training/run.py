@@ -45,6 +45,14 @@ from postergenre.training.fitting import (
     fit_on_embeddings,
     fit_with_gradients,
 )
+from postergenre.training.retrain import (
+    InitModel,
+    check_enough,
+    genres_from_init,
+    init_head,
+    is_corrections_file,
+    load_init,
+)
 
 
 class RunFolderInUse(UserError):
@@ -124,6 +132,11 @@ def train(cfg: TrainConfig) -> Path:
         raise UserError(
             f"only a linear probe can read poster text; {cfg.arch} is fitted as {mode} here"
         )
+    if cfg.init_from is not None and (mode != "linear-probe" or cfg.text):
+        raise UserError(
+            f"--init-from starts a linear probe on image embeddings; {cfg.arch} is fitted as "
+            f"{mode}{' with text' if cfg.text else ''} here"
+        )
     if distributed.launched() and mode not in ("scratch", "finetune"):
         if not distributed.is_main():
             return cfg.out / "model"
@@ -145,8 +158,15 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str) -> Path:
     )
     for message in collection.warnings:
         warn(message)
-    genres = resolve_genres(collection, cfg.genres, cfg.min_count)
-    task = cfg.task or infer_task(collection.records, genres)
+    init = load_init(cfg.init_from, cfg.arch) if cfg.init_from is not None else None
+    if init is not None or is_corrections_file(cfg.labels):
+        check_enough(collection)
+    if init is not None:
+        genres = genres_from_init(init, collection, cfg.genres)
+        task = cfg.task or init.card.task
+    else:
+        genres = resolve_genres(collection, cfg.genres, cfg.min_count)
+        task = cfg.task or infer_task(collection.records, genres)
     if cfg.task is None and spec.default_task is not None:
         task = spec.default_task  # e.g. the article's network: single-label unless asked
     cfg.genres, cfg.task, cfg.mode = genres, task, mode
@@ -160,7 +180,8 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str) -> Path:
 
     by_split = assign_splits(collection, cfg.seed)
     fitter = fit_with_gradients if gradient else fit_on_embeddings
-    fitted = fitter(FitJob(cfg, spec, mode, by_split, genres, task))
+    head = init_head(init, genres) if init is not None else None
+    fitted = fitter(FitJob(cfg, spec, mode, by_split, genres, task, head))
     if fitted is None:  # another rank than 0: wait for rank 0's bundle
         distributed.barrier()
         return cfg.out / "model"
@@ -183,6 +204,8 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str) -> Path:
         "calibration": calibration,
         **fitted.info,
     }
+    if init is not None:
+        training["init_from"] = _init_record(init, fitted.info)
     card = ModelCard(
         architecture=cfg.arch,
         kind=KIND_OF_MODE[mode],
@@ -200,6 +223,24 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str) -> Path:
     echo(f"val {headline}; model bundle written to {bundle}")
     distributed.barrier()
     return bundle
+
+
+def _init_record(init: InitModel, info: dict[str, Any]) -> dict[str, Any]:
+    """What the card says about the model a retrain started from."""
+    if init.weight is None:
+        used = f"its genres only ({init.why_no_head})"
+    else:
+        used = f"its genres and its head, as the prior the probe was fitted toward (C={info['C']})"
+        echo(f"fitted toward {init.name}'s head: C={info['C']} chosen on val")
+    kept = info.get("kept_from_init") or []
+    if kept:
+        echo(f"no training poster shows {', '.join(kept)}: {init.name}'s head kept for them")
+    return {
+        "model": init.name,
+        "architecture": init.card.architecture,
+        "used": used,
+        "kept_genres": kept,
+    }
 
 
 def _validate(
