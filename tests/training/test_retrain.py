@@ -41,17 +41,21 @@ def write_corrections(tiny_posters: Path, out: Path, reviewed: int | None = None
     return out
 
 
-def make_init_bundle(folder: Path) -> Path:
-    """A calibrated lite0 linear-probe bundle over INIT_GENRES with a random head."""
+def make_init_bundle(folder: Path, calibrated_on: int | None = None) -> Path:
+    """A calibrated lite0 linear-probe bundle over INIT_GENRES with a random head (its card
+    says it was calibrated on `calibrated_on` val posters, if given)."""
     torch.manual_seed(0)
     model = create_model("efficientnet-lite0", len(INIT_GENRES), pretrained=True)
     with torch.no_grad():
         model.classifier.weight.normal_(0, 0.01)
         model.classifier.bias.fill_(-1.0)
     calibration = {"method": "platt", "scale": [0.5, 1.0, 2.0, 1.5], "shift": [0.1, 0, -1, 0.2]}
+    training = {"calibration": calibration}
+    if calibrated_on is not None:
+        training["splits"] = {"train": 5000, "val": calibrated_on}
     card = make_card(
         "efficientnet-lite0", INIT_GENRES, task="multi", kind="linear-head",
-        mode="linear-probe", name="init", training={"calibration": calibration},
+        mode="linear-probe", name="init", training=training, thresholds=(0.3, 0.4, 0.5, 0.6),
     )  # fmt: skip
     return save_bundle(folder, model, card)
 
@@ -172,3 +176,18 @@ def test_init_from_refuses_other_ways_of_fitting(corrections, init_bundle, tmp_p
 def test_train_takes_the_init_models_architecture_when_none_is_named(init_bundle):
     assert default_arch(str(init_bundle)) == "efficientnet-lite0"
     assert default_arch(None) == "seed-cnn"
+
+
+def test_few_held_out_posters_keep_the_init_models_calibration_and_thresholds(
+    corrections, tmp_path
+):
+    init = make_init_bundle(tmp_path / "init", calibrated_on=1000)
+
+    bundle = retrain_from_corrections(corrections, tmp_path / "run", init_from=str(init))
+
+    card = json.loads((bundle / "model.json").read_text())
+    calibration = card["training"]["calibration"]
+    assert calibration["scale"] == [0.5, 1.0, 2.0, 1.0]  # Horror kept whole: already calibrated
+    assert calibration["shift"] == [0.1, 0.0, -1.0, 0.0]
+    assert card["thresholds"] == {"Action": 0.3, "Comedy": 0.4, "Drama": 0.5, "Horror": 0.6}
+    assert "started from" in calibration["decision_rule"]

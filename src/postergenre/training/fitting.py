@@ -23,7 +23,7 @@ from postergenre.models.card import to_probabilities
 from postergenre.models.embeddings import compute_embeddings
 from postergenre.models.text_fusion import TextFusion
 from postergenre.training import distributed
-from postergenre.training.calibration import fit_calibration, fold_into
+from postergenre.training.calibration import Calibration, fit_calibration, fold_into
 from postergenre.training.config import TrainConfig
 from postergenre.training.data import prepare_split
 from postergenre.training.distributed import echo
@@ -231,12 +231,13 @@ def fit_with_gradients(job: FitJob) -> Fitted | None:
     return Fitted(model, splits["train"].y, splits["val"].y, val_probs, info, val_logits)
 
 
-def calibrate(fitted: Fitted, task: str) -> dict[str, Any]:
-    """Fit the calibration on validation and fold it into the model's last layer."""
+def calibrate(fitted: Fitted, task: str, fixed: Calibration | None = None) -> dict[str, Any]:
+    """Fit the calibration on validation (or take the `fixed` one) and fold it into the
+    model's last layer."""
     classifier = getattr(fitted.model, "classifier", None)
     if fitted.val_logits is None or not isinstance(classifier, nn.Linear):
         return {"method": "none"}
-    calibration = fit_calibration(fitted.val_logits, fitted.y_val, task)
+    calibration = fixed or fit_calibration(fitted.val_logits, fitted.y_val, task)
     model = fitted.model
     fold_into(model.output_layers() if isinstance(model, TextFusion) else classifier, calibration)
     fitted.val_logits = calibration.apply(fitted.val_logits).astype(np.float32)

@@ -30,6 +30,7 @@ from postergenre.data.records import PosterCollection
 from postergenre.errors import UserError
 from postergenre.models.card import ModelCard
 from postergenre.models.catalog import resolve_model
+from postergenre.training.calibration import Calibration
 from postergenre.training.distributed import warn
 
 # Fewer reviewed posters than this leave too few to fit on and to hold out for calibration.
@@ -134,6 +135,33 @@ def init_head(init: InitModel, genres: list[str]) -> InitHead | None:
             for array, source in zip(arrays, (raw_w, raw_b, init.weight, init.bias), strict=True):
                 array[row] = source[j]
     return InitHead(*arrays, known=known)
+
+
+def inherited_decision(
+    init: InitModel, genres: list[str], task: str, info: dict, held_out: int
+) -> tuple[Calibration, np.ndarray] | None:
+    """The init model's Platt calibration and thresholds over `genres`, when fewer posters are
+    held out of the corrections than it was calibrated on (its card's val split): a few hundred
+    posters set a threshold and 20 per-genre calibrations worse than thousands (BENCHMARKS.md).
+    Genres it lacks keep their raw probabilities and its median threshold; genres it kept
+    whole are calibrated already. None when its calibration is to be fitted anew."""
+    calibration = init.card.training.get("calibration") or {}
+    calibrated_on = int((init.card.training.get("splits") or {}).get("val") or 0)
+    if init.weight is None or task != "multi" or calibration.get("method") != "platt":
+        return None
+    if held_out >= calibrated_on:
+        return None
+    position = {g: i for i, g in enumerate(init.card.genres)}
+    kept = set(info.get("kept_from_init") or [])
+    scale, shift = np.ones(len(genres)), np.zeros(len(genres))
+    thresholds = np.full(len(genres), float(np.median(init.card.thresholds)))
+    for row, genre in enumerate(genres):
+        if genre in position:
+            thresholds[row] = init.card.thresholds[position[genre]]
+            if genre not in kept:
+                scale[row] = calibration["scale"][position[genre]]
+                shift[row] = calibration["shift"][position[genre]]
+    return Calibration("platt", scale, shift), thresholds
 
 
 def genres_from_init(

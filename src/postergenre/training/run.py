@@ -49,6 +49,7 @@ from postergenre.training.retrain import (
     InitModel,
     check_enough,
     genres_from_init,
+    inherited_decision,
     init_head,
     is_corrections_file,
     load_init,
@@ -185,11 +186,20 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str) -> Path:
     if fitted is None:  # another rank than 0: wait for rank 0's bundle
         distributed.barrier()
         return cfg.out / "model"
-    calibration = calibrate(fitted, task) if cfg.calibrate else {"method": "none"}
-    if calibration["method"] != "none":
+    inherited = None
+    if init is not None and cfg.calibrate:
+        inherited = inherited_decision(init, genres, task, fitted.info, len(fitted.y_val))
+    fixed = inherited[0] if inherited is not None else None
+    calibration = calibrate(fitted, task, fixed) if cfg.calibrate else {"method": "none"}
+    if inherited is not None:
+        echo(f"{len(fitted.y_val)} held-out posters, fewer than {init.name} was calibrated on: "
+             "its calibration and thresholds kept")  # fmt: skip
+    elif calibration["method"] != "none":
         echo(f"probabilities calibrated on val ({calibration['method']} scaling)")
 
-    val_metrics, thresholds, headline = _validate(fitted, task, genres, calibration, cfg.out)
+    val_metrics, thresholds, headline = _validate(
+        fitted, task, genres, calibration, cfg.out, inherited[1] if inherited else None
+    )
     counts = class_counts(fitted.y_train, len(genres))
     training = {
         "data": collection.source,
@@ -244,7 +254,12 @@ def _init_record(init: InitModel, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate(
-    fitted: Fitted, task: str, genres: list[str], calibration: dict[str, Any], out: Path
+    fitted: Fitted,
+    task: str,
+    genres: list[str],
+    calibration: dict[str, Any],
+    out: Path,
+    fixed_thresholds: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], tuple[float, ...], str]:
     """Validation metrics, the multi-label decision thresholds (recorded in `calibration`), the
     validation plot in `out/plots`, and the headline line to print."""
@@ -263,7 +278,10 @@ def _validate(
             f"{val_metrics['balanced_accuracy']:.3f}"
         )
     else:
-        if calibration["method"] == "none":
+        if fixed_thresholds is not None:
+            tuned = fixed_thresholds
+            rule = "the thresholds of the model it started from (--init-from)"
+        elif calibration["method"] == "none":
             tuned = tune_thresholds(fitted.y_val, fitted.val_probs)
             rule = "per-genre thresholds maximising F1 on val"
         else:
