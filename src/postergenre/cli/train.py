@@ -115,10 +115,8 @@ def _add_fitting_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from postergenre.training.retrain import default_arch
     from postergenre.training.run import TrainConfig, train
 
-    args.arch = args.arch or default_arch(args.init_from)
     train(TrainConfig.from_args(args))
     return 0
 

@@ -59,6 +59,10 @@ class TrainConfig:
             values["calibrate"] = not given["no_calibrate"]
         if "max_labels_mb" in given:
             values["max_label_bytes"] = label_limit_bytes(given["max_labels_mb"])
+        if values.get("arch", "") is None:  # not named: the --init-from model's, else seed-cnn
+            from postergenre.training.retrain import default_arch
+
+            values["arch"] = default_arch(values.get("init_from"))
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
