@@ -21,6 +21,8 @@ from postergenre.models import ModelCard
 from postergenre.models.catalog import resolve_model
 from postergenre.models.embeddings import compute_embeddings
 
+KEPT = 200  # the least credible flagged posters written to the JSON (all of them: ~400 KB)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,7 +58,7 @@ def main() -> None:
     print_table(rows[: args.top], ["id", "quality", "given", "suggested"])
     payload = {"posters": len(kept), "genres": genres, "c_grid": grid, "flagged": len(flagged),
                "seconds": round(seconds, 1), "threshold": issues.threshold,
-               "issues": rows}  # fmt: skip
+               "issues": rows[:KEPT], "issues_kept": KEPT}  # fmt: skip
     print(f"\nwrote {write_result(args.name, payload)}")
 
 
