@@ -14,6 +14,7 @@ from postergenre.cli import (
     download,
     evaluate,
     export,
+    label_issues,
     models,
     predict,
     serve,
@@ -29,6 +30,7 @@ EXIT_INTERRUPTED = 130
 _REGISTER = (
     train.register,
     evaluate.register,
+    label_issues.register,
     predict.register_predict,
     similarity.register_index,
     similarity.register_similar,

@@ -31,11 +31,17 @@ def register(commands: Subparsers) -> None:
     p.add_argument(
         "--arch",
         # the default is training.config.DEFAULT_ARCH (not imported here: --help stays fast)
-        help="architecture, in any case (see 'postergenre models'). Default efficientnet-lite0: "
-        "a linear probe on frozen EfficientNet-Lite0 embeddings (about 90 s from raw "
-        "posters on 2 cores, seconds once the embeddings are cached; the best practical "
-        "choice). seed-cnn is the article's CNN, trained from scratch for up to --epochs "
-        "epochs of minutes each",
+        help="architecture, in any case (see 'postergenre models'). Default: --init-from's, "
+        "else efficientnet-lite0: a linear probe on frozen EfficientNet-Lite0 embeddings "
+        "(seconds once the embeddings are cached; the best practical choice). seed-cnn is "
+        "the article's CNN, trained from scratch for up to --epochs epochs of minutes each",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="NAME|PATH",
+        help="linear probes: start from this model (a bundled name, bundle or run folder), e.g. "
+        "to retrain on a corrections file: keep its genres, and, when it is a probe on the "
+        "same backbone, fit toward its head (genres no training poster shows keep it as is)",
     )
     p.add_argument(
         "--mode",

@@ -25,9 +25,19 @@ from postergenre.paths import user_path
 
 LABEL_COLUMNS = ("genre", "genres", "label", "labels")
 SPLIT_COLUMN = "split"
+# A corrections file (written by the review page) names each poster's file in `path` and says
+# in `reviewed` whether a person accepted or changed its genres.
+PATH_COLUMN = "path"
+REVIEWED_COLUMN = "reviewed"
 # Label values that mean "no genre" rather than a genre called "N/A".
 MISSING_LABELS = {"", "n/a", "na", "none", "nan", "null"}
 _ONE_HOT_VALUES = {"0", "1", "0.0", "1.0", "true", "false"}
+
+
+class NothingReviewed(UserError):
+    """A corrections file in which no row is marked reviewed."""
+
+    hint = "accept or correct some posters first (their rows get reviewed = 1)"
 
 
 class PosterSourceMissing(UserError):
@@ -92,6 +102,40 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "1.0", "true"}
 
 
+class PosterLocator:
+    """Where a label row's poster is. By default its id is looked up in the image folder
+    (listed once, on first use). When the file also has a `path` column beside its id column,
+    that path (absolute, or relative to the label file's folder) locates the poster, and the
+    id is looked up in the image folder only when the path holds no file (posters moved)."""
+
+    def __init__(self, labels: Path, images: Path, path_column: str | None):
+        self.labels_folder = labels.parent
+        self.images = images
+        self.path_column = path_column
+        # Without paths every row needs the folder: listed (or refused as missing) up front.
+        self._finder = ImageFinder(images) if path_column is None else None
+
+    def find(self, raw_id: str, row: dict[str, str]) -> Path | None:
+        """The poster file of one row, or None when there is none."""
+        if self.path_column is not None:
+            given = (row.get(self.path_column) or "").strip()
+            if given:
+                found = self._by_path(given)
+                if found is not None:
+                    return found
+        if self._finder is None:
+            self._finder = ImageFinder(self.images)
+        return self._finder.find(raw_id)
+
+    def _by_path(self, given: str) -> Path | None:
+        try:
+            path = user_path(given)
+            path = path if path.is_absolute() else self.labels_folder / path
+            return path if path.is_file() else None
+        except (OSError, ValueError, UserError):  # a NUL byte, a name too long, ~nosuchuser
+            return None
+
+
 def read_splits_csv(
     path: str | Path, max_bytes: int | None = None, warnings: list[str] | None = None
 ) -> dict[str, str]:
@@ -139,16 +183,21 @@ def read_label_csv(
                 "and no one-hot genre columns"
             )
     images = default_image_folder(labels) if images is None else user_path(images)
-    finder = ImageFinder(images)
+    path_col = find_column(fieldnames, (PATH_COLUMN,))
+    reviewed_col = find_column(fieldnames, (REVIEWED_COLUMN,))
+    locator = PosterLocator(labels, images, path_col if path_col != id_col else None)
     warnings = [csv_file.note] if csv_file.note else []
     split_map = None if splits is None else read_splits_csv(splits, max_bytes, warnings)
 
     merged: dict[str, PosterRecord] = {}
-    duplicates = conflicts = unparsable = 0
+    duplicates = conflicts = unparsable = not_reviewed = 0
     missing = MissingIds()
     for line_no, row in enumerate(csv_file.rows(), start=2):
         raw_id = (row.get(id_col) or "").strip()
         if not raw_id:
+            continue
+        if reviewed_col is not None and not _truthy(row.get(reviewed_col)):
+            not_reviewed += 1
             continue
         if label_col is not None:
             try:
@@ -173,12 +222,17 @@ def read_label_csv(
                 union = previous.genres + tuple(g for g in genres if g not in previous.genres)
                 merged[key] = PosterRecord(previous.id, previous.path, union, previous.split)
             continue
-        path = finder.find(raw_id)
+        path = locator.find(raw_id, row)
         if path is None:
             missing.add(key)
             continue
         merged[key] = PosterRecord(poster_id, path, genres, split)
 
+    if not_reviewed:
+        warnings.append(
+            f"{labels}: {not_reviewed:,} {'row' if not_reviewed == 1 else 'rows'} not reviewed "
+            f"({reviewed_col} is not 1) left out"
+        )
     if duplicates:
         warnings.append(
             f"{duplicates} duplicate id rows merged ({conflicts} with differing genres, united)"
@@ -190,6 +244,10 @@ def read_label_csv(
     no_split = sum(r.split is None for r in merged.values()) if split_map is not None else 0
     if no_split:
         warnings.append(f"{no_split} posters are not in {splits}; they belong to no split")
+    if not merged and not_reviewed and not missing.count():
+        raise NothingReviewed(
+            f"{labels}: none of its {not_reviewed:,} rows is reviewed ({reviewed_col} = 1)"
+        )
     if not merged:
         raise UserError(f"{labels}: no poster found (images looked up in {images})")
     records, note = unify_genre_spelling(list(merged.values()))

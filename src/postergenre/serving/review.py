@@ -19,11 +19,12 @@ from postergenre.curation.collection import Collection, NotAvailable
 from postergenre.curation.corrections import utc_now
 from postergenre.curation.scores import head_scores
 from postergenre.errors import UserError
+from postergenre.training.retrain import MIN_REVIEWED
 
 log = logging.getLogger("postergenre.serving")
 
-# A probe refitted on fewer reviewed posters than this learns nothing worth serving.
-MIN_REVIEWED_TO_RETRAIN = 10
+# The retrain's own floor (some reviewed posters are held out to calibrate and measure it).
+MIN_REVIEWED_TO_RETRAIN = MIN_REVIEWED
 MODELS_FOLDER = "models"  # retrained bundles, inside the collection folder
 
 

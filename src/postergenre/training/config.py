@@ -45,6 +45,7 @@ class TrainConfig:
     max_label_bytes: int | None = None
     calibrate: bool = True
     text: bool = False  # linear probes: also read the poster's text (OCR) and fuse it
+    init_from: str | None = None  # a model whose genres (and head, as a prior) a probe starts from
     engine: str = "local"  # where frozen embeddings are computed: "local" or "ray"
     address: str | None = None  # the Ray cluster to join (engine "ray"; None: start Ray here)
     resume: bool = False
@@ -63,6 +64,10 @@ class TrainConfig:
             values["calibrate"] = not given["no_calibrate"]
         if "max_labels_mb" in given:
             values["max_label_bytes"] = label_limit_bytes(given["max_labels_mb"])
+        if values.get("arch", "") is None:  # not named: the --init-from model's, else the default
+            from postergenre.training.retrain import default_arch
+
+            values["arch"] = default_arch(values.get("init_from"))
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:

@@ -23,11 +23,12 @@ from postergenre.models.card import to_probabilities
 from postergenre.models.embeddings import compute_embeddings
 from postergenre.models.text_fusion import TextFusion
 from postergenre.training import distributed
-from postergenre.training.calibration import fit_calibration, fold_into
+from postergenre.training.calibration import Calibration, fit_calibration, fold_into
 from postergenre.training.config import TrainConfig
 from postergenre.training.data import prepare_split
 from postergenre.training.distributed import echo
 from postergenre.training.probe import fit_knn, fit_linear_probe
+from postergenre.training.retrain import InitHead
 from postergenre.training.text import TextHead, fit_fused_probe, fit_text_head, read_texts
 from postergenre.training.trainer import LoopConfig, fit, predict_logits
 
@@ -58,6 +59,7 @@ class FitJob:
     by_split: dict[str, list[PosterRecord]]
     genres: list[str]
     task: str
+    init: InitHead | None = None  # a head to fit a linear probe toward (`training.retrain`)
 
     def unpack(
         self,
@@ -110,9 +112,7 @@ def fit_on_embeddings(job: FitJob) -> Fitted:
                 x_train, train.y, x_val, val.y, text, task, len(genres), balanced
             )
         else:
-            weight, bias, info = fit_linear_probe(
-                x_train, train.y, x_val, val.y, task, len(genres), balanced=balanced
-            )
+            weight, bias, info = _fit_probe(job, x_train, train.y, x_val, val.y, balanced)
         val_logits = (torch.from_numpy(x_val) @ weight.T + bias).numpy()
         if text is not None:
             model = fuse_text(model, weight, bias, text)
@@ -128,6 +128,31 @@ def fit_on_embeddings(job: FitJob) -> Fitted:
         return fitted
     info["fit_seconds"] = round(time.perf_counter() - started, 2)
     return Fitted(model, train.y, val.y, val_probs, info)
+
+
+def _fit_probe(
+    job: FitJob,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    balanced: bool,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The image-only linear probe, toward the init model's head when there is one. A
+    multi-label genre no training poster shows then keeps that head's row as it was."""
+    init, n = job.init, len(job.genres)
+    if init is None:
+        return fit_linear_probe(x_train, y_train, x_val, y_val, job.task, n, balanced=balanced)
+    prior = (init.prior_weight, init.prior_bias)
+    weight, bias, info = fit_linear_probe(
+        x_train, y_train, x_val, y_val, job.task, n, balanced=balanced, prior=prior
+    )
+    if job.task == "multi":
+        kept = init.known & (y_train.sum(axis=0) == 0)
+        weight[kept] = torch.from_numpy(init.kept_weight[kept]).float()
+        bias[kept] = torch.from_numpy(init.kept_bias[kept]).float()
+        info["kept_from_init"] = [g for g, k in zip(job.genres, kept, strict=True) if k]
+    return weight, bias, info
 
 
 def fuse_text(
@@ -206,12 +231,13 @@ def fit_with_gradients(job: FitJob) -> Fitted | None:
     return Fitted(model, splits["train"].y, splits["val"].y, val_probs, info, val_logits)
 
 
-def calibrate(fitted: Fitted, task: str) -> dict[str, Any]:
-    """Fit the calibration on validation and fold it into the model's last layer."""
+def calibrate(fitted: Fitted, task: str, fixed: Calibration | None = None) -> dict[str, Any]:
+    """Fit the calibration on validation (or take the `fixed` one) and fold it into the
+    model's last layer."""
     classifier = getattr(fitted.model, "classifier", None)
     if fitted.val_logits is None or not isinstance(classifier, nn.Linear):
         return {"method": "none"}
-    calibration = fit_calibration(fitted.val_logits, fitted.y_val, task)
+    calibration = fixed or fit_calibration(fitted.val_logits, fitted.y_val, task)
     model = fitted.model
     fold_into(model.output_layers() if isinstance(model, TextFusion) else classifier, calibration)
     fitted.val_logits = calibration.apply(fitted.val_logits).astype(np.float32)

@@ -16,9 +16,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from postergenre.evaluation.metrics import balanced_accuracy, mean_average_precision
+from postergenre.models.card import to_probabilities
 from postergenre.models.knn import KNNClassifier
+from postergenre.training.warm_start import fit_toward_prior
 
 C_GRID = (0.0001, 0.0003, 0.001, 0.003, 0.01)
+# Toward a prior head, smaller C keep more of it (C -> 0 keeps it whole but for the biases).
+PRIOR_C_GRID = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01)
 K_GRID = (5, 10, 20, 40, 80, 160)
 
 
@@ -68,11 +72,14 @@ def fit_linear_probe(
     n_classes: int,
     balanced: bool = True,
     column_weights: np.ndarray | None = None,
+    prior: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Logistic regression on standardised embeddings, C chosen on validation.
 
     `column_weights` multiply the standardised columns (a column weighted w is penalised as
     if by C * w**2: how a few fused text logits stand beside thousands of image features).
+    `prior`: a head (weight (G, D), bias (G,)) on the raw embeddings to fit toward instead of
+    toward zero (`warm_start`), C then chosen from `PRIOR_C_GRID`.
     Returns a linear layer's (weight, bias) acting on the raw embeddings (the standardisation
     and weights folded in), ready to become the network's classifier, and what was tried.
     """
@@ -81,19 +88,28 @@ def fit_linear_probe(
         std = std / column_weights
     xt, xv = (x_train - mean) / std, (x_val - mean) / std
     tried = []
-    best: tuple[float, float, Any] | None = None
-    for c in C_GRID:
-        classifier = fit_classifier(xt, y_train, task, c, balanced, max_iter=2000)
-        probs = classifier.predict_proba(xv)
-        score = validation_score(task, y_val, probs)
+    best: tuple[float, float, tuple[np.ndarray, np.ndarray]] | None = None
+    for c in C_GRID if prior is None else PRIOR_C_GRID:
+        if prior is None:
+            classifier = fit_classifier(xt, y_train, task, c, balanced, max_iter=2000)
+            head = linear_weights(classifier, task, n_classes, x_train.shape[1])
+        else:
+            # The prior acts on raw embeddings: the same head on standardised ones.
+            w0 = prior[0] * std[None, :]
+            b0 = prior[1] + prior[0] @ mean
+            head = fit_toward_prior(xt, y_train, w0, b0, c, task, balanced)
+        logits = xv @ head[0].T + head[1]
+        score = validation_score(task, y_val, to_probabilities(logits, task))
         tried.append({"C": c, "val_score": score})
         if best is None or score > best[0]:
-            best = (score, c, classifier)
+            best = (score, c, head)
     assert best is not None
-    weight, bias = linear_weights(best[2], task, n_classes, x_train.shape[1])
+    weight, bias = best[2]
     folded_w = weight / std[None, :]
     folded_b = bias - (weight * (mean / std)[None, :]).sum(axis=1)
     info = {"C": best[1], "val_score": best[0], "grid": tried, "standardised": True}
+    if prior is not None:
+        info["toward_prior"] = True
     return (
         torch.tensor(folded_w, dtype=torch.float32),
         torch.tensor(folded_b, dtype=torch.float32),

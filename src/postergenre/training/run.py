@@ -45,6 +45,15 @@ from postergenre.training.fitting import (
     fit_on_embeddings,
     fit_with_gradients,
 )
+from postergenre.training.retrain import (
+    InitModel,
+    check_enough,
+    genres_from_init,
+    inherited_decision,
+    init_head,
+    is_corrections_file,
+    load_init,
+)
 
 
 class RunFolderInUse(UserError):
@@ -126,6 +135,11 @@ def train(cfg: TrainConfig) -> Path:
         raise UserError(
             f"only a linear probe can read poster text; {cfg.arch} is fitted as {mode} here"
         )
+    if cfg.init_from is not None and (mode != "linear-probe" or cfg.text):
+        raise UserError(
+            f"--init-from starts a linear probe on image embeddings; {cfg.arch} is fitted as "
+            f"{mode}{' with text' if cfg.text else ''} here"
+        )
     if distributed.launched() and mode not in ("scratch", "finetune"):
         if not distributed.is_main():
             return cfg.out / "model"
@@ -147,8 +161,15 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
     )
     for message in collection.warnings:
         warn(message)
-    genres = resolve_genres(collection, cfg.genres, cfg.min_count)
-    task = cfg.task or infer_task(collection.records, genres)
+    init = load_init(cfg.init_from, cfg.arch) if cfg.init_from is not None else None
+    if init is not None or is_corrections_file(cfg.labels):
+        check_enough(collection)
+    if init is not None:
+        genres = genres_from_init(init, collection, cfg.genres)
+        task = cfg.task or init.card.task
+    else:
+        genres = resolve_genres(collection, cfg.genres, cfg.min_count)
+        task = cfg.task or infer_task(collection.records, genres)
     if cfg.task is None and spec.default_task is not None:
         task = spec.default_task  # e.g. the article's network: single-label unless asked
     cfg.genres, cfg.task, cfg.mode = genres, task, mode
@@ -172,15 +193,25 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
 
     by_split = assign_splits(collection, cfg.seed)
     fitter = fit_with_gradients if gradient else fit_on_embeddings
-    fitted = fitter(FitJob(cfg, spec, mode, by_split, genres, task))
+    head = init_head(init, genres) if init is not None else None
+    fitted = fitter(FitJob(cfg, spec, mode, by_split, genres, task, head))
     if fitted is None:  # another rank than 0: wait for rank 0's bundle
         distributed.barrier()
         return cfg.out / "model"
-    calibration = calibrate(fitted, task) if cfg.calibrate else {"method": "none"}
-    if calibration["method"] != "none":
+    inherited = None
+    if init is not None and cfg.calibrate:
+        inherited = inherited_decision(init, genres, task, fitted.info, len(fitted.y_val))
+    fixed = inherited[0] if inherited is not None else None
+    calibration = calibrate(fitted, task, fixed) if cfg.calibrate else {"method": "none"}
+    if inherited is not None:
+        echo(f"{len(fitted.y_val)} held-out posters, fewer than {init.name} was calibrated on: "
+             "its calibration and thresholds kept")  # fmt: skip
+    elif calibration["method"] != "none":
         echo(f"probabilities calibrated on val ({calibration['method']} scaling)")
 
-    val_metrics, thresholds, headline = _validate(fitted, task, genres, calibration, cfg.out)
+    val_metrics, thresholds, headline = _validate(
+        fitted, task, genres, calibration, cfg.out, inherited[1] if inherited else None
+    )
     counts = class_counts(fitted.y_train, len(genres))
     training = {
         "data": collection.source,
@@ -195,6 +226,8 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
         "calibration": calibration,
         **fitted.info,
     }
+    if init is not None:
+        training["init_from"] = _init_record(init, fitted.info)
     card = ModelCard(
         architecture=cfg.arch,
         kind=KIND_OF_MODE[mode],
@@ -214,8 +247,31 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
     return bundle
 
 
+def _init_record(init: InitModel, info: dict[str, Any]) -> dict[str, Any]:
+    """What the card says about the model a retrain started from."""
+    if init.weight is None:
+        used = f"its genres only ({init.why_no_head})"
+    else:
+        used = f"its genres and its head, as the prior the probe was fitted toward (C={info['C']})"
+        echo(f"fitted toward {init.name}'s head: C={info['C']} chosen on val")
+    kept = info.get("kept_from_init") or []
+    if kept:
+        echo(f"no training poster shows {', '.join(kept)}: {init.name}'s head kept for them")
+    return {
+        "model": init.name,
+        "architecture": init.card.architecture,
+        "used": used,
+        "kept_genres": kept,
+    }
+
+
 def _validate(
-    fitted: Fitted, task: str, genres: list[str], calibration: dict[str, Any], out: Path
+    fitted: Fitted,
+    task: str,
+    genres: list[str],
+    calibration: dict[str, Any],
+    out: Path,
+    fixed_thresholds: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], tuple[float, ...], str]:
     """Validation metrics, the multi-label decision thresholds (recorded in `calibration`), the
     validation plot in `out/plots`, and the headline line to print."""
@@ -234,7 +290,10 @@ def _validate(
             f"{val_metrics['balanced_accuracy']:.3f}"
         )
     else:
-        if calibration["method"] == "none":
+        if fixed_thresholds is not None:
+            tuned = fixed_thresholds
+            rule = "the thresholds of the model it started from (--init-from)"
+        elif calibration["method"] == "none":
             tuned = tune_thresholds(fitted.y_val, fitted.val_probs)
             rule = "per-genre thresholds maximising F1 on val"
         else:
