@@ -62,8 +62,8 @@ def api(multi_predictor, collection_folder):
             yield client
 
 
-def _wait_for(client, path: str, key: str, value: str) -> dict:
-    for _ in range(600):
+def _wait_for(client, path: str, key: str, value: str, seconds: float = 60) -> dict:
+    for _ in range(int(seconds * 10)):
         body = client.get(path).json()
         if body[key] == value or body[key] == "failed":
             return body
@@ -224,7 +224,8 @@ def test_retrain_serves_the_new_model_and_rescores_the_collection(
         patch.setitem(sys.modules, LABEL_ISSUES, None)
         with _client(multi_predictor, folder) as client:
             few = client.post("/api/collection/retrain")
-            assert few.status_code == 400 and "at least 10" in few.json()["error"]
+            assert few.status_code == 400
+            assert f"at least {review.MIN_REVIEWED_TO_RETRAIN}" in few.json()["error"]
             for i in range(review.MIN_REVIEWED_TO_RETRAIN):
                 assert client.post(f"/api/collection/{i}/accept").status_code == 200
             started = client.post("/api/collection/retrain")
@@ -250,3 +251,27 @@ def test_retrain_is_a_409_where_this_version_cannot_retrain(multi_predictor, col
         with _client(multi_predictor, collection_folder, writable=True) as client:
             response = client.post("/api/collection/retrain")
             assert response.status_code == 409 and "not available yet" in response.json()["error"]
+
+
+def test_retrain_for_real_from_accepted_posters(multi_predictor, collection_folder, tmp_path):
+    """The page's retrain end to end, without stand-ins: accept enough posters, retrain from
+    corrections.csv starting from the served probe, and the server serves the new bundle."""
+    folder = tmp_path / "real-retrain"
+    shutil.copytree(collection_folder, folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, LABEL_ISSUES, None)
+        with _client(multi_predictor, folder) as client:
+            for i in range(review.MIN_REVIEWED_TO_RETRAIN):
+                assert client.post(f"/api/collection/{i}/accept").status_code == 200
+            started = client.post("/api/collection/retrain")
+            assert started.status_code == 202, started.text
+            status = _wait_for(client, "/api/collection/retrain", "state", "done", seconds=240)
+            assert status["state"] == "done", status
+            bundle = Path(status["model"])
+            assert (bundle / "model.safetensors").is_file() and bundle.is_relative_to(folder)
+            card = ModelCard.read(bundle)
+            assert list(card.genres) == list(multi_predictor.genres)  # --init-from keeps them
+            served = client.get("/api/model").json()
+            assert served["name"] == card.name != multi_predictor.name
+            page = client.get("/api/collection?limit=3").json()
+            assert page["total"] == 48
