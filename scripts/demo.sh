@@ -47,14 +47,15 @@ if [ -f "$DATA/splits.csv" ]; then
   echo "== Serving; similar posters once the training posters are indexed (in the background) =="
   # The page is up at once; the index is built in runs/demo-index while it is (the first time
   # takes minutes; later runs reuse it and embed only what changed), and the page shows how
-  # far it is.
+  # far it is. --collection: the indexed posters can then be reviewed at /collection.
   serve --index runs/demo-index --labels "$DATA/train.csv" --splits "$DATA/splits.csv" \
-    --images "$DATA/images" --split train
+    --images "$DATA/images" --split train --collection
 else
   cat <<MSG
 (The shared poster set was not found at $DATA: set DATA=... to use it.)
 Predict your own posters:      $PG predict path/to/poster.jpg
-Train on a folder per genre:   $PG train --folder path/to/posters --arch efficientnet-lite0 --out runs/mine
+Train on a folder per genre:   $PG train --folder path/to/posters --out runs/mine
+Review a folder of posters:    $PG serve --collection path/to/posters
 MSG
   echo
   serve

@@ -109,6 +109,7 @@ def test_demo_with_shared_data_never_aborts(shared_data: Path, stub: Path, tmp_p
         assert _option(serve, "--split") == "train"
         assert _option(serve, "--port") == "8000"
         assert "--runtime" not in serve  # the default runtime is the one to show
+        assert "--collection" in serve  # the indexed posters are reviewed at /collection
 
 
 @needs_bash

@@ -42,8 +42,9 @@ def register(commands: Subparsers) -> None:
         const=True,
         metavar="DIR",
         help="look through and correct a scored collection at /collection: an index folder, "
-        "or a poster folder indexed into DIR/.postergenre-index; alone, the --index folder. "
-        "Corrections are saved to corrections.csv in the index folder",
+        "or a poster folder (indexed into DIR/.postergenre-index, in the background the first "
+        "time: the page opens when it is ready); alone, the --index folder. Corrections are "
+        "saved to corrections.csv in the index folder",
     )
     p.add_argument(
         "--host",
