@@ -1,0 +1,1 @@
+"""The collection workflow: duplicates, label issues, corrections and review."""
