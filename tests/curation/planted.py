@@ -1,4 +1,4 @@
-"""Test helpers: posters with planted copies: distinct generated artwork, and copies of some of it resized,
+"""Test helpers: distinct generated posters, and copies of some of them resized,
 recompressed, framed, mirrored or copied byte for byte."""
 
 from __future__ import annotations
