@@ -38,6 +38,7 @@ def register(commands: Subparsers) -> None:
         "--similarity",
         type=bounded(float, "a number from 0 to 1", lambda v: 0 <= v <= 1),
         default=DEFAULT_SIMILARITY,
+        metavar="S",
         help=f"embedding cosine similarity at which two posters match (default "
         f"{DEFAULT_SIMILARITY}; lower finds more variants and more false pairs)",
     )
@@ -45,6 +46,7 @@ def register(commands: Subparsers) -> None:
         "--hash-distance",
         type=bounded(int, "a number of bits from 0 to 64", lambda v: 0 <= v <= 64),
         default=DEFAULT_HASH_DISTANCE,
+        metavar="BITS",
         help=f"perceptual hash bits (of 64) two copies of the same image may differ by "
         f"(default {DEFAULT_HASH_DISTANCE})",
     )
@@ -52,6 +54,7 @@ def register(commands: Subparsers) -> None:
         "--neighbours",
         type=positive_int,
         default=DEFAULT_NEIGHBOURS,
+        metavar="K",
         help=f"nearest embeddings of each poster considered (default {DEFAULT_NEIGHBOURS})",
     )
     p.add_argument(

@@ -20,6 +20,7 @@ LABEL_H = 34
 PAD = 8
 MAX_ROWS = 50
 MAX_PER_ROW = 8
+MIN_WIDTH = 560  # room for the note under the last row
 BACKGROUND = (245, 245, 245)
 INK = (20, 20, 20)
 MUTED = (110, 110, 110)
@@ -74,7 +75,7 @@ def render_sheet(
     row_h = THUMB_H + LABEL_H + PAD
     left_out = len(groups) - len(shown)
     note_h = 30 if left_out or not groups else 0
-    width = HEADER_W + columns * (THUMB_W + PAD) + PAD
+    width = max(HEADER_W + columns * (THUMB_W + PAD) + PAD, MIN_WIDTH)
     sheet = Image.new("RGB", (width, PAD + len(shown) * row_h + note_h), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     big, small = _font(14), _font(11)
@@ -96,7 +97,8 @@ def render_sheet(
             more = f"+{len(group.members) - per_row} more"
             draw.text((HEADER_W - 4 - small.getlength(more), top + 56), more, fill=INK, font=small)
     if left_out:
-        note = f"... and {left_out} more groups not shown (see --json or --csv for all)"
+        groups_word = "group" if left_out == 1 else "groups"
+        note = f"... and {left_out} more {groups_word} not shown (see --json or --csv for all)"
         draw.text((PAD, PAD + len(shown) * row_h + 6), note, fill=INK, font=big)
     elif not groups:
         draw.text((PAD, PAD + 6), "no duplicates found", fill=INK, font=big)

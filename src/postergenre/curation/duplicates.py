@@ -15,14 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from postergenre.console import report_skipped
-from postergenre.curation import fingerprints as fp
-from postergenre.data.sources import find_posters
 from postergenre.errors import UserError
+
+if TYPE_CHECKING:  # numpy, Pillow and the cache load when work starts: `--help` stays quick
+    import numpy as np
 
 KINDS = ("exact", "same image", "variant")
 DEFAULT_ARCH = "efficientnet-lite0"
@@ -131,6 +130,9 @@ def _index_folder(sources: Sequence[str | Path]) -> Path | None:
 
 def _from_index(folder: Path, cache_dir: Path | None, progress: bool) -> Fingerprints:
     """An index folder's stored embeddings, with fingerprints of the files still there."""
+    import numpy as np
+
+    from postergenre.curation import fingerprints as fp
     from postergenre.inference.similarity import PosterIndex
 
     index = PosterIndex.load(folder)
@@ -180,6 +182,10 @@ def fingerprint_collection(
     """Embeddings and fingerprints of every readable poster of `sources` (any SOURCE `predict`
     takes, or one index folder, whose stored embeddings are reused), through the cache.
     Unreadable files are skipped and reported."""
+    import numpy as np
+
+    from postergenre.curation import fingerprints as fp
+    from postergenre.data.sources import find_posters
     from postergenre.models import get_arch
     from postergenre.models.embeddings import compute_embeddings
 
@@ -257,6 +263,10 @@ def group_duplicates(collection: Fingerprints, thresholds: Thresholds) -> list[D
 def _group(
     collection: Fingerprints, members: Sequence[int], kind: str, similarity: float
 ) -> DuplicateGroup:
+    import numpy as np
+
+    from postergenre.curation import fingerprints as fp
+
     sizes = fp.sizes(collection.rows[np.asarray(members)])
     people = []
     for i, (width, height) in zip(members, sizes, strict=True):

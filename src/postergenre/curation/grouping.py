@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 _POPCOUNT = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
 # Rows of a pairwise Hamming matrix computed at once (memory: rows x columns x 8 bytes).
 _HAMMING_ROWS = 256
+# A hash match counts only when the embeddings agree a little too: unrelated posters whose
+# 64-bit hashes happen to be 8-10 bits apart sit at cosine 0.3-0.55 in the shared set, every
+# planted copy above 0.74 (BENCHMARKS.md).
+HASH_CONFIRM = 0.6
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -63,6 +67,12 @@ def _hash_pairs(rows: np.ndarray, has_hash: np.ndarray, distance: int) -> np.nda
     return np.concatenate(found)
 
 
+def _confirmed(pairs: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """The hash pairs whose embeddings agree at least `HASH_CONFIRM`."""
+    cosine = np.einsum("ij,ij->i", vectors[pairs[:, 0]], vectors[pairs[:, 1]])
+    return pairs[cosine >= HASH_CONFIRM]
+
+
 def candidate_pairs(
     vectors: np.ndarray, rows: np.ndarray, has_hash: np.ndarray, thresholds: Thresholds
 ) -> np.ndarray:
@@ -71,7 +81,7 @@ def candidate_pairs(
     pairs = np.concatenate(
         [
             _embedding_pairs(vectors, thresholds.similarity, thresholds.neighbours),
-            _hash_pairs(rows, has_hash, thresholds.hash_distance),
+            _confirmed(_hash_pairs(rows, has_hash, thresholds.hash_distance), vectors),
         ]
     )
     pairs = np.sort(pairs, axis=1)
@@ -105,6 +115,7 @@ def _pair_matrices(
     phash, mirror, digest = fp.hashes(rows[members])
     hashed = has_hash[members][:, None] & has_hash[members][None, :]
     exact = hashed & (digest[:, None, :] == digest[None, :, :]).all(axis=2)
+    hashed &= cosine >= HASH_CONFIRM
     same = hashed & (hamming(phash, phash) <= distance)
     flipped = hamming(phash, mirror) <= distance
     mirrored = hashed & (flipped | flipped.T)
@@ -142,7 +153,7 @@ def complete_link_groups(
             raise UserError(
                 f"{len(members):,} posters are joined by look-alike pairs: the similarity "
                 f"threshold {thresholds.similarity} is far too low",
-                hint="raise --similarity (default 0.90)",
+                hint=f"raise --similarity (default {type(thresholds)().similarity})",
             )
         cosine, exact, same, mirrored = _pair_matrices(
             members, vectors, rows, has_hash, thresholds.hash_distance
