@@ -22,8 +22,8 @@ from postergenre.inference.predictions import FOLDER_OUTPUT, prediction_output
 from postergenre.serving.server import PortInUse
 from tests.conftest import make_poster
 
-COMMANDS = ["train", "evaluate", "predict", "index", "similar", "explain", "export", "serve"]
-COMMANDS += ["models", "cache", "download"]
+COMMANDS = ["train", "evaluate", "predict", "index", "similar", "duplicates", "explain"]
+COMMANDS += ["export", "serve", "models", "cache", "download"]
 
 
 def _stderr_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:

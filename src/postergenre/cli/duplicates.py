@@ -12,6 +12,7 @@ from postergenre.cli._args import Subparsers, add_cache_arg, bounded, positive_i
 def register(commands: Subparsers) -> None:
     """Add `duplicates` to `commands`."""
     from postergenre.curation.duplicates import (
+        DEFAULT_HASH_CONFIRM,
         DEFAULT_HASH_DISTANCE,
         DEFAULT_NEIGHBOURS,
         DEFAULT_SIMILARITY,
@@ -49,6 +50,14 @@ def register(commands: Subparsers) -> None:
         metavar="BITS",
         help=f"perceptual hash bits (of 64) two copies of the same image may differ by "
         f"(default {DEFAULT_HASH_DISTANCE})",
+    )
+    p.add_argument(
+        "--hash-confirm",
+        type=bounded(float, "a number from 0 to 1", lambda v: 0 <= v <= 1),
+        default=DEFAULT_HASH_CONFIRM,
+        metavar="S",
+        help=f"embedding similarity a hash match also needs (default {DEFAULT_HASH_CONFIRM}; "
+        "guards against unrelated posters whose hashes happen to be close)",
     )
     p.add_argument(
         "--neighbours",
@@ -100,7 +109,9 @@ def _duplicates(args: argparse.Namespace) -> int:
 
     if args.sheet is not None:
         sheet_format(args.sheet)  # refused before any work
-    thresholds = Thresholds(args.similarity, args.hash_distance, args.neighbours)
+    thresholds = Thresholds(
+        args.similarity, args.hash_distance, args.neighbours, hash_confirm=args.hash_confirm
+    )
     collection = fingerprint_collection(
         args.collection, arch=args.arch, cache_dir=args.cache_dir, progress=True
     )

@@ -26,9 +26,13 @@ if TYPE_CHECKING:  # numpy, Pillow and the cache load when work starts: `--help`
 KINDS = ("exact", "same image", "variant")
 DEFAULT_ARCH = "efficientnet-lite0"
 # Tuned on the validation half of benchmarks/duplicates.py (BENCHMARKS.md).
-DEFAULT_SIMILARITY = 0.90
-DEFAULT_HASH_DISTANCE = 8
+DEFAULT_SIMILARITY = 0.88
+DEFAULT_HASH_DISTANCE = 12
 DEFAULT_NEIGHBOURS = 20
+# A hash match counts only when the embeddings agree this much too: unrelated posters whose
+# 64-bit hashes happen to be 10-12 bits apart sit at cosine 0.6-0.7 in the shared set, and
+# planted resized, recompressed and framed copies almost all above 0.75.
+DEFAULT_HASH_CONFIRM = 0.7
 # Complete-link checking costs (group size)^2: a larger connected set means a far too low
 # threshold, refused rather than clustered for minutes.
 MAX_COMPONENT = 20_000
@@ -104,17 +108,20 @@ class Thresholds:
     """When two posters match: embeddings at least `similarity` apart in cosine, or
     perceptual hashes at most `hash_distance` bits apart (of 64). `neighbours`: how many
     nearest embeddings of each poster are candidates (a group larger than this still forms
-    through hashes and shared neighbours)."""
+    through hashes and shared neighbours); a hash match needs a cosine of `hash_confirm`."""
 
     similarity: float = DEFAULT_SIMILARITY
     hash_distance: int = DEFAULT_HASH_DISTANCE
     neighbours: int = DEFAULT_NEIGHBOURS
+    hash_confirm: float = DEFAULT_HASH_CONFIRM
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.similarity <= 1.0:
             raise UserError(f"similarity threshold {self.similarity} is not between -1 and 1")
         if not 0 <= self.hash_distance <= 64:
             raise UserError(f"hash distance {self.hash_distance} is not between 0 and 64")
+        if not -1.0 <= self.hash_confirm <= 1.0:
+            raise UserError(f"hash confirmation {self.hash_confirm} is not between -1 and 1")
         if self.neighbours < 1:
             raise UserError("neighbours must be at least 1")
 

@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 _POPCOUNT = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
 # Rows of a pairwise Hamming matrix computed at once (memory: rows x columns x 8 bytes).
 _HAMMING_ROWS = 256
-# A hash match counts only when the embeddings agree a little too: unrelated posters whose
-# 64-bit hashes happen to be 8-10 bits apart sit at cosine 0.3-0.55 in the shared set, every
-# planted copy above 0.74 (BENCHMARKS.md).
-HASH_CONFIRM = 0.6
+# A mirrored copy hashes within 0-2 bits of the original's mirror image; unrelated posters
+# matched that way at 10 bits (cosine ~0.6) were all false in the shared set, and the
+# embeddings find mirrored copies on their own (cosine >= 0.93), so mirror matches stay tight.
+MIRROR_DISTANCE = 4
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -58,8 +58,8 @@ def _hash_pairs(rows: np.ndarray, has_hash: np.ndarray, distance: int) -> np.nda
     index = faiss.IndexBinaryFlat(64)
     index.add(phash)
     found = []
-    for queries in (phash, mirror):
-        lims, _, neighbours = index.range_search(queries, distance + 1)  # strict: < radius
+    for queries, radius in ((phash, distance), (mirror, min(distance, MIRROR_DISTANCE))):
+        lims, _, neighbours = index.range_search(queries, radius + 1)  # strict: < radius
         counts = np.diff(lims).astype(np.int64)
         found.append(
             np.stack([np.repeat(hashed, counts), hashed[neighbours.astype(np.int64)]], axis=1)
@@ -67,10 +67,10 @@ def _hash_pairs(rows: np.ndarray, has_hash: np.ndarray, distance: int) -> np.nda
     return np.concatenate(found)
 
 
-def _confirmed(pairs: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """The hash pairs whose embeddings agree at least `HASH_CONFIRM`."""
+def _confirmed(pairs: np.ndarray, vectors: np.ndarray, floor: float) -> np.ndarray:
+    """The hash pairs whose embeddings agree at least `floor` (`Thresholds.hash_confirm`)."""
     cosine = np.einsum("ij,ij->i", vectors[pairs[:, 0]], vectors[pairs[:, 1]])
-    return pairs[cosine >= HASH_CONFIRM]
+    return pairs[cosine >= floor]
 
 
 def candidate_pairs(
@@ -81,7 +81,11 @@ def candidate_pairs(
     pairs = np.concatenate(
         [
             _embedding_pairs(vectors, thresholds.similarity, thresholds.neighbours),
-            _confirmed(_hash_pairs(rows, has_hash, thresholds.hash_distance), vectors),
+            _confirmed(
+                _hash_pairs(rows, has_hash, thresholds.hash_distance),
+                vectors,
+                thresholds.hash_confirm,
+            ),
         ]
     )
     pairs = np.sort(pairs, axis=1)
@@ -106,7 +110,11 @@ def _components(n: int, pairs: np.ndarray) -> Iterator[np.ndarray]:
 
 
 def _pair_matrices(
-    members: np.ndarray, vectors: np.ndarray, rows: np.ndarray, has_hash: np.ndarray, distance: int
+    members: np.ndarray,
+    vectors: np.ndarray,
+    rows: np.ndarray,
+    has_hash: np.ndarray,
+    thresholds: Thresholds,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For the members of one set: cosine, exact (same bytes), same (hashes match) and
     mirrored (hash matches the other's mirror image) matrices."""
@@ -115,9 +123,10 @@ def _pair_matrices(
     phash, mirror, digest = fp.hashes(rows[members])
     hashed = has_hash[members][:, None] & has_hash[members][None, :]
     exact = hashed & (digest[:, None, :] == digest[None, :, :]).all(axis=2)
-    hashed &= cosine >= HASH_CONFIRM
+    hashed &= cosine >= thresholds.hash_confirm
+    distance = thresholds.hash_distance
     same = hashed & (hamming(phash, phash) <= distance)
-    flipped = hamming(phash, mirror) <= distance
+    flipped = hamming(phash, mirror) <= min(distance, MIRROR_DISTANCE)
     mirrored = hashed & (flipped | flipped.T)
     return cosine, exact, same, mirrored
 
@@ -155,9 +164,7 @@ def complete_link_groups(
                 f"threshold {thresholds.similarity} is far too low",
                 hint=f"raise --similarity (default {type(thresholds)().similarity})",
             )
-        cosine, exact, same, mirrored = _pair_matrices(
-            members, vectors, rows, has_hash, thresholds.hash_distance
-        )
+        cosine, exact, same, mirrored = _pair_matrices(members, vectors, rows, has_hash, thresholds)
         strong = exact | same | mirrored
         linked = strong | (cosine >= thresholds.similarity)
         labels = (
