@@ -207,3 +207,12 @@ def test_contact_sheet_has_one_row_per_group_and_is_written_whole(groups, tmp_pa
 
 def test_planted_kinds_cover_every_expected_group():
     assert {frozenset({source, name}) for name, (source, _) in PLANTED.items()} == set(EXPECTED)
+
+
+def test_the_shared_sets_identical_pair_is_found_among_real_posters(shared_data):
+    images = shared_data / "images"
+    posters = [images / f"{i}.jpg" for i in ("tt0402577", "tt0420286", "tt0133093", "tt0241527")]
+    groups = find_duplicates(posters)
+    assert [(g.kind, _names(g)) for g in groups] == [
+        ("exact", frozenset({"tt0402577.jpg", "tt0420286.jpg"}))
+    ]
