@@ -22,7 +22,8 @@ from postergenre.inference.predictions import FOLDER_OUTPUT, prediction_output
 from postergenre.serving.server import PortInUse
 from tests.conftest import make_poster
 
-COMMANDS = ["train", "evaluate", "label-issues", "predict", "index", "similar", "explain"]
+COMMANDS = ["train", "evaluate", "label-issues", "predict", "index", "similar", "duplicates"]
+COMMANDS += ["explain"]
 COMMANDS += ["export", "serve", "models", "cache", "download"]
 
 

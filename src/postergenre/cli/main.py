@@ -12,6 +12,7 @@ from postergenre import __version__
 from postergenre.cli import (
     cache,
     download,
+    duplicates,
     evaluate,
     export,
     label_issues,
@@ -34,6 +35,7 @@ _REGISTER = (
     predict.register_predict,
     similarity.register_index,
     similarity.register_similar,
+    duplicates.register,
     predict.register_explain,
     export.register,
     serve.register,

@@ -28,7 +28,12 @@ from postergenre.data.store_folder import (
 from postergenre.errors import UserError
 
 # The folder-name prefix of each kind of store the feature caches write.
-_STORE_PREFIXES = {"posters-": "posters", "embeddings-": "embeddings", "text-": "text"}
+_STORE_PREFIXES = {
+    "posters-": "posters",
+    "embeddings-": "embeddings",
+    "text-": "text",
+    "fingerprints-": "fingerprints",  # `duplicates` (curation.fingerprints)
+}
 _STORE_KINDS = frozenset(_STORE_PREFIXES.values())
 _ONNX_DIR = "onnx"
 
