@@ -50,16 +50,17 @@ def _refused(argv: list[str], capsys) -> str:
     return err
 
 
-def test_a_plain_poster_folder_is_refused_with_the_command_that_indexes_it(
+def test_a_plain_poster_folder_is_indexed_in_the_background_then_opened(
     serving_posters, model_args, no_uvicorn, capsys
 ):
-    err = _refused(["serve", *model_args, "--collection", str(serving_posters)], capsys)
-    assert err == (
-        f"postergenre serve: error: {serving_posters} is not indexed yet; index it first: "
-        f"postergenre index --folder {serving_posters} --out "
-        f"{serving_posters}/.postergenre-index"
-    )
-    assert no_uvicorn.apps == []
+    assert main(["serve", *model_args, "--collection", str(serving_posters)]) == 0
+    inner = serving_posters / ".postergenre-index"
+    assert f"/collection once {inner} is built" in " ".join(capsys.readouterr().out.split())
+    [app] = no_uvicorn.apps
+    state = app.state.server
+    assert state.collection is None and state.collection_folder == inner  # opened once built
+    assert state.index_job.out == inner
+    assert not inner.exists()  # nothing is written before the server starts
 
 
 def test_two_different_indexes_or_a_bare_flag_alone_are_refused(

@@ -175,7 +175,7 @@ def test_init_from_refuses_other_ways_of_fitting(corrections, init_bundle, tmp_p
 
 def test_train_takes_the_init_models_architecture_when_none_is_named(init_bundle):
     assert default_arch(str(init_bundle)) == "efficientnet-lite0"
-    assert default_arch(None) == "seed-cnn"
+    assert default_arch(None) is None  # the run's default (training.config.DEFAULT_ARCH)
 
 
 def test_few_held_out_posters_keep_the_init_models_calibration_and_thresholds(

@@ -31,9 +31,9 @@ def register(commands: Subparsers) -> None:
     p.add_argument(
         "--arch",
         # the default is training.config.DEFAULT_ARCH (not imported here: --help stays fast)
-        help="architecture, in any case (see 'postergenre models'). Default: --init-from's, "
-        "else efficientnet-lite0: a linear probe on frozen EfficientNet-Lite0 embeddings "
-        "(seconds once the embeddings are cached; the best practical choice). seed-cnn is "
+        help="architecture, in any case (see 'postergenre models'). Default efficientnet-lite0: "
+        "a linear probe on frozen EfficientNet-Lite0 embeddings (seconds once the embeddings "
+        "are cached; the best practical choice), or with --init-from that model's. seed-cnn is "
         "the article's CNN, trained from scratch for up to --epochs epochs of minutes each",
     )
     p.add_argument(
