@@ -92,6 +92,24 @@ def add_engine_args(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_threshold_policy_arg(parser: argparse.ArgumentParser) -> None:
+    """--threshold-policy (the names live in models.threshold_policy)."""
+    from postergenre.models.threshold_policy import DEFAULT_POLICY, THRESHOLD_POLICIES
+
+    parser.add_argument(
+        "--threshold-policy",
+        choices=THRESHOLD_POLICIES,
+        default=DEFAULT_POLICY,
+        help="which thresholds make a multi-label model's predicted genres, all chosen on "
+        "validation posters when it was trained, never on test: card (default: the ones it "
+        "was built with; for the calibrated bundled models one threshold for every genre, "
+        "predicting about as many genres per poster as the labels carry, so a predicted "
+        "genre is never less probable than a left-out one), shared (that one threshold) or "
+        "per-genre (each genre's F1-best threshold: a higher macro F1, paid for with more "
+        "genres per poster)",
+    )
+
+
 def add_model_arg(parser: argparse.ArgumentParser) -> None:
     """--model."""
     parser.add_argument(
