@@ -201,10 +201,13 @@ def plot_threshold_policy(
     for key, style in (("macro_f1", "o-"), ("micro_f1", "s-")):
         left.plot(count, [row[key] for row in sweep], style, ms=3, label=key.replace("_", " "))
     left.axvline(true_count, color="grey", ls="--", label=f"labels: {true_count:.2f}")
-    for name, point in points.items():
+    # One colour per policy (the first drawn largest: two policies may share a point).
+    for i, (name, point) in enumerate(points.items()):
+        colour = f"C{i + 2}"
         for key, marker in (("macro_f1", "*"), ("micro_f1", "D")):
-            left.plot(point["genres_per_poster"], point[key], marker, ms=11, mec="black",
-                      label=f"{name} ({key.split('_')[0]})")  # fmt: skip
+            left.plot(point["genres_per_poster"], point[key], marker, ms=15 - 2 * i, mec="black",
+                      color=colour, label=name if key == "macro_f1" else None)  # fmt: skip
+    left.set_title("policies: star = macro F1, diamond = micro F1", fontsize=9)
     left.set_xlabel("predicted genres per poster (shared threshold swept)")
     left.set_ylabel("F1")
     left.grid(alpha=0.3)

@@ -335,10 +335,11 @@ def _exactness_lines(metrics: dict[str, Any]) -> list[str]:
         ("baseline: always " + " + ".join(base["top2_genres"]["genres"]), base["top2_genres"]),
         (f"baseline: always {' + '.join(common.get('genres') or ['no genre'])}", common),
     ]
-    lines = [f"{'':<34}{'Hamming loss':>14}{'subset accuracy':>17}"]
+    width = max(34, *(len(label) + 2 for label, _ in rows))
+    lines = [f"{'':<{width}}{'Hamming loss':>14}{'subset accuracy':>17}"]
     for label, row in rows:
         lines.append(
-            f"{label[:33]:<34}{_number(row.get('hamming_loss'), '>14.4f')}"
+            f"{label:<{width}}{_number(row.get('hamming_loss'), '>14.4f')}"
             f"{_number(row.get('subset_accuracy'), '>17.4f')}"
         )
     no_genre = (base.get("no_genre") or {}).get("hamming_loss")
