@@ -98,6 +98,18 @@ def test_predict_marks_the_policys_genres(multi_bundle, labelled, policy, thresh
     assert all(np.isfinite(list(probs.values())))
 
 
+def test_the_options_choices_are_the_library_policies():
+    import argparse
+
+    from postergenre.cli._args import add_threshold_policy_arg
+    from postergenre.models.threshold_policy import DEFAULT_POLICY, THRESHOLD_POLICIES
+
+    parser = argparse.ArgumentParser()
+    add_threshold_policy_arg(parser)
+    [action] = [a for a in parser._actions if a.dest == "threshold_policy"]
+    assert tuple(action.choices) == THRESHOLD_POLICIES and action.default == DEFAULT_POLICY
+
+
 def test_a_policy_the_model_cannot_follow_exits_2_in_one_line(labelled, tmp_path, capsys):
     single = make_seed_bundle(tmp_path / "single")
     bare = make_seed_bundle(tmp_path / "bare", task="multi")  # records no policies

@@ -69,8 +69,9 @@ def test_the_sweep_by_hand():
     assert rows[0.5]["micro_f1"] == pytest.approx(2 * 5 / (5 + 6))  # 5 hits, 5 + 6 marks
     # macro: Action 2/3, Comedy 1, Drama 1
     assert rows[0.5]["macro_f1"] == pytest.approx((2 / 3 + 1 + 1) / 3)
+    assert rows[0.5]["hamming_loss"] == pytest.approx(1 / 12)
     assert rows[0.95] == {"threshold": 0.95, "micro_f1": 0.0, "macro_f1": 0.0,
-                          "genres_per_poster": 0.0}  # fmt: skip
+                          "genres_per_poster": 0.0, "hamming_loss": 0.5}  # fmt: skip
 
 
 def test_the_default_sweep_trades_genres_for_macro_f1_monotonically():

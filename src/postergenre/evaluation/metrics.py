@@ -239,8 +239,8 @@ def threshold_sweep(
     y_true: np.ndarray, probs: np.ndarray, thresholds: tuple[float, ...] = SWEEP_THRESHOLDS
 ) -> list[dict[str, float]]:
     """The macro-F1 / genre-count trade-off as a curve: for each shared threshold, micro and
-    macro F1 (macro over the genres with a positive) and the mean predicted genres per poster
-    (compare with the labels' mean: `genres_per_poster.true`)."""
+    macro F1 (macro over the genres with a positive), the mean predicted genres per poster
+    (compare with the labels' mean: `genres_per_poster.true`) and the Hamming loss."""
     y_true = np.asarray(y_true).astype(np.int64)
     columns = [j for j in range(y_true.shape[1]) if y_true[:, j].any()]
     nan = float("nan")
@@ -249,8 +249,10 @@ def threshold_sweep(
         predicted = (probs >= t).astype(np.int64)
         f1s = _f1s(y_true, predicted, columns) if len(y_true) else {}
         count = float(predicted.sum(axis=1).mean()) if len(y_true) else nan
+        hamming = exact_and_labelwise(y_true, predicted)["hamming_loss"]
         rows.append({"threshold": float(t), "micro_f1": f1s.get("micro_f1", nan),
-                     "macro_f1": f1s.get("macro_f1", nan), "genres_per_poster": count})  # fmt: skip
+                     "macro_f1": f1s.get("macro_f1", nan), "genres_per_poster": count,
+                     "hamming_loss": hamming})  # fmt: skip
     return rows
 
 

@@ -205,7 +205,7 @@ def plot_threshold_policy(
     for i, (name, point) in enumerate(points.items()):
         colour = f"C{i + 2}"
         for key, marker in (("macro_f1", "*"), ("micro_f1", "D")):
-            left.plot(point["genres_per_poster"], point[key], marker, ms=15 - 2 * i, mec="black",
+            left.plot(point["genres_per_poster"], point[key], marker, ms=18 - 4 * i, mec="black",
                       color=colour, label=name if key == "macro_f1" else None)  # fmt: skip
     left.set_title("policies: star = macro F1, diamond = micro F1", fontsize=9)
     left.set_xlabel("predicted genres per poster (shared threshold swept)")

@@ -376,7 +376,9 @@ def _policy_lines(metrics: dict[str, Any]) -> list[str]:
         lines.append(
             f"one shared threshold (every 0.1; --json: every 0.05), labels {shown} genres/poster:"
         )
-        lines.append(f"{'threshold':>10}{'micro F1':>10}{'macro F1':>10}{'genres/poster':>15}")
+        lines.append(
+            f"{'threshold':>10}{'micro F1':>10}{'macro F1':>10}{'genres/poster':>15}{'Hamming':>10}"
+        )
         for row in sweep:
             if round(row["threshold"] * 100) % 10:
                 continue
@@ -384,5 +386,6 @@ def _policy_lines(metrics: dict[str, Any]) -> list[str]:
                 f"{row['threshold']:>10.2f}{_number(row['micro_f1'], '>10.4f')}"
                 f"{_number(row['macro_f1'], '>10.4f')}"
                 f"{_number(row['genres_per_poster'], '>15.2f')}"
+                f"{_number(row.get('hamming_loss'), '>10.4f')}"
             )
     return lines
