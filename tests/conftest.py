@@ -104,8 +104,11 @@ def make_card(
     return ModelCard(architecture=arch, kind=kind, task=task, genres=tuple(genres), **fields)
 
 
-def make_seed_bundle(directory: Path, genres: tuple[str, ...] = ("Action", "Comedy", "Drama")):
-    """An untrained (seeded) seed-cnn bundle: enough to test loading, predicting, exporting."""
+def make_seed_bundle(
+    directory: Path, genres: tuple[str, ...] = ("Action", "Comedy", "Drama"), **card_fields
+):
+    """An untrained (seeded) seed-cnn bundle: enough to test loading, predicting, exporting
+    (`card_fields` go to `make_card`, e.g. task="multi")."""
     import torch
 
     from postergenre.models import create_model
@@ -113,7 +116,8 @@ def make_seed_bundle(directory: Path, genres: tuple[str, ...] = ("Action", "Come
 
     torch.manual_seed(0)
     model = create_model("seed-cnn", len(genres))
-    return save_bundle(directory, model, make_card("seed-cnn", genres, name="seed"))
+    card_fields.setdefault("name", "seed")
+    return save_bundle(directory, model, make_card("seed-cnn", genres, **card_fields))
 
 
 @pytest.fixture(scope="session")

@@ -83,6 +83,9 @@ def test_a_multi_label_probe_is_calibrated_and_uses_one_threshold(tmp_path):
     assert cal["method"] == "platt" and len(cal["scale"]) == 2
     assert len(set(card["thresholds"].values())) == 1
     assert "one threshold" in cal["decision_rule"]
+    # every threshold policy is recorded, chosen on val; the card's own are the shared ones
+    assert card["threshold_policies"]["shared"] == card["thresholds"]
+    assert set(card["threshold_policies"]["per-genre"]) == set(card["thresholds"])
     raw = train(
         TrainConfig(out=tmp_path / "raw", labels=labels, arch="efficientnet-lite0",
                     task="multi", progress=False, calibrate=False)
@@ -90,6 +93,7 @@ def test_a_multi_label_probe_is_calibrated_and_uses_one_threshold(tmp_path):
     raw_card = json.loads((raw / "model.json").read_text())
     assert raw_card["training"]["calibration"]["method"] == "none"
     assert "per-genre" in raw_card["training"]["calibration"]["decision_rule"]
+    assert raw_card["threshold_policies"]["per-genre"] == raw_card["thresholds"]
     assert "calibrate" in json.loads((tmp_path / "raw" / "config.json").read_text())
 
 

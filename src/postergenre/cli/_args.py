@@ -92,6 +92,23 @@ def add_engine_args(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_threshold_policy_arg(parser: argparse.ArgumentParser) -> None:
+    """--threshold-policy: models.threshold_policy's names, written out so that parsing imports
+    no model code (a test keeps them equal)."""
+    parser.add_argument(
+        "--threshold-policy",
+        choices=["card", "shared", "per-genre"],
+        default="card",
+        help="which thresholds make a multi-label model's predicted genres, all chosen on "
+        "validation posters when it was trained, never on test: card (default: the ones it "
+        "was built with; for the calibrated bundled models one threshold for every genre, "
+        "predicting about as many genres per poster as the labels carry, so a predicted "
+        "genre is never less probable than a left-out one), shared (that one threshold) or "
+        "per-genre (each genre's F1-best threshold: a higher macro F1, paid for with more "
+        "genres per poster)",
+    )
+
+
 def add_model_arg(parser: argparse.ArgumentParser) -> None:
     """--model."""
     parser.add_argument(

@@ -15,6 +15,7 @@ from postergenre.cli._args import (
     add_engine_args,
     add_model_arg,
     add_runtime_arg,
+    add_threshold_policy_arg,
     non_negative_int,
     positive_int,
 )
@@ -39,6 +40,7 @@ def register_predict(commands: Subparsers) -> None:
     )
     add_model_arg(p)
     add_runtime_arg(p)
+    add_threshold_policy_arg(p)
     p.add_argument(
         "posters",
         nargs="+",
@@ -115,7 +117,9 @@ def _predict(args: argparse.Namespace) -> int:
     check_engine(args.engine, args.address)
     out = prediction_output(args.posters, args.out, resume=args.resume, engine=args.engine)
     sources = open_sources(args.posters)  # a missing file fails before any model loads
-    predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
+    predictor = Predictor.from_pretrained(
+        args.model, args.runtime, args.cache_dir, threshold_policy=args.threshold_policy
+    )
     if out is not None:
         return _stream(args, predictor, sources, out)
     files = PosterFiles(list(sources), sources.single)
@@ -127,6 +131,8 @@ def _predict(args: argparse.Namespace) -> int:
             _print_table(prediction, args.top or 5)
         if len(predictions):
             cap = f"; at most {args.top} per poster (--top)" if args.top else ""
+            policy = predictor.threshold_policy
+            cap += f" (--threshold-policy {policy})" if policy != "card" else ""
             print(f"* predicted: {predictor.card.describe_rule()}{cap}")
     return 0
 

@@ -9,6 +9,7 @@ from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
     f1_score,
+    hamming_loss,
     log_loss,
     precision_recall_fscore_support,
 )
@@ -152,7 +153,7 @@ def multi_label_metrics(
         "n": len(y_true),
         "map": float(np.mean(list(ap.values()))) if ap else float("nan"),
         **_f1s(y_true, tuned, columns),
-        "at_0.5": _f1s(y_true, half, columns),
+        "at_0.5": {**_f1s(y_true, half, columns), **exact_and_labelwise(y_true, half)},
         "per_genre": {
             genre: {
                 "ap": ap.get(j),
@@ -162,6 +163,7 @@ def multi_label_metrics(
             }
             for j, genre in enumerate(genres)
         },
+        **exact_and_labelwise(y_true, tuned),
         **_calibrated(probs, y_true),  # every poster x genre pair
         "genres_per_poster": {
             "predicted": float(tuned.sum(axis=1).mean()) if len(tuned) else float("nan"),
@@ -178,13 +180,80 @@ def multi_label_metrics(
         "top2_genres": {
             "genres": [genres[j] for j in np.argsort(-prevalence, kind="stable")[:2]],
             **_f1s(y_true, top2, columns),
+            **exact_and_labelwise(y_true, top2),
         },
+        **no_skill_baselines(y_true, genres),
         # A constant score per genre ranks nothing: its AP is the genre's prevalence.
         "frequency_score": {
             "map": mean_average_precision(y_true[:, columns], constant[:, columns])
         },
     }
     return result
+
+
+def exact_and_labelwise(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Hamming loss (the share of poster x genre decisions that are wrong; 1 - label-wise
+    accuracy) and subset accuracy (the share of posters whose genres are all exactly right)."""
+    if not len(y_true):
+        return {"hamming_loss": float("nan"), "subset_accuracy": float("nan")}
+    return {
+        "hamming_loss": float(hamming_loss(y_true, y_pred)),
+        "subset_accuracy": float(accuracy_score(y_true, y_pred)),
+    }
+
+
+def no_skill_baselines(y_true: np.ndarray, genres: list[str]) -> dict[str, Any]:
+    """Answers that look at no poster, for Hamming loss and subset accuracy: no genre at all
+    (its Hamming loss is the labels' density, which sparse labels make small), and the most
+    common genre set of these very posters for every poster (the best any constant answer
+    can do on them, so it flatters the baseline, never the model)."""
+    empty = np.zeros_like(y_true)
+    common, chosen = empty.copy(), []
+    if len(y_true):
+        rows, counts = np.unique(y_true, axis=0, return_counts=True)
+        common[:] = rows[int(np.argmax(counts))]
+        chosen = [g for g, on in zip(genres, common[0], strict=True) if on]
+    return {
+        "no_genre": exact_and_labelwise(y_true, empty),
+        "most_common_set": {"genres": chosen, **exact_and_labelwise(y_true, common)},
+    }
+
+
+def operating_point(y_true: np.ndarray, probs: np.ndarray, thresholds: Any) -> dict[str, float]:
+    """A decision rule's headline: micro / macro / samples F1 (macro over the genres with a
+    positive), Hamming loss, subset accuracy and the mean predicted genres per poster."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    columns = [j for j in range(y_true.shape[1]) if y_true[:, j].any()]
+    predicted = decide(probs, "multi", thresholds).astype(np.int64)
+    return {
+        **_f1s(y_true, predicted, columns),
+        **exact_and_labelwise(y_true, predicted),
+        "genres_per_poster": float(predicted.sum(axis=1).mean()) if len(y_true) else float("nan"),
+    }
+
+
+SWEEP_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
+
+
+def threshold_sweep(
+    y_true: np.ndarray, probs: np.ndarray, thresholds: tuple[float, ...] = SWEEP_THRESHOLDS
+) -> list[dict[str, float]]:
+    """The macro-F1 / genre-count trade-off as a curve: for each shared threshold, micro and
+    macro F1 (macro over the genres with a positive), the mean predicted genres per poster
+    (compare with the labels' mean: `genres_per_poster.true`) and the Hamming loss."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    columns = [j for j in range(y_true.shape[1]) if y_true[:, j].any()]
+    nan = float("nan")
+    rows = []
+    for t in thresholds:
+        predicted = (probs >= t).astype(np.int64)
+        f1s = _f1s(y_true, predicted, columns) if len(y_true) else {}
+        count = float(predicted.sum(axis=1).mean()) if len(y_true) else nan
+        hamming = exact_and_labelwise(y_true, predicted)["hamming_loss"]
+        rows.append({"threshold": float(t), "micro_f1": f1s.get("micro_f1", nan),
+                     "macro_f1": f1s.get("macro_f1", nan), "genres_per_poster": count,
+                     "hamming_loss": hamming})  # fmt: skip
+    return rows
 
 
 def weighted_average_precision(

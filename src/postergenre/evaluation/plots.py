@@ -183,3 +183,40 @@ def plot_precision_figures(
     plot_ap_bars(rows, ap_path, f"AP per genre ({title})")
     plot_pr_curves(y_true, probs, genres, pr_path, f"Precision-recall ({title})", rows)
     return rows
+
+
+def plot_threshold_policy(
+    sweep: Sequence[dict[str, float]],
+    true_count: float,
+    points: dict[str, dict[str, float]],
+    path: Path,
+    title: str = "Threshold policy",
+) -> Path:
+    """The operating points of a multi-label model: macro and micro F1 (left) and predicted
+    genres per poster (right) against one shared threshold, the labels' genres per poster as
+    a line, and each threshold policy's point marked (per-genre thresholds have no single
+    threshold, so the left panel plots F1 against genres per poster instead)."""
+    count = [row["genres_per_poster"] for row in sweep]
+    fig, (left, right) = _subplots(2, figsize=(11, 4.2))
+    for key, style in (("macro_f1", "o-"), ("micro_f1", "s-")):
+        left.plot(count, [row[key] for row in sweep], style, ms=3, label=key.replace("_", " "))
+    left.axvline(true_count, color="grey", ls="--", label=f"labels: {true_count:.2f}")
+    # One colour per policy (the first drawn largest: two policies may share a point).
+    for i, (name, point) in enumerate(points.items()):
+        colour = f"C{i + 2}"
+        for key, marker in (("macro_f1", "*"), ("micro_f1", "D")):
+            left.plot(point["genres_per_poster"], point[key], marker, ms=18 - 4 * i, mec="black",
+                      color=colour, label=name if key == "macro_f1" else None)  # fmt: skip
+    left.set_title("policies: star = macro F1, diamond = micro F1", fontsize=9)
+    left.set_xlabel("predicted genres per poster (shared threshold swept)")
+    left.set_ylabel("F1")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    right.plot([row["threshold"] for row in sweep], count, "o-", ms=3, label="predicted")
+    right.axhline(true_count, color="grey", ls="--", label="labels")
+    right.set_xlabel("shared threshold")
+    right.set_ylabel("genres per poster")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -11,7 +11,17 @@ import numpy as np
 from postergenre.data.records import PosterRecord
 from postergenre.data.targets import infer_task
 from postergenre.errors import UserError
-from postergenre.evaluation.metrics import multi_label_metrics, single_label_metrics
+from postergenre.evaluation.metrics import (
+    multi_label_metrics,
+    operating_point,
+    single_label_metrics,
+    threshold_sweep,
+)
+from postergenre.models.threshold_policy import (
+    DEFAULT_POLICY,
+    THRESHOLD_POLICIES,
+    policy_thresholds,
+)
 
 if TYPE_CHECKING:
     from postergenre.models.card import ModelCard
@@ -26,11 +36,14 @@ def evaluate_records(
     unreadable: int = 0,
     plots_dir: Path | None = None,
     title: str = "",
+    policy: str = DEFAULT_POLICY,
 ) -> dict[str, Any]:
-    """`Predictor.evaluate`'s metrics: the model of `card` (with its decision `thresholds`)
-    predicted `probs` for `records`; `unreadable` posters could not be read. Multi-label
-    metrics where both the model and the data are multi-label, else single-label ones; with
-    `plots_dir`, the pictures and `metrics.json` go there. An undefined number is null."""
+    """`Predictor.evaluate`'s metrics: the model of `card` (as stored; its decision
+    `thresholds` are those of threshold `policy`) predicted `probs` for `records`;
+    `unreadable` posters could not be read. Multi-label metrics where both the model and the
+    data are multi-label (with every policy the card records side by side), else single-label
+    ones; with `plots_dir`, the pictures and `metrics.json` go there. An undefined number is
+    null."""
     genres = list(card.genres)
     shared = [g for g in genres if any(g in r.genres for r in records)]
     if card.task == "multi" and infer_task(records, shared) == "multi":
@@ -38,6 +51,10 @@ def evaluate_records(
         metrics = evaluate_multi_label(
             records, probs, genres, thresholds, prevalence, plots_dir, title
         )
+        metrics["threshold_policy"] = policy
+        metrics["threshold_policies"] = _policy_points(card, records, probs, genres)
+        if plots_dir is not None:
+            _plot_policy(metrics, plots_dir, title)
     else:  # single-label data: choose the most probable genre among those present
         metrics = evaluate_single_label(records, probs, genres, plots_dir, title)
     metrics["unreadable"] = unreadable
@@ -52,6 +69,35 @@ def evaluate_records(
 
         write_json(plots_dir / "metrics.json", metrics)
     return metrics
+
+
+def _policy_points(
+    card: ModelCard, records: list[PosterRecord], probs: np.ndarray, genres: list[str]
+) -> dict[str, dict[str, float]]:
+    """Each threshold policy the card records, evaluated on the genres both sides know."""
+    data_genres = {g for r in records for g in r.genres}
+    columns = [j for j, g in enumerate(genres) if g in data_genres]
+    y = np.array([[genres[j] in r.genres for j in columns] for r in records], dtype=np.int64)
+    y = y.reshape(len(records), len(columns))
+    points = {}
+    for policy in THRESHOLD_POLICIES:
+        if policy == DEFAULT_POLICY or policy in card.threshold_policies:
+            thresholds = np.asarray(policy_thresholds(card, policy))[columns]
+            points[policy] = operating_point(y, probs[:, columns], thresholds)
+    return points
+
+
+def _plot_policy(metrics: dict[str, Any], plots_dir: Path, title: str) -> None:
+    from postergenre.evaluation.plots import plot_threshold_policy
+
+    path = plot_threshold_policy(
+        metrics["threshold_sweep"],
+        metrics["genres_per_poster"]["true"],
+        metrics["threshold_policies"],
+        Path(plots_dir) / "threshold_policy.png",
+        f"Threshold policies ({title}, n={metrics['n']}; in use: {metrics['threshold_policy']})",
+    )
+    metrics["threshold_plot"] = path.name
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -214,6 +260,7 @@ def evaluate_multi_label(
     if train_prevalence:
         prevalence = np.array([train_prevalence.get(g, 0.0) for g in shared])
     metrics = multi_label_metrics(y, probs[:, columns], shared, thresholds[columns], prevalence)
+    metrics["threshold_sweep"] = threshold_sweep(y, probs[:, columns])
     metrics.update(_vocabulary(records, model_genres))
     if plots_dir is not None:
         from postergenre.evaluation.plots import plot_precision_figures
@@ -242,13 +289,15 @@ def _count_line(metrics: dict[str, Any]) -> str:
 
 
 def format_multi_label(metrics: dict[str, Any]) -> str:
-    """A plain-text report: headline numbers next to the trivial baselines, per-genre table."""
+    """A plain-text report: headline numbers next to the trivial baselines, Hamming loss and
+    subset accuracy next to theirs, the threshold policies and sweep, per-genre table."""
     half = metrics["at_0.5"]
     top2 = metrics["baselines"]["top2_genres"]
+    policy = metrics.get("threshold_policy", DEFAULT_POLICY)
     lines = [
         f"posters: {metrics['n']}",
         f"{'':<34}{'mAP':>8}{'micro F1':>10}{'macro F1':>10}{'samples F1':>12}",
-        f"{'model, tuned thresholds':<34}{_number(metrics['map'], '>8.4f')}"
+        f"{f'model, {policy} thresholds':<34}{_number(metrics['map'], '>8.4f')}"
         f"{metrics['micro_f1']:>10.4f}"
         f"{metrics['macro_f1']:>10.4f}{metrics['samples_f1']:>12.4f}",
         f"{'model, threshold 0.5':<34}{'':>8}{half['micro_f1']:>10.4f}{half['macro_f1']:>10.4f}"
@@ -260,6 +309,9 @@ def format_multi_label(metrics: dict[str, Any]) -> str:
         _ece_line(metrics),
         _count_line(metrics),
         "",
+        *_exactness_lines(metrics),
+        *_policy_lines(metrics),
+        "",
         f"{'genre':<16}{'AP':>8}{'F1':>8}{'threshold':>11}{'support':>9}",
     ]
     for genre, row in metrics["per_genre"].items():
@@ -268,3 +320,72 @@ def format_multi_label(metrics: dict[str, Any]) -> str:
             f"{genre:<16}{ap:>8}{row['f1']:>8.3f}{row['threshold']:>11.3f}{row['support']:>9d}"
         )
     return "\n".join(lines + _vocabulary_lines(metrics))
+
+
+def _exactness_lines(metrics: dict[str, Any]) -> list[str]:
+    """Hamming loss and subset accuracy, each beside the answers that look at no poster."""
+    if "hamming_loss" not in metrics:
+        return []
+    base = metrics["baselines"]
+    common = base.get("most_common_set") or {}
+    rows = [
+        (f"model, {metrics.get('threshold_policy', DEFAULT_POLICY)} thresholds", metrics),
+        ("model, threshold 0.5", metrics["at_0.5"]),
+        ("baseline: no genre", base.get("no_genre") or {}),
+        ("baseline: always " + " + ".join(base["top2_genres"]["genres"]), base["top2_genres"]),
+        (f"baseline: always {' + '.join(common.get('genres') or ['no genre'])}", common),
+    ]
+    width = max(34, *(len(label) + 2 for label, _ in rows))
+    lines = [f"{'':<{width}}{'Hamming loss':>14}{'subset accuracy':>17}"]
+    for label, row in rows:
+        lines.append(
+            f"{label:<{width}}{_number(row.get('hamming_loss'), '>14.4f')}"
+            f"{_number(row.get('subset_accuracy'), '>17.4f')}"
+        )
+    no_genre = (base.get("no_genre") or {}).get("hamming_loss")
+    if no_genre is not None:
+        lines.append(
+            f"(label-wise accuracy is 1 - Hamming loss: predicting no genre at all already "
+            f"scores {1 - no_genre:.3f}; the last baseline is these posters' most common "
+            "genre set)"
+        )
+    return [*lines, ""]
+
+
+def _policy_lines(metrics: dict[str, Any]) -> list[str]:
+    """The threshold policies side by side, then the shared-threshold sweep every 0.1."""
+    points = metrics.get("threshold_policies") or {}
+    sweep = metrics.get("threshold_sweep") or []
+    true = (metrics.get("genres_per_poster") or {}).get("true")
+    lines = []
+    if points:
+        lines.append(
+            f"{'threshold policy':<20}{'micro F1':>10}{'macro F1':>10}{'genres/poster':>15}"
+            f"{'Hamming':>10}{'subset acc':>12}"
+        )
+        for name, p in points.items():
+            mark = " (in use)" if name == metrics.get("threshold_policy") else ""
+            lines.append(
+                f"{name + mark:<20}{_number(p['micro_f1'], '>10.4f')}"
+                f"{_number(p['macro_f1'], '>10.4f')}{_number(p['genres_per_poster'], '>15.2f')}"
+                f"{_number(p['hamming_loss'], '>10.4f')}{_number(p['subset_accuracy'], '>12.4f')}"
+            )
+        lines.append("")
+    if sweep:
+        shown = "-" if true is None else f"{true:.2f}"
+        lines.append(
+            f"one shared threshold (every 0.1; --json: every 0.05), labels {shown} genres/poster:"
+        )
+        lines.append(
+            f"{'threshold':>10}{'micro F1':>10}{'macro F1':>10}{'genres/poster':>15}{'Hamming':>10}"
+        )
+        for row in sweep:
+            if round(row["threshold"] * 100) % 10:
+                continue
+            lines.append(
+                f"{row['threshold']:>10.2f}{_number(row['micro_f1'], '>10.4f')}"
+                f"{_number(row['macro_f1'], '>10.4f')}"
+                f"{_number(row['genres_per_poster'], '>15.2f')}"
+                f"{_number(row.get('hamming_loss'), '>10.4f')}"
+            )
+    return lines

@@ -57,3 +57,14 @@ def count_matched_threshold(
             best = (micro, float(t))
     assert nearest is not None
     return best[1] if best is not None else nearest[1]
+
+
+def threshold_policies(y_true: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
+    """The thresholds of every recorded policy (`models.threshold_policy`), chosen on the
+    validation labels and probabilities given: `shared` (one count-matched threshold) and
+    `per-genre` (each genre's F1-best threshold)."""
+    shared = count_matched_threshold(y_true, probs)
+    return {
+        "shared": np.full(y_true.shape[1], shared),
+        "per-genre": tune_thresholds(y_true, probs),
+    }

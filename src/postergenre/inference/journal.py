@@ -205,8 +205,15 @@ class PredictionJournal:
         recorded = header.get("started_on")
         if recorded != self.started_on:
             recorded = recorded if isinstance(recorded, dict) else {}
-            differs = [key for key in self.started_on if recorded.get(key) != self.started_on[key]]
-            what = "another model" if "model_digest" in differs else "other posters"
+            keys = {**recorded, **self.started_on}
+            differs = [key for key in keys if recorded.get(key) != self.started_on.get(key)]
+            what = (
+                "another model"
+                if "model_digest" in differs
+                else "another threshold policy"
+                if "threshold_policy" in differs
+                else "other posters"
+            )
             raise NotThisRun(f"{self.path} was started on {what}: resuming would mix their rows")
 
     def append(self, predictions: Iterable[Prediction]) -> None:

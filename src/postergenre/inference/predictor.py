@@ -39,6 +39,7 @@ from postergenre.inference.predictions import Prediction, Predictions
 from postergenre.inference.streaming import StreamSummary, stream_predictions
 from postergenre.models.card import ModelCard, to_probabilities
 from postergenre.models.catalog import DEFAULT_MODEL, is_graph_file, resolve_model
+from postergenre.models.threshold_policy import DEFAULT_POLICY, apply_threshold_policy
 
 if TYPE_CHECKING:
     from postergenre.explain.gradcam import Explanation
@@ -61,6 +62,10 @@ class Predictor:
     "auto" (ONNX Runtime where it is installed). A `graph` (an opened exported file, see
     `graph_model.open_graph`) is a model without PyTorch weights: it predicts and evaluates,
     and refuses Grad-CAM and export in one line.
+
+    `threshold_policy` (multi-label models) picks the thresholds "predicted" means:
+    "card" (default: the ones the model was built with), "shared" or "per-genre", all chosen
+    on validation posters when the model was trained (`models.threshold_policy`).
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class Predictor:
         runtime: str = "torch",
         cache_dir: Path | None = None,
         graph: Any = None,
+        threshold_policy: str = DEFAULT_POLICY,
     ):
         if runtime not in RUNTIMES:
             raise UserError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
@@ -82,7 +88,12 @@ class Predictor:
         self.graph = graph
         if graph is not None:
             card, runtime = graph.card, graph.runtime
-        self.card: ModelCard = bundle.card if bundle is not None else card  # type: ignore[assignment]
+        stored: ModelCard = bundle.card if bundle is not None else card  # type: ignore[assignment]
+        # The card as stored (what evaluate compares every policy from) and the one predicting
+        # with the policy's thresholds (what every decision reads).
+        self.stored_card = stored
+        self.threshold_policy = threshold_policy
+        self.card: ModelCard = apply_threshold_policy(stored, threshold_policy)
         self.folder = Path(folder) if folder is not None else None
         self.name = name or self.card.name or (self.folder.name if self.folder else "")
         self.cache_dir = cache_dir
@@ -106,9 +117,11 @@ class Predictor:
         name_or_path: str | Path | None = None,
         runtime: str = "auto",
         cache_dir: Path | None = None,
+        threshold_policy: str = DEFAULT_POLICY,
     ) -> Predictor:
         """Load a bundled model by name (default `imdb-20`; any case), a bundle/run folder, or
-        an exported graph file (`.onnx`, fp32 or int8, run by ONNX Runtime or OpenVINO).
+        an exported graph file (`.onnx`, fp32 or int8, run by ONNX Runtime or OpenVINO),
+        deciding with the thresholds of `threshold_policy` (see the class).
 
         For a bundle only the card is read here; the PyTorch model loads when something
         needs it. A graph is opened and checked now (`graph_model.open_graph`)."""
@@ -117,10 +130,12 @@ class Predictor:
             from postergenre.inference.graph_model import open_graph
 
             graph = open_graph(folder, runtime)
-            return cls(graph=graph, name=folder.name, runtime=runtime, cache_dir=cache_dir)
+            return cls(graph=graph, name=folder.name, runtime=runtime, cache_dir=cache_dir,
+                       threshold_policy=threshold_policy)  # fmt: skip
         card = ModelCard.read(folder)
         name = card.name or str(name_or_path or DEFAULT_MODEL)
-        return cls(card=card, folder=folder, name=name, runtime=runtime, cache_dir=cache_dir)
+        return cls(card=card, folder=folder, name=name, runtime=runtime, cache_dir=cache_dir,
+                   threshold_policy=threshold_policy)  # fmt: skip
 
     # -- the model, loaded on first use ------------------------------------------------------
     @property
@@ -399,11 +414,12 @@ class Predictor:
         return evaluate_records(
             [records[i] for i in ok],
             probs,
-            self.card,
+            self.stored_card,
             self.thresholds,
             unreadable=len(errors),
             plots_dir=plots_dir,
             title=title or split or "all posters",
+            policy=self.threshold_policy,
         )
 
     # -- explanations and export ------------------------------------------------------------

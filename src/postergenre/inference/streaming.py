@@ -33,6 +33,7 @@ from postergenre.errors import PosterDecodeError, UserError
 from postergenre.inference.journal import PathSet, PredictionJournal, journal_path
 from postergenre.inference.predictions import Predictions, check_output
 from postergenre.models.card import ModelCard
+from postergenre.models.threshold_policy import DEFAULT_POLICY
 
 # An engine's scoring: posters (read lazily) -> each batch with its readable posters' values.
 Scoring = Callable[[Iterator[Path]], Iterator[tuple[DecodedBatch, np.ndarray]]]
@@ -155,11 +156,16 @@ def stream_predictions(
 
 def journal_start(predictor: Any, sources: PosterSources) -> dict[str, Any]:
     """What a run's journal records it was started on, so that only the same run resumes it:
-    the model's bundle digest and every source (its kind and absolute path) as given."""
-    return {
+    the model's bundle digest, every source (its kind and absolute path) as given, and a
+    threshold policy other than the default (the rows hold predicted genres)."""
+    start = {
         "model_digest": predictor.digest,
         "sources": [[source.kind, os.path.abspath(source.path)] for source in sources.sources],
     }
+    policy = getattr(predictor, "threshold_policy", DEFAULT_POLICY)
+    if policy != DEFAULT_POLICY:
+        start["threshold_policy"] = policy
+    return start
 
 
 class _Unseen:

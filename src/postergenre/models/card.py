@@ -35,6 +35,7 @@ from postergenre.data.text import TextSpec
 from postergenre.errors import UserError
 from postergenre.models.bundle_files import read_regular_file
 from postergenre.models.card_fields import CardError, CardFields
+from postergenre.models.threshold_policy import read_threshold_policies
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -253,6 +254,8 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     text: TextSpec | None = None  # set when the model also reads the poster's text (OCR)
+    # Alternative thresholds chosen on validation ({policy: one per genre}; threshold_policy)
+    threshold_policies: dict[str, tuple[float, ...]] = field(default_factory=dict)
     postergenre_version: str = __version__
 
     def __post_init__(self) -> None:
@@ -332,6 +335,11 @@ class ModelCard:
             "training": self.training,
             "metrics": self.metrics,
         }
+        if self.threshold_policies:
+            data["threshold_policies"] = {
+                policy: dict(zip(self.genres, values, strict=True))
+                for policy, values in self.threshold_policies.items()
+            }
         return data
 
     @classmethod
@@ -370,6 +378,7 @@ class ModelCard:
             training=_read_training(fields, genres),
             metrics=_read_metrics(fields),
             text=_read_text(fields),
+            threshold_policies=read_threshold_policies(fields, task, genres),
             postergenre_version=fields.text("postergenre_version", "unknown"),
         )
 

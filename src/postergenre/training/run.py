@@ -30,7 +30,7 @@ from postergenre.data.targets import (
 from postergenre.errors import UserError
 from postergenre.evaluation.metrics import multi_label_metrics, single_label_metrics
 from postergenre.evaluation.plots import plot_confusion_matrix, plot_precision_figures
-from postergenre.evaluation.thresholds import count_matched_threshold, tune_thresholds
+from postergenre.evaluation.thresholds import threshold_policies
 from postergenre.models import ArchSpec, ModelCard, get_arch
 from postergenre.models.bundle import save_bundle
 from postergenre.models.card import CARD_FILE, KIND_OF_MODE
@@ -209,7 +209,7 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
     elif calibration["method"] != "none":
         echo(f"probabilities calibrated on val ({calibration['method']} scaling)")
 
-    val_metrics, thresholds, headline = _validate(
+    val_metrics, thresholds, policies, headline = _validate(
         fitted, task, genres, calibration, cfg.out, inherited[1] if inherited else None
     )
     counts = class_counts(fitted.y_train, len(genres))
@@ -235,6 +235,7 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
         genres=tuple(genres),
         input=spec.input,
         thresholds=thresholds,
+        threshold_policies=policies,
         name=cfg.out.name,
         mode=mode,
         training=training,
@@ -272,11 +273,13 @@ def _validate(
     calibration: dict[str, Any],
     out: Path,
     fixed_thresholds: np.ndarray | None = None,
-) -> tuple[dict[str, Any], tuple[float, ...], str]:
-    """Validation metrics, the multi-label decision thresholds (recorded in `calibration`), the
-    validation plot in `out/plots`, and the headline line to print."""
+) -> tuple[dict[str, Any], tuple[float, ...], dict[str, tuple[float, ...]], str]:
+    """Validation metrics, the multi-label decision thresholds (their rule recorded in
+    `calibration`; `fixed_thresholds`: those of the model a retrain started from) and every
+    threshold policy's, the validation plot in `out/plots`, and the headline line to print."""
     plots = out / "plots"
     thresholds: tuple[float, ...] = ()
+    recorded: dict[str, tuple[float, ...]] = {}
     if task == "single":
         val_metrics = single_label_metrics(fitted.y_val, fitted.val_probs, genres)
         plot_confusion_matrix(
@@ -290,19 +293,24 @@ def _validate(
             f"{val_metrics['balanced_accuracy']:.3f}"
         )
     else:
+        # One owner for the thresholds: every policy is chosen on val here and recorded; the
+        # card's own are `shared` for a calibrated model, `per-genre` for an uncalibrated one
+        # (or, for a retrain that kept its init model's calibration, that model's).
+        policies = threshold_policies(fitted.y_val, fitted.val_probs)
         if fixed_thresholds is not None:
             tuned = fixed_thresholds
             rule = "the thresholds of the model it started from (--init-from)"
         elif calibration["method"] == "none":
-            tuned = tune_thresholds(fitted.y_val, fitted.val_probs)
+            tuned = policies["per-genre"]
             rule = "per-genre thresholds maximising F1 on val"
         else:
-            shared = count_matched_threshold(fitted.y_val, fitted.val_probs)
-            tuned = np.full(len(genres), shared)
+            tuned = policies["shared"]
             rule = (
-                f"one threshold ({shared:.2f}) for every genre: the best micro F1 on val with "
+                f"one threshold ({tuned[0]:.2f}) for every genre: the best micro F1 on val with "
                 "as many genres per poster as the labels (within 20%)"
             )
+        if fixed_thresholds is None:  # too few held-out posters otherwise: none recorded
+            recorded = {p: tuple(round(float(t), 6) for t in v) for p, v in policies.items()}
         calibration["decision_rule"] = rule
         prevalence = fitted.y_train.mean(axis=0)
         val_metrics = multi_label_metrics(fitted.y_val, fitted.val_probs, genres, tuned, prevalence)
@@ -319,4 +327,4 @@ def _validate(
             f"mAP {val_metrics['map']:.3f}, micro F1 {val_metrics['micro_f1']:.3f}, "
             f"macro F1 {val_metrics['macro_f1']:.3f}"
         )
-    return val_metrics, thresholds, headline
+    return val_metrics, thresholds, recorded, headline
