@@ -127,3 +127,23 @@ def test_a_policy_the_model_cannot_follow_exits_2_in_one_line(labelled, tmp_path
         main(["predict", "--model", str(bare), poster, "--threshold-policy", "best"])
     assert exited.value.code == 2
     assert "invalid choice: 'best'" in capsys.readouterr().err
+
+
+def test_serve_serves_the_policy_chosen(multi_bundle, monkeypatch, capsys):
+    """`serve --threshold-policy` decides the page's and the API's predicted genres too."""
+    from postergenre.serving import server
+    from tests.serving.test_server import _NeverRun
+
+    _NeverRun.apps = []
+    monkeypatch.setattr(server, "make_server", _NeverRun)
+    argv = ["serve", "--model", str(multi_bundle), "--runtime", "torch", "--port", "0"]
+    assert main([*argv, "--threshold-policy", "per-genre"]) == 0
+    [app] = _NeverRun.apps
+    predictor = app.state.server.predictor
+    assert predictor.threshold_policy == "per-genre"
+    assert [round(float(t), 6) for t in predictor.thresholds] == list(PER_GENRE)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main([*argv, "--threshold-policy", "nonsense"])
+    assert refused.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -8,6 +8,7 @@ from typing import Any
 
 from postergenre.cli._args import (
     Subparsers,
+    add_threshold_policy_arg,
     non_negative_float,
     port_number,
     positive_float,
@@ -56,6 +57,7 @@ def register(commands: Subparsers) -> None:
     )
     _add_limit_args(p)
     add_collection_args(p, required=False)  # --model and --runtime: the served model too
+    add_threshold_policy_arg(p)
     p.set_defaults(handler=_run)
 
 
@@ -109,7 +111,9 @@ def _run(args: argparse.Namespace) -> int:
     from postergenre.inference.similarity import PosterIndex
 
     job, pending = _index_job(args)  # refusals first: nothing loads for a bad command line
-    predictor = Predictor.from_pretrained(args.model, args.runtime, args.cache_dir)
+    predictor = Predictor.from_pretrained(
+        args.model, args.runtime, args.cache_dir, threshold_policy=args.threshold_policy
+    )
     if job is not None and job.build_options["model"] is not None:
         job.build_options["model"] = predictor  # the served model scores the collection
     collection = None
