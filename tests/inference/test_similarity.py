@@ -289,3 +289,13 @@ def test_an_unknown_id_is_refused_in_one_line(tiny_posters, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["postergenre similar: error: tt9999999: no poster of this id or path in the "
                    "index, and no such file"]  # fmt: skip
+
+
+def test_neighbours_of_an_item_leave_it_out_even_among_exact_copies():
+    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    items = [{"id": f"p{i}", "path": f"/p{i}.png", "genres": []} for i in range(4)]
+    index = PosterIndex("efficientnet-lite0", items, vectors)
+    for i in range(3):
+        found = index.neighbours_of(i, k=2)
+        assert len(found) == 2 and i not in [n.position for n in found]
+        assert all(n.similarity > 0.99 for n in found)  # the two other copies

@@ -287,8 +287,7 @@ class PosterIndex:
         if not isinstance(poster, Image.Image):
             i = self.find(poster)
             if i is not None:
-                [found] = self.search(self.vectors[i : i + 1], k + 1)
-                return [n for n in found if n.position != i][:k]
+                return self.neighbours_of(i, k)
             if not Path(poster).exists() and not is_image_name(str(poster)):
                 raise UserError(
                     f"{poster}: no poster of this id or path in the index, and no such file"
@@ -297,6 +296,12 @@ class PosterIndex:
         fit = (spec.width, spec.height)
         image = poster if isinstance(poster, Image.Image) else decode_poster(poster, fit=fit)
         return self.search(self.embed_images([image]), k)[0]
+
+    def neighbours_of(self, i: int, k: int = 8) -> list[Neighbour]:
+        """The `k` indexed posters most similar to item `i`, itself left out (one more is
+        searched for; with exact copies tied at 1.0, `i` need not be among them)."""
+        [found] = self.search(self.vectors[i : i + 1], k + 1)
+        return [n for n in found if n.position != i][:k]
 
     def search(self, queries: np.ndarray, k: int = 8) -> list[list[Neighbour]]:
         """The `k` most similar indexed posters for each query embedding."""

@@ -214,7 +214,7 @@ async def similar(
 ) -> dict[str, Any]:
     _, collection = _poster(server, i)
     index = collection.index
-    [neighbours] = index.search(index.vectors[i : i + 1], k + 1)
+    neighbours = index.neighbours_of(i, k)
     root = request.scope.get("root_path", "").rstrip("/")
     results = [
         {
@@ -226,9 +226,8 @@ async def similar(
             "image_url": f"{root}/api/poster/{n.position}",
         }
         for n in neighbours
-        if n.position != i
     ]
-    return {"results": results[:k]}
+    return {"results": results}
 
 
 @router.get(
