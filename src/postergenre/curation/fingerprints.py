@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from postergenre import console
-from postergenre.data.cache import CachedArrays, PosterCache, fill_store
+from postergenre.data.cache import CachedArrays, PosterCache, cache_root, fill_store
 from postergenre.data.store import ArrayStore
 from postergenre.models import get_arch
 
@@ -76,8 +76,8 @@ def fingerprint(pixels: np.ndarray, path: Path) -> np.ndarray:
 def fingerprint_store(arch: str, cache_dir: Path | None) -> ArrayStore:
     """The cache folder of fingerprints made from `arch`'s decoded pixels."""
     spec = get_arch(arch).input
-    pixels = PosterCache(cache_dir, spec)
-    folder = pixels.cache_dir / f"fingerprints-v{_VERSION}-{spec.width}x{spec.height}-{spec.resize}"
+    name = f"fingerprints-v{_VERSION}-{spec.width}x{spec.height}-{spec.resize}"
+    folder = cache_root(cache_dir) / name
     return ArrayStore(folder, (ROW_BYTES,), "uint8")
 
 

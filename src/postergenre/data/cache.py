@@ -237,7 +237,7 @@ class PosterCache:
     part), reused by every epoch and run."""
 
     def __init__(self, cache_dir: Path | None, spec: InputSpec):
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir = cache_root(cache_dir)
         self.spec = spec
         # bilinear, the default, keeps the folder name caches had before interpolation was read
         method = "" if spec.interpolation == "bilinear" else f"-{spec.interpolation}"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from postergenre import console
-from postergenre.data.cache import CachedArrays, PosterCache, fill_store
+from postergenre.data.cache import CachedArrays, PosterCache, cache_root, fill_store
 from postergenre.data.preprocess import InputSpec
 from postergenre.data.store import ArrayStore
 from postergenre.models._registry import create_model, get_arch
@@ -47,8 +47,7 @@ def embed_pixels(arch: str, pixels: np.ndarray, spec: InputSpec | None = None) -
 def embedding_store(arch: str, cache_dir: Path | None) -> ArrayStore:
     """The on-disk store of `arch`'s embeddings (one folder per architecture and input)."""
     spec = get_arch(arch).input
-    pixels = PosterCache(cache_dir, spec)
-    folder = pixels.cache_dir / f"embeddings-{arch}-{spec.width}x{spec.height}-{spec.resize}"
+    folder = cache_root(cache_dir) / f"embeddings-{arch}-{spec.width}x{spec.height}-{spec.resize}"
     return ArrayStore(folder, (frozen_backbone(arch).num_features,), "float32")
 
 
