@@ -45,9 +45,26 @@ def register(commands: Subparsers) -> None:
     )
     p.add_argument(
         "--mode",
-        choices=["linear-probe", "finetune"],
+        choices=["linear-probe", "adapt", "finetune"],
         help="for EfficientNet-Lite: a head on frozen, cached embeddings (linear-probe, the "
-        "default; seconds once cached) or the whole network (finetune; minutes per epoch)",
+        "default; seconds once cached), the top stages tuned on cached early-stage maps "
+        "(adapt; seconds to minutes per epoch, see --cut) or the whole network (finetune; "
+        "minutes per epoch)",
+    )
+    p.add_argument(
+        "--cut",
+        type=int,
+        choices=range(1, 7),
+        metavar="1..6",
+        help="adapt: the first stage to tune (Lite has stages 0..6; default 5); the stages "
+        "before it are frozen and their maps cached once per poster and view",
+    )
+    p.add_argument(
+        "--views",
+        type=positive_int,
+        metavar="N",
+        help="adapt: maps cached per training poster, the poster then N-1 augmented views "
+        "(default 2; memory grows with N)",
     )
     p.add_argument(
         "--task",
@@ -79,7 +96,7 @@ def register(commands: Subparsers) -> None:
 
 def _add_fitting_args(p: argparse.ArgumentParser) -> None:
     """How the model is fitted: epochs to text, in the order `train --help` lists them."""
-    p.add_argument("--epochs", type=positive_int, default=30, help="maximum epochs (default 30)")
+    p.add_argument("--epochs", type=positive_int, help="maximum epochs (default 30; adapt: 4)")
     p.add_argument("--batch-size", type=positive_int, help="default: the architecture's")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: the architecture's)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")

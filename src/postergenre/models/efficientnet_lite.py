@@ -226,11 +226,29 @@ class EfficientNetLite(nn.Module):
     def stage_maps(self, x: Tensor, stages: tuple[int, ...] = ()) -> list[Tensor]:
         """The output of the last block of each stage in `stages` (in order), then the last
         conv feature map."""
-        wanted = {self.stage_ends[s] for s in stages}
-        maps: list[Tensor] = []
+        return self.maps_from(self.stem(x), 0, stages)
+
+    def first_block(self, stage: int) -> int:
+        """The index in `blocks` of stage `stage`'s first block (0-based stages)."""
+        return 0 if stage == 0 else self.stage_ends[stage - 1] + 1
+
+    def trunk(self, x: Tensor, stop: int) -> Tensor:
+        """The stem and blocks `[0, stop)`: the input of block `stop`."""
         x = self.stem(x)
-        for i, block in enumerate(self.blocks):
+        for block in self.blocks[:stop]:
             x = block(x)
+        return x
+
+    def maps_from(self, x: Tensor, start: int, stages: tuple[int, ...] = ()) -> list[Tensor]:
+        """Blocks `start`.. on `x` (block `start`'s input): the output of the last block of
+        each stage in `stages` (in order), then the last conv feature map. `trunk` then
+        `maps_from` with the same index is the whole network (how adapting tunes the top)."""
+        wanted = {self.stage_ends[s] for s in stages}
+        if any(i < start for i in wanted):
+            raise ValueError(f"stages {stages} end before block {start}")
+        maps: list[Tensor] = []
+        for i in range(start, len(self.blocks)):
+            x = self.blocks[i](x)
             if i in wanted:
                 maps.append(x)
         maps.append(self.head(x))
@@ -346,8 +364,8 @@ for _variant, (_width, _height) in PORTRAIT_SIZES.items():
             build=_builder(_variant),
             input=portrait_input(_variant),
             description=f"EfficientNet-{_variant.title()}, ImageNet weights, {_width}x{_height} "
-            "portrait input (linear-probe or finetune)",
-            modes=("linear-probe", "finetune"),
+            "portrait input (linear-probe, finetune or adapt)",
+            modes=("linear-probe", "finetune", "adapt"),
             optimizer="adamw",
             lr=3e-4,
             batch_size=32,

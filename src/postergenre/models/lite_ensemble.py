@@ -49,16 +49,18 @@ class LiteEnsemble(nn.Module):
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.num_features, num_classes)
 
+    def backbone_input(self, variant: str, x: Tensor) -> Tensor:
+        """The one input, resized to backbone `variant`'s own portrait size."""
+        width, height = PORTRAIT_SIZES[variant]
+        if (x.shape[-2], x.shape[-1]) == (height, width):
+            return x
+        return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+
     def forward_features(self, x: Tensor) -> tuple[Tensor, ...]:
         """Every map that is pooled, backbone by backbone (each at its own resolution)."""
         maps: list[Tensor] = []
         for variant, backbone in self.backbones.items():
-            width, height = PORTRAIT_SIZES[variant]
-            if (x.shape[-2], x.shape[-1]) != (height, width):
-                x_in = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
-            else:
-                x_in = x
-            maps.extend(backbone.stage_maps(x_in, self.stages))
+            maps.extend(backbone.stage_maps(self.backbone_input(variant, x), self.stages))
         return tuple(maps)
 
     def pool(self, maps: tuple[Tensor, ...]) -> Tensor:
@@ -110,8 +112,8 @@ register(
         input=portrait_input("lite0"),
         description="EfficientNet-Lite0 + Lite1 + Lite2, ImageNet weights, features "
         "concatenated; one 224x336 input, resized inside to each backbone's portrait size "
-        "(linear-probe)",
-        modes=("linear-probe",),
+        "(linear-probe or adapt)",
+        modes=("linear-probe", "adapt"),
         optimizer="adamw",
         lr=3e-4,
         batch_size=32,

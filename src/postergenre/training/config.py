@@ -17,6 +17,10 @@ from postergenre.data.csv_files import label_limit_bytes
 DEFAULT_ARCH = "efficientnet-lite0"
 # Settings only gradient training reads: a probe or k-NN run does not record them.
 GRADIENT_ONLY = ("epochs", "batch_size", "lr", "patience", "monitor", "augment")
+# Settings only adapting reads.
+ADAPT_ONLY = ("cut", "views")
+# Epochs of gradient training when --epochs is not given (adapting has its own default).
+GRADIENT_EPOCHS = 30
 
 
 @dataclass
@@ -33,7 +37,7 @@ class TrainConfig:
     min_count: int | None = None
     task: str | None = None
     mode: str | None = None
-    epochs: int = 30
+    epochs: int | None = None  # None: the mode's default (GRADIENT_EPOCHS, or adapting's)
     batch_size: int | None = None
     lr: float | None = None
     seed: int = 0
@@ -44,6 +48,8 @@ class TrainConfig:
     cache_dir: Path | None = None
     max_label_bytes: int | None = None
     calibrate: bool = True
+    cut: int | None = None  # adapt: the first tuned stage (None: adapting's default)
+    views: int | None = None  # adapt: maps cached per training poster (None: the default)
     text: bool = False  # linear probes: also read the poster's text (OCR) and fuse it
     init_from: str | None = None  # a model whose genres (and head, as a prior) a probe starts from
     engine: str = "local"  # where frozen embeddings are computed: "local" or "ray"
@@ -82,6 +88,11 @@ class TrainConfig:
         if self.mode in ("linear-probe", "knn"):
             for key in GRADIENT_ONLY:
                 data.pop(key, None)
+        if self.mode != "adapt":
+            for key in ADAPT_ONLY:
+                data.pop(key, None)
+        elif self.epochs is None:
+            data.pop("epochs")  # adapting's default, recorded with its settings in the card
         if self.mode == "knn":
             data.pop("balance", None)
             data.pop("calibrate", None)

@@ -24,7 +24,7 @@ from postergenre.models.embeddings import compute_embeddings
 from postergenre.models.text_fusion import TextFusion
 from postergenre.training import distributed
 from postergenre.training.calibration import Calibration, fit_calibration, fold_into
-from postergenre.training.config import TrainConfig
+from postergenre.training.config import GRADIENT_EPOCHS, TrainConfig
 from postergenre.training.data import prepare_split
 from postergenre.training.distributed import echo
 from postergenre.training.probe import fit_knn, fit_linear_probe
@@ -203,8 +203,9 @@ def fit_with_gradients(job: FitJob) -> Fitted | None:
     optimizer = make_optimizer(spec.optimizer, model, cfg.lr if cfg.lr is not None else spec.lr)
     monitor = cfg.monitor or ("val_balanced_accuracy" if task == "single" else "val_map")
     loop = LoopConfig(
-        task=task, epochs=cfg.epochs, batch_size=cfg.batch_size or spec.batch_size,
-        seed=cfg.seed, patience=cfg.patience, monitor=monitor, balance=cfg.balance,
+        task=task, epochs=cfg.epochs or GRADIENT_EPOCHS,
+        batch_size=cfg.batch_size or spec.batch_size, seed=cfg.seed, patience=cfg.patience,
+        monitor=monitor, balance=cfg.balance,
         normalisation=spec.input.normalisation,
         augment=Augmentation() if cfg.augment else None, progress=cfg.progress,
     )  # fmt: skip

@@ -193,6 +193,10 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
 
     by_split = assign_splits(collection, cfg.seed)
     fitter = fit_with_gradients if gradient else fit_on_embeddings
+    if mode == "adapt":
+        from postergenre.training.adapt import fit_adapted
+
+        fitter = fit_adapted
     head = init_head(init, genres) if init is not None else None
     fitted = fitter(FitJob(cfg, spec, mode, by_split, genres, task, head))
     if fitted is None:  # another rank than 0: wait for rank 0's bundle
@@ -241,6 +245,7 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
         training=training,
         metrics={"val": {k: v for k, v in val_metrics.items() if k != "genres"}},
         text=fitted.text,
+        cut=fitted.info["settings"]["cut"] if mode == "adapt" else None,
     )
     bundle = save_bundle(cfg.out / "model", fitted.model, card)
     echo(f"val {headline}; model bundle written to {bundle}")

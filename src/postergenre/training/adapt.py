@@ -1,0 +1,317 @@
+"""Adapting a Lite backbone on the CPU: tune its top stages on cached early-stage maps.
+
+Fine-tuning a whole EfficientNet-Lite costs minutes per epoch on two cores, most of it in the
+early, high-resolution stages, which change least from ImageNet to posters. Adapting freezes
+stages `[0, cut)`, runs them once per poster and *view* (view 0 is the poster as predicted;
+views 1.. are random crops with colour jitter), keeps their output maps (float16, on disk,
+memory-mapped), and trains stages `cut..`, the head conv and the classifier on those maps:
+an epoch then costs only the top of the network. Each epoch draws one view per poster.
+
+The result is the same network with new top weights, so it predicts, exports to one ONNX
+graph and explains with Grad-CAM like any other. BatchNorm keeps its ImageNet statistics
+(the network runs in eval mode; its affine weights are tuned), which suits batches of 32.
+The classifier starts as the class-balanced linear probe on view 0's features, and the
+epoch with the best validation score is kept.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from postergenre import console
+from postergenre.console import format_bytes
+from postergenre.data.cache import PosterCache
+from postergenre.data.preprocess import Normalisation
+from postergenre.data.targets import class_counts, describe_counts
+from postergenre.data.transforms import Augmentation, to_model_input
+from postergenre.errors import UserError
+from postergenre.models import create_model
+from postergenre.models.adapted import Part, parts_of, pooled_from, tuned_prefixes
+from postergenre.models.card import to_probabilities
+from postergenre.training.config import TrainConfig
+from postergenre.training.data import prepare_split
+from postergenre.training.distributed import echo
+from postergenre.training.fitting import FitJob, Fitted
+from postergenre.training.probe import fit_linear_probe, validation_score
+from postergenre.training.trainer import class_weights
+
+MAP_BATCH = 16
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How to adapt: the first tuned stage, views per training poster, the schedule."""
+
+    cut: int = 5  # stages [0, cut) frozen (0-based; Lite has 7 stages); cut.. tuned
+    views: int = 2  # maps cached per training poster: the poster itself, then augmented views
+    epochs: int = 4
+    lr: float = 1e-4  # the tuned stages (AdamW, cosine decay to 0)
+    head_lr: float = 1e-3  # the classifier
+    weight_decay: float = 1e-4
+    dropout: float = 0.2  # on the pooled features, while training
+    batch_size: int = 32
+    seed: int = 0
+
+    def check(self) -> None:
+        if not 1 <= self.cut <= 6:
+            raise UserError(f"--cut must be 1..6 (the first stage to tune), got {self.cut}")
+        if self.views < 1 or self.epochs < 1:
+            raise UserError("--views and --epochs must be at least 1")
+
+
+def tuned_parameters(model: nn.Module, parts: list[Part]) -> dict[str, nn.Parameter]:
+    """The parameters adapting trains, by their name in `model`."""
+    prefixes = tuned_prefixes(model, parts)
+    return {n: p for n, p in model.named_parameters() if n.startswith(prefixes)}
+
+
+def cache_maps(
+    model: nn.Module,
+    parts: list[Part],
+    pixels: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    views: int,
+    normalisation: Normalisation,
+    folder: Path,
+    seed: int,
+    label: str,
+    progress: bool = True,
+) -> list[np.ndarray]:
+    """Each part's cut maps for `n` posters x `views`, float16 (n, views, C, h, w), in
+    memory-mapped `.npy` files in `folder` (reused when complete: a `.done` file says so).
+    `pixels(indices)` gives uint8 (B, H, W, 3) posters."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{p.name}.npy" for p in parts]
+    done = folder / ".done"
+    if done.exists():
+        return [np.load(p, mmap_mode="r") for p in paths]
+    augment = Augmentation()
+    generator = torch.Generator().manual_seed(seed)
+    model.eval()
+    arrays: list[np.ndarray] = []
+    with torch.no_grad():
+        bar = console.progress(n * views, f"{label}: early-stage maps", "view", progress)
+        with bar:
+            for view, start in ((v, s) for v in range(views) for s in range(0, n, MAP_BATCH)):
+                idx = np.arange(start, min(n, start + MAP_BATCH))
+                x = to_model_input(pixels(idx), normalisation, augment if view else None, generator)
+                for k, part in enumerate(parts):
+                    m = part.backbone.trunk(part.to_input(x), part.start).half().numpy()
+                    if len(arrays) <= k:
+                        arrays.append(
+                            np.lib.format.open_memmap(
+                                paths[k],
+                                mode="w+",
+                                dtype=np.float16,
+                                shape=(n, views, *m.shape[1:]),
+                            )
+                        )
+                    arrays[k][idx, view] = m
+                bar.update(len(idx))
+    for a in arrays:
+        a.flush()  # type: ignore[attr-defined]
+    done.write_text("complete\n")
+    return [np.load(p, mmap_mode="r") for p in paths]
+
+
+def features(
+    model: nn.Module, parts: list[Part], maps: list[np.ndarray], view: int = 0
+) -> np.ndarray:
+    """Pooled features of every poster's map `view`, in eval mode without gradients."""
+    n = maps[0].shape[0]
+    out = []
+    with torch.no_grad():
+        for start in range(0, n, 64):
+            batch = [torch.from_numpy(np.array(m[start : start + 64, view])).float() for m in maps]
+            out.append(pooled_from(model, parts, batch).numpy())
+    return np.concatenate(out)
+
+
+def probe_head(
+    model: nn.Module,
+    parts: list[Part],
+    train_maps: list[np.ndarray],
+    y_train: np.ndarray,
+    val_maps: list[np.ndarray],
+    y_val: np.ndarray,
+    task: str,
+    n_classes: int,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """The class-balanced linear probe on view 0's frozen features, C chosen on val."""
+    x_train, x_val = (features(model, parts, m) for m in (train_maps, val_maps))
+    return fit_linear_probe(x_train, y_train, x_val, y_val, task, n_classes, balanced=True)
+
+
+def adapt(
+    model: nn.Module,
+    parts: list[Part],
+    train_maps: list[np.ndarray],
+    y_train: np.ndarray,
+    val_maps: list[np.ndarray],
+    y_val: np.ndarray,
+    task: str,
+    settings: AdaptSettings,
+    n_classes: int,
+    probe: tuple[Tensor, Tensor, dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Tune `model`'s top stages and classifier in place on the cached maps; returns the
+    kept epoch's validation logits and what happened (scores and seconds per epoch).
+    `probe`: the linear probe on the frozen features, when already fitted (`probe_head`)."""
+    model.eval()
+    classifier: nn.Linear = model.classifier  # type: ignore[assignment]
+    weight, bias, fitted = probe or probe_head(
+        model, parts, train_maps, y_train, val_maps, y_val, task, n_classes
+    )
+    with torch.no_grad():
+        classifier.weight.copy_(weight)
+        classifier.bias.copy_(bias)
+
+    tuned = tuned_parameters(model, parts)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in tuned.values():
+        p.requires_grad_(True)
+    head = [p for n, p in tuned.items() if n.startswith("classifier.")]
+    body = [p for n, p in tuned.items() if not n.startswith("classifier.")]
+    optimizer = torch.optim.AdamW(
+        [{"params": body, "lr": settings.lr}, {"params": head, "lr": settings.head_lr}],
+        weight_decay=settings.weight_decay,
+    )
+    n = len(y_train)
+    steps = settings.epochs * -(-n // settings.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + np.cos(np.pi * min(step, steps) / steps))
+    )
+    weights = class_weights(y_train, n_classes, task)
+    if task == "single":
+        loss_fn: nn.Module = nn.CrossEntropyLoss(weight=weights)
+    else:
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=weights)
+
+    def val_logits() -> np.ndarray:
+        feats = torch.from_numpy(features(model, parts, val_maps))
+        with torch.no_grad():
+            return classifier(feats).numpy()
+
+    best_logits = val_logits()
+    best_score = validation_score(task, y_val, to_probabilities(best_logits, task))
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    history = [{"epoch": 0, "val_score": round(best_score, 4)}]
+    rng = np.random.default_rng(settings.seed)
+    views = train_maps[0].shape[1]
+    for epoch in range(1, settings.epochs + 1):
+        started, total = time.perf_counter(), 0.0
+        order = rng.permutation(n)
+        bar = console.progress(n, f"adapting, epoch {epoch}/{settings.epochs}", "img", progress)
+        with bar:
+            for start in range(0, n, settings.batch_size):
+                idx = np.sort(order[start : start + settings.batch_size])
+                view = rng.integers(0, views, len(idx))
+                x = [torch.from_numpy(np.array(m[idx, view])).float() for m in train_maps]
+                feats = F.dropout(pooled_from(model, parts, x), settings.dropout, training=True)
+                target = torch.from_numpy(y_train[idx])
+                loss = loss_fn(classifier(feats), target if task == "multi" else target.long())
+                if not torch.isfinite(loss):
+                    raise UserError(f"adapting diverged in epoch {epoch}: try a lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += loss.item() * len(idx)
+                bar.update(len(idx))
+        logits = val_logits()
+        score = validation_score(task, y_val, to_probabilities(logits, task))
+        seconds = time.perf_counter() - started
+        history.append({"epoch": epoch, "train_loss": round(total / n, 4),
+                        "val_score": round(score, 4), "seconds": round(seconds, 1)})  # fmt: skip
+        echo(f"epoch {epoch}: train loss {total / n:.4f}, val {score:.4f} ({seconds:.0f} s)")
+        if score > best_score:
+            best_score, best_logits = score, logits
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    info = {
+        "settings": asdict(settings),
+        "probe_C": fitted["C"],
+        "probe_val_score": round(fitted["val_score"], 4),
+        "best_epoch": max(history, key=lambda h: h["val_score"])["epoch"],
+        "val_score": round(best_score, 4),
+        "history": history,
+    }
+    return best_logits, info
+
+
+def adapt_settings(cfg: TrainConfig) -> AdaptSettings:
+    """A run's adapting settings: what it was given, adapting's defaults for the rest."""
+    base = AdaptSettings()
+    settings = replace(
+        base,
+        cut=cfg.cut if cfg.cut is not None else base.cut,
+        views=cfg.views or base.views,
+        epochs=cfg.epochs or base.epochs,
+        lr=cfg.lr or base.lr,
+        batch_size=cfg.batch_size or base.batch_size,
+        seed=cfg.seed,
+    )
+    settings.check()
+    return settings
+
+
+def fit_adapted(job: FitJob) -> Fitted:
+    """`train --mode adapt`: cache the frozen stages' maps in the run folder (removed after),
+    adapt the top stages on them, and hand back the kept epoch's model."""
+    cfg, spec, _, by_split, genres, task = job.unpack()
+    settings = adapt_settings(cfg)
+    cache = PosterCache(cfg.cache_dir, spec.input)
+    splits = {
+        name: prepare_split(
+            name, by_split[name], genres, task, lambda p: cache.load(p, progress=cfg.progress)
+        )
+        for name in ("train", "val")
+    }
+    counts = describe_counts(genres, class_counts(splits["train"].y, len(genres)))
+    echo(f"train {len(splits['train'])} posters {counts}; val {len(splits['val'])}")
+    torch.manual_seed(cfg.seed)
+    model = create_model(spec.name, len(genres), pretrained=True)
+    parts = parts_of(model, settings.cut)
+    folder = cfg.out / "stage-maps"
+    try:
+        maps = {
+            name: cache_maps(
+                model,
+                parts,
+                lambda idx, s=split: s.batch(idx)[0],
+                len(split),
+                settings.views if name == "train" else 1,
+                spec.input.normalisation,
+                folder / name,
+                cfg.seed,
+                name,
+                cfg.progress,
+            )
+            for name, split in splits.items()
+        }
+        size = sum(m.nbytes for split_maps in maps.values() for m in split_maps)
+        echo(f"early-stage maps cached: {format_bytes(size)} (removed when done)")
+        val_logits, info = adapt(
+            model, parts, maps["train"], splits["train"].y, maps["val"], splits["val"].y,
+            task, settings, len(genres), progress=cfg.progress,
+        )  # fmt: skip
+        del maps
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    info["maps_bytes"] = size
+    val_probs = to_probabilities(val_logits, task)
+    return Fitted(model, splits["train"].y, splits["val"].y, val_probs, info, val_logits)

@@ -1,0 +1,153 @@
+"""Adapting a Lite backbone's top stages on cached early-stage maps (`train --mode adapt`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from postergenre.cli.main import main
+from postergenre.data.cache import PosterCache
+from postergenre.errors import UserError
+from postergenre.inference import Predictor
+from postergenre.models import create_model, get_arch
+from postergenre.models.adapted import parts_of, tuned_names
+from postergenre.models.bundle import load_bundle
+from postergenre.models.card import CardError, ModelCard
+from postergenre.training.adapt import AdaptSettings, adapt, cache_maps
+from postergenre.training.run import TrainConfig, train
+
+CUT = 6
+
+
+@pytest.fixture(scope="module")
+def adapted_run(tiny_posters: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Lite0 adapted on the tiny posters: stage 6, the head and classifier tuned."""
+    out = tmp_path_factory.mktemp("adapt") / "run"
+    cache = tmp_path_factory.mktemp("adapt-cache")
+    settings = {"mode": "adapt", "cut": CUT, "views": 2, "epochs": 2, "lr": 1e-3}
+    arch = "efficientnet-lite0"
+    train(TrainConfig(out=out, folder=tiny_posters, arch=arch, cache_dir=cache, **settings))
+    return out
+
+
+def test_trunk_then_top_is_the_whole_network():
+    torch.manual_seed(0)
+    model = create_model("efficientnet-lite0", 3, pretrained=False).eval()
+    x = torch.randn(2, 3, 64, 48)
+    for cut in (1, 4, 6):
+        start = model.first_block(cut)
+        split = model.maps_from(model.trunk(x, start), start)[-1]
+        assert torch.allclose(split, model.forward_features(x), atol=1e-5)
+
+
+def test_the_ensemble_pools_stage_5_so_it_cannot_be_cut_after_it():
+    model = create_model("efficientnet-lite012", 3, pretrained=False)
+    assert [p.name for p in parts_of(model, 5)] == ["lite0", "lite1", "lite2"]
+    with pytest.raises(UserError, match="at most"):
+        parts_of(model, 6)
+
+
+def test_the_bundle_stores_only_the_tuned_tensors(adapted_run: Path):
+    bundle = adapted_run / "model"
+    card = ModelCard.read(bundle)
+    assert (card.kind, card.mode, card.cut) == ("adapted", "adapt", CUT)
+    with safe_open(bundle / "model.safetensors", "pt") as f:
+        stored = set(f.keys())
+    model = create_model("efficientnet-lite0", 3, pretrained=False)
+    assert stored == set(tuned_names(model, CUT))
+    start = model.first_block(CUT)
+    assert all(
+        n.startswith(("head.", "classifier.")) or int(n.split(".")[1]) >= start for n in stored
+    )
+    assert "stem.conv.weight" not in stored
+    assert f"blocks.{start - 1}.project.bn.weight" not in stored
+
+
+def test_adapting_tunes_the_top_and_leaves_the_frozen_stages_alone(
+    tiny_posters: Path, tmp_path: Path
+):
+    records = sorted((tiny_posters / "train").rglob("*.png"))
+    y = np.array([["Action", "Comedy", "Drama"].index(p.parent.name) for p in records])
+    spec = get_arch("efficientnet-lite0")
+    pixels = PosterCache(tmp_path / "cache", spec.input).load(records, progress=False)
+    model = create_model("efficientnet-lite0", 3, pretrained=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    parts = parts_of(model, CUT)
+    maps = cache_maps(model, parts, lambda idx: pixels[idx], len(y), 2,
+                      spec.input.normalisation, tmp_path / "maps", 0, "train", False)  # fmt: skip
+    assert maps[0].shape[:2] == (len(y), 2) and maps[0].dtype == np.float16
+    # A head that knows nothing (every logit 0): the first epoch must beat it.
+    blank = (torch.zeros(3, 1280), torch.zeros(3), {"C": 0.0, "val_score": 0.0})
+    settings = AdaptSettings(cut=CUT, views=2, epochs=2, lr=1e-3, head_lr=1e-2)
+    _, info = adapt(model, parts, maps, y, maps, y, "single", settings, 3, blank, False)
+    assert info["best_epoch"] >= 1 and info["val_score"] > 1 / 3
+    after = model.state_dict()
+    start = model.first_block(CUT)
+    assert torch.equal(after["stem.conv.weight"], before["stem.conv.weight"])
+    frozen = f"blocks.{start - 1}.project.conv.weight"
+    assert torch.equal(after[frozen], before[frozen])
+    assert not torch.equal(after["head.conv.weight"], before["head.conv.weight"])
+    assert not torch.equal(after[f"blocks.{start}.expand.conv.weight"],
+                           before[f"blocks.{start}.expand.conv.weight"])  # fmt: skip
+
+
+def test_the_run_records_its_settings_and_removes_the_cached_maps(adapted_run: Path):
+    assert not (adapted_run / "stage-maps").exists()
+    config = json.loads((adapted_run / "config.json").read_text())
+    assert (config["mode"], config["cut"], config["views"], config["epochs"]) == (
+        "adapt", CUT, 2, 2,
+    )  # fmt: skip
+    training = ModelCard.read(adapted_run / "model").training
+    assert training["settings"]["cut"] == CUT and len(training["history"]) == 3
+    assert training["maps_bytes"] > 0
+
+
+def test_an_adapted_model_predicts_the_same_through_the_exported_graph(
+    adapted_run: Path, tiny_posters: Path
+):
+    posters = sorted((tiny_posters / "test").rglob("*.png"))[:4]
+    torch_probs = Predictor.from_pretrained(adapted_run, runtime="torch").predict(
+        posters, progress_bar=False
+    )
+    onnx_probs = Predictor.from_pretrained(adapted_run, runtime="onnx").predict(
+        posters, progress_bar=False
+    )
+    assert np.allclose(torch_probs.probabilities, onnx_probs.probabilities, atol=1e-4)
+    assert np.allclose(torch_probs.probabilities.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("adapt"), "must say where its tuned stages start"),
+        (lambda d: d.update(adapt={"cut": 9}), "adapt.cut"),
+        (lambda d: d.update(adapt={"cut": 5}), "tensors do not match"),
+        (lambda d: d.update(kind="linear-head", mode="linear-probe"), "adapt"),
+    ],
+)
+def test_a_card_that_does_not_fit_its_tensors_is_refused(
+    adapted_run: Path, tmp_path: Path, change, message: str
+):
+    bundle = tmp_path / "model"
+    shutil.copytree(adapted_run / "model", bundle)
+    card = json.loads((bundle / "model.json").read_text())
+    change(card)
+    (bundle / "model.json").write_text(json.dumps(card))
+    with pytest.raises(CardError, match=message):
+        load_bundle(bundle)
+
+
+def test_cli_refuses_adapting_an_architecture_that_has_no_stages(
+    tiny_posters: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    code = main(["train", "--folder", str(tiny_posters), "--arch", "seed-cnn", "--mode", "adapt",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "adapt" in err
