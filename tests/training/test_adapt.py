@@ -13,10 +13,9 @@ from safetensors import safe_open
 
 from postergenre.cli.main import main
 from postergenre.data.cache import PosterCache
-from postergenre.errors import UserError
 from postergenre.inference import Predictor
 from postergenre.models import create_model, get_arch
-from postergenre.models.adapted import parts_of, tuned_names
+from postergenre.models.adapted import parts_of, pooled_from, tuned_names
 from postergenre.models.bundle import load_bundle
 from postergenre.models.card import CardError, ModelCard
 from postergenre.training.adapt import AdaptSettings, adapt, cache_maps
@@ -46,11 +45,18 @@ def test_trunk_then_top_is_the_whole_network():
         assert torch.allclose(split, model.forward_features(x), atol=1e-5)
 
 
-def test_the_ensemble_pools_stage_5_so_it_cannot_be_cut_after_it():
-    model = create_model("efficientnet-lite012", 3, pretrained=False)
-    assert [p.name for p in parts_of(model, 5)] == ["lite0", "lite1", "lite2"]
-    with pytest.raises(UserError, match="at most"):
-        parts_of(model, 6)
+def test_the_ensemble_pools_the_same_features_from_cut_maps():
+    torch.manual_seed(0)
+    model = create_model("efficientnet-lite012", 3, pretrained=False).eval()
+    x = torch.randn(1, 3, 96, 64)
+    for cut in (4, 5, 6):
+        parts = parts_of(model, cut)
+        assert [p.name for p in parts] == ["lite0", "lite1", "lite2"]
+        maps = [p.backbone.trunk(p.to_input(x), p.start) for p in parts]
+        # At cut 6 the pooled stage-5 map is the cached map itself.
+        assert torch.allclose(pooled_from(model, parts, maps), model.embed(x), atol=1e-5)
+    with pytest.raises(ValueError, match="end before"):
+        model.backbones["lite0"].maps_from(x, model.backbones["lite0"].first_block(6), (4,))
 
 
 def test_the_bundle_stores_only_the_tuned_tensors(adapted_run: Path):
@@ -151,3 +157,21 @@ def test_cli_refuses_adapting_an_architecture_that_has_no_stages(
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "adapt" in err
+
+
+def test_retraining_an_adapted_model_keeps_its_tuned_network(
+    adapted_run: Path, tiny_posters: Path, tmp_path: Path
+):
+    """`train --init-from ADAPTED`: the probe reads the adapted network's own features, and the
+    new model is that network with the new head (not a probe on the frozen backbone)."""
+    init = str(adapted_run / "model")
+    cfg = TrainConfig(out=tmp_path / "retrained", folder=tiny_posters, init_from=init,
+                      arch="efficientnet-lite0", cache_dir=tmp_path / "cache")  # fmt: skip
+    bundle = train(cfg)
+    card = ModelCard.read(bundle)
+    assert (card.kind, card.cut) == ("adapted", CUT)
+    assert "its head" in card.training["init_from"]["used"]
+    before = load_bundle(adapted_run / "model").model.state_dict()
+    after = load_bundle(bundle).model.state_dict()
+    assert torch.equal(before["head.conv.weight"], after["head.conv.weight"])
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])

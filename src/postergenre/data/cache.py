@@ -82,7 +82,19 @@ def fill_store(
     if store.directory.parent not in _WARNED:
         _WARNED.add(store.directory.parent)
         console.warn(f"{store.unusable}; continuing without it")
-    return _fill_uncached(store, keys, key_errors, compute)
+    return _fill_uncached(store.row_shape, store.dtype, store.unusable, keys, key_errors, compute)
+
+
+def compute_rows(
+    paths: Sequence[Path],
+    row_shape: tuple[int, ...],
+    dtype: str,
+    compute: Callable[[list[int]], Iterator[Row]],
+) -> CachedArrays:
+    """`fill_store` for rows that are never cached (e.g. a tuned model's embeddings): every
+    row computed into memory, within `UNCACHED_MAX_BYTES`."""
+    keys, key_errors = _file_keys(paths)
+    return _fill_uncached(row_shape, dtype, "not cached", keys, key_errors, compute)
 
 
 def _fill_cached(
@@ -114,21 +126,23 @@ def _fill_cached(
 
 
 def _fill_uncached(
-    store: ArrayStore,
+    row_shape: tuple[int, ...],
+    dtype: str | np.dtype,
+    why: str,
     keys: list[str | None],
     key_errors: dict[int, str],
     compute: Callable[[list[int]], Iterator[Row]],
 ) -> CachedArrays:
-    """`fill_store` without the store: every row computed into memory, within
+    """`fill_store` without the store (`why`): every row computed into memory, within
     `UNCACHED_MAX_BYTES`."""
     wanted = [i for i, key in enumerate(keys) if key is not None]
-    needed = len(wanted) * store.row_bytes
+    needed = len(wanted) * int(np.prod(row_shape)) * np.dtype(dtype).itemsize
     if needed > UNCACHED_MAX_BYTES:
         raise UserError(
-            f"{store.unusable}, and without it {len(wanted):,} rows would need "
+            f"{why}, and without it {len(wanted):,} rows would need "
             f"{console.format_bytes(needed)} of memory; use a writable cache folder"
         )
-    data = np.empty((len(wanted), *store.row_shape), dtype=store.dtype)
+    data = np.empty((len(wanted), *row_shape), dtype=dtype)
     slots = {index: slot for slot, index in enumerate(wanted)}
     rows = np.full(len(keys), -1, dtype=np.int64)
     errors = dict(key_errors)

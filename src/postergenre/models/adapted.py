@@ -36,8 +36,12 @@ def parts_of(model: nn.Module, cut: int) -> list[Part]:
     if isinstance(model, EfficientNetLite):
         return [Part(model.variant, model, model.first_block(cut), lambda x: x)]
     if isinstance(model, LiteEnsemble):
-        if model.stages and min(model.stages) < cut:
-            raise UserError(f"this ensemble pools stage {min(model.stages)}: --cut at most that")
+        if model.stages and min(model.stages) < cut - 1:
+            # A pooled stage must be tuned or be the cached maps themselves (stage cut - 1).
+            raise UserError(
+                f"this ensemble pools stage {min(model.stages)}: --cut at most "
+                f"{min(model.stages) + 1}"
+            )
         return [
             Part(v, b, b.first_block(cut), lambda x, v=v: model.backbone_input(v, x))
             for v, b in model.backbones.items()

@@ -242,11 +242,12 @@ class EfficientNetLite(nn.Module):
     def maps_from(self, x: Tensor, start: int, stages: tuple[int, ...] = ()) -> list[Tensor]:
         """Blocks `start`.. on `x` (block `start`'s input): the output of the last block of
         each stage in `stages` (in order), then the last conv feature map. `trunk` then
-        `maps_from` with the same index is the whole network (how adapting tunes the top)."""
+        `maps_from` with the same index is the whole network (how adapting tunes the top).
+        A stage ending just before `start` is `x` itself; one ending earlier is not here."""
         wanted = {self.stage_ends[s] for s in stages}
-        if any(i < start for i in wanted):
-            raise ValueError(f"stages {stages} end before block {start}")
-        maps: list[Tensor] = []
+        if any(i < start - 1 for i in wanted):
+            raise ValueError(f"stages {stages} end before block {start - 1}")
+        maps: list[Tensor] = [x] if start - 1 in wanted else []
         for i in range(start, len(self.blocks)):
             x = self.blocks[i](x)
             if i in wanted:

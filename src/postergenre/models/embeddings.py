@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from postergenre import console
-from postergenre.data.cache import CachedArrays, PosterCache, cache_root, fill_store
+from postergenre.data.cache import (
+    CachedArrays,
+    PosterCache,
+    cache_root,
+    compute_rows,
+    fill_store,
+)
 from postergenre.data.preprocess import InputSpec
 from postergenre.data.store import ArrayStore
 from postergenre.models._registry import create_model, get_arch
@@ -33,10 +39,16 @@ def frozen_backbone(arch: str) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def embed_pixels(arch: str, pixels: np.ndarray, spec: InputSpec | None = None) -> np.ndarray:
-    """uint8 (B, H, W, 3) at the arch's input size -> float32 (B, D) pooled embeddings."""
+def embed_pixels(
+    arch: str,
+    pixels: np.ndarray,
+    spec: InputSpec | None = None,
+    network: torch.nn.Module | None = None,
+) -> np.ndarray:
+    """uint8 (B, H, W, 3) at the arch's input size -> float32 (B, D) pooled embeddings, of the
+    frozen ImageNet backbone or of `network` (e.g. an adapted model, in eval mode)."""
     spec = spec or get_arch(arch).input
-    backbone = frozen_backbone(arch)
+    backbone = network if network is not None else frozen_backbone(arch)
     out = [
         backbone.embed(spec.normalisation.tensor(pixels[i : i + EMBED_BATCH])).numpy()
         for i in range(0, len(pixels), EMBED_BATCH)
@@ -52,11 +64,17 @@ def embedding_store(arch: str, cache_dir: Path | None) -> ArrayStore:
 
 
 def compute_embeddings(
-    arch: str, paths: Sequence[Path], cache_dir: Path | None = None, progress: bool = True
+    arch: str,
+    paths: Sequence[Path],
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    network: torch.nn.Module | None = None,
 ) -> CachedArrays:
-    """Embeddings for `paths` (decoding and embedding only posters not cached yet)."""
+    """Embeddings for `paths` (decoding and embedding only posters not cached yet). With
+    `network` (a tuned model of `arch`), its own features, computed here and not cached: the
+    cache holds the frozen backbone's."""
     spec = get_arch(arch).input
-    store = embedding_store(arch, cache_dir)
+    store = None if network is not None else embedding_store(arch, cache_dir)
 
     def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
         if not indices:
@@ -68,9 +86,12 @@ def compute_embeddings(
         with console.progress(len(ok), f"embedding ({arch})", "img", enabled=progress) as bar:
             for start in range(0, len(ok), EMBED_BATCH):
                 chunk = ok[start : start + EMBED_BATCH]
-                vectors = embed_pixels(arch, pixels[chunk], spec)
+                vectors = embed_pixels(arch, pixels[chunk], spec, network)
                 for j, vector in zip(chunk, vectors, strict=True):
                     yield indices[j], vector, None
                 bar.update(len(chunk))
 
+    if store is None:
+        features = network.num_features  # type: ignore[union-attr]
+        return compute_rows(paths, (int(features),), "float32", compute)
     return fill_store(store, paths, compute)

@@ -4,6 +4,7 @@ scratch, Lite fine-tuned), and the calibration folded into the fitted model."""
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,6 +61,9 @@ class FitJob:
     genres: list[str]
     task: str
     init: InitHead | None = None  # a head to fit a linear probe toward (`training.retrain`)
+    # A tuned network whose own features the probe reads and which the model keeps (an
+    # adapted model being retrained); None: the architecture's frozen embeddings.
+    network: nn.Module | None = None
 
     def unpack(
         self,
@@ -90,11 +94,15 @@ def fit_on_embeddings(job: FitJob) -> Fitted:
             from postergenre.engines.ray import ray_embeddings
 
             return ray_embeddings(arch, paths, cfg.cache_dir, cfg.progress, address=cfg.address)
-        return compute_embeddings(arch, paths, cfg.cache_dir, cfg.progress)
+        return compute_embeddings(arch, paths, cfg.cache_dir, cfg.progress, job.network)
 
     train, val = (prepare_split(name, by_split[name], genres, task, load) for name in SPLITS)
     x_train, x_val = (split.batch(np.arange(len(split)))[0] for split in (train, val))
-    model = create_model(cfg.arch, len(genres), pretrained=True)
+    if job.network is not None:
+        model = copy.deepcopy(job.network)
+        model.classifier = nn.Linear(model.classifier.in_features, len(genres))
+    else:
+        model = create_model(cfg.arch, len(genres), pretrained=True)
     started = time.perf_counter()
     if mode == "knn":
         info = fit_knn(model, x_train, train.y, x_val, val.y, task, len(genres))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,9 @@ class InitModel:
     weight: np.ndarray | None
     bias: np.ndarray | None
     why_no_head: str = ""
+    # An adapted model's tuned network: the probe reads its features (not the frozen
+    # backbone's) and the retrained model keeps it, with the new head.
+    network: Any = None
 
 
 @dataclass(frozen=True)
@@ -83,13 +87,14 @@ def default_arch(init_from: str | None) -> str | None:
 
 def load_init(init_from: str, arch: str) -> InitModel:
     """The model named by `init_from` (a bundled name, bundle or run folder); its head is taken
-    when it is a linear probe on `arch`'s frozen embeddings (and reads no text)."""
+    when it is a linear probe on `arch`'s frozen embeddings or an adapted `arch` (whose tuned
+    network then stays), and reads no text."""
     from postergenre.models.bundle import load_bundle
 
     folder = resolve_model(init_from)
     card = ModelCard.read(folder)
     why = ""
-    if card.kind != "linear-head":
+    if card.kind not in ("linear-head", "adapted"):
         why = f"it is a {card.kind} model, not a linear probe"
     elif card.architecture != arch:
         why = f"its embeddings are {card.architecture}'s, not {arch}'s"
@@ -97,10 +102,11 @@ def load_init(init_from: str, arch: str) -> InitModel:
         why = "it also reads the poster's text"
     if why:
         return InitModel(init_from, card, None, None, why)
-    classifier = load_bundle(folder, card).model.classifier
-    weight = classifier.weight.detach().double().numpy()
-    bias = classifier.bias.detach().double().numpy()
-    return InitModel(init_from, card, weight, bias)
+    model = load_bundle(folder, card).model
+    weight = model.classifier.weight.detach().double().numpy()
+    bias = model.classifier.bias.detach().double().numpy()
+    network = model if card.kind == "adapted" else None
+    return InitModel(init_from, card, weight, bias, network=network)
 
 
 def _uncalibrated(init: InitModel) -> tuple[np.ndarray, np.ndarray]:

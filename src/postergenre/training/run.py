@@ -198,7 +198,8 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
 
         fitter = fit_adapted
     head = init_head(init, genres) if init is not None else None
-    fitted = fitter(FitJob(cfg, spec, mode, by_split, genres, task, head))
+    network = init.network if init is not None else None
+    fitted = fitter(FitJob(cfg, spec, mode, by_split, genres, task, head, network))
     if fitted is None:  # another rank than 0: wait for rank 0's bundle
         distributed.barrier()
         return cfg.out / "model"
@@ -232,6 +233,10 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
     }
     if init is not None:
         training["init_from"] = _init_record(init, fitted.info)
+    cut = fitted.info["settings"]["cut"] if mode == "adapt" else None
+    if network is not None:  # an adapted model retrained: its tuned network, a new head
+        assert init is not None
+        mode, cut = "adapt", init.card.cut
     card = ModelCard(
         architecture=cfg.arch,
         kind=KIND_OF_MODE[mode],
@@ -245,7 +250,7 @@ def _train(cfg: TrainConfig, spec: ArchSpec, mode: str, announce: bool = False) 
         training=training,
         metrics={"val": {k: v for k, v in val_metrics.items() if k != "genres"}},
         text=fitted.text,
-        cut=fitted.info["settings"]["cut"] if mode == "adapt" else None,
+        cut=cut,
     )
     bundle = save_bundle(cfg.out / "model", fitted.model, card)
     echo(f"val {headline}; model bundle written to {bundle}")
