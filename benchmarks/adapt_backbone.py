@@ -38,6 +38,7 @@ from postergenre.training.adapt import (
     adapt,
     cache_maps,
     features,
+    maps_key,
     probe_head,
 )
 
@@ -69,14 +70,14 @@ def main() -> None:
     sources = task_sources(args.task, require_data())
     task, genres = sources["task"], sources["genres"]
     collection = load_posters(**{k: sources[k] for k in ("labels", "images", "splits")})
-    data = {}
+    data, records = {}, {}
     for split in ("train", "val", "test"):
         targets = encode_targets(collection.split(split).records, genres, task)
         if args.limit:
             targets.records, targets.y = targets.records[: args.limit], targets.y[: args.limit]
         pixels = PosterCache(None, spec.input).load([r.path for r in targets.records])
         assert not pixels.errors, pixels.errors
-        data[split] = (pixels, targets.y)
+        data[split], records[split] = (pixels, targets.y), targets.records
     rows, epochs = [], []
     for cut in (int(c) for c in args.cuts.split(",")):
         model = create_model(args.arch, len(genres), pretrained=True)
@@ -84,15 +85,14 @@ def main() -> None:
         maps, seconds = {}, {}
         for split, (pixels, y) in data.items():
             views = args.views if split == "train" else 1
-            folder = (
-                f"{args.maps}/{args.arch}-{args.task}-cut{cut}-views{views}-{split}"
-                if split == "train"
-                else f"{args.maps}/{args.arch}-{args.task}-cut{cut}-{split}"
-            )
+            # The layout and key `train --mode adapt --maps DIR` reuses.
+            folder = Path(args.maps) / f"{args.arch}-{args.task}-cut{cut}-views{args.views}" / split
+            settings = AdaptSettings(cut=cut, views=args.views)
+            key = maps_key(spec.name, settings, [r.path for r in records[split]], views)
             t0 = time.perf_counter()
             maps[split] = cache_maps(
                 model, parts, lambda idx, p=pixels: p[idx], len(y), views,
-                spec.input.normalisation, Path(folder), 0, split,
+                spec.input.normalisation, folder, 0, split, key=key,
             )  # fmt: skip
             seconds[split] = time.perf_counter() - t0
         size = sum(m.nbytes for m in maps["train"])

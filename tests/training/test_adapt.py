@@ -18,7 +18,7 @@ from postergenre.models import create_model, get_arch
 from postergenre.models.adapted import parts_of, pooled_from, tuned_names
 from postergenre.models.bundle import load_bundle
 from postergenre.models.card import CardError, ModelCard
-from postergenre.training.adapt import AdaptSettings, adapt, cache_maps
+from postergenre.training.adapt import AdaptSettings, TrunkRunner, adapt, cache_maps
 from postergenre.training.run import TrainConfig, train
 
 CUT = 6
@@ -43,6 +43,18 @@ def test_trunk_then_top_is_the_whole_network():
         start = model.first_block(cut)
         split = model.maps_from(model.trunk(x, start), start)[-1]
         assert torch.allclose(split, model.forward_features(x), atol=1e-5)
+
+
+def test_the_frozen_stages_run_by_onnx_runtime_give_pytorch_s_maps():
+    torch.manual_seed(0)
+    model = create_model("efficientnet-lite012", 3, pretrained=False).eval()
+    runner = TrunkRunner(parts_of(model, 6))
+    x = torch.randn(3, 3, 96, 64)
+    maps = runner(x)
+    assert runner.session not in (None, False), "the graph was not made"
+    for ours, eager in zip(maps, runner.forward(x), strict=True):
+        assert ours.dtype == np.float16 and ours.shape == tuple(eager.shape)
+        assert np.allclose(ours, eager.detach().numpy(), atol=2e-2, rtol=1e-2)
 
 
 def test_the_ensemble_pools_the_same_features_from_cut_maps():

@@ -67,6 +67,13 @@ def register(commands: Subparsers) -> None:
         "(default 2; memory grows with N)",
     )
     p.add_argument(
+        "--maps",
+        type=Path,
+        metavar="DIR",
+        help="adapt: keep the early-stage maps in DIR and reuse them in later runs on the same "
+        "posters, cut, views and seed (default: computed per run and removed after)",
+    )
+    p.add_argument(
         "--task",
         choices=["single", "multi"],
         help="single-label (softmax) or multi-label (sigmoid); default: from the data",

@@ -109,7 +109,7 @@ def onnx_metadata(bundle: ModelBundle) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _quiet_export() -> Iterator[None]:
+def quiet_export() -> Iterator[None]:
     """Silence the warnings the legacy exporter always gives for these models, on purpose:
     - its DeprecationWarning (we choose `dynamo=False`: no onnxscript needed, exact traces);
     - TracerWarnings where a model turns a shape into a Python number (EfficientNet's SAME
@@ -136,7 +136,7 @@ def _to_onnx_bytes(bundle: ModelBundle, opset: int) -> bytes:
         names.append(TEXT_INPUT_NAME)
     buffer = io.BytesIO()
     try:
-        with _quiet_export(), torch.no_grad():
+        with quiet_export(), torch.no_grad():
             torch.onnx.export(
                 wrapper,
                 dummy,

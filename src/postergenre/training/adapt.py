@@ -16,6 +16,7 @@ epoch with the best validation score is kept.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from postergenre import console
 from postergenre.console import format_bytes
 from postergenre.data.cache import PosterCache
 from postergenre.data.preprocess import Normalisation
+from postergenre.data.store import file_key
 from postergenre.data.targets import class_counts, describe_counts
 from postergenre.data.transforms import Augmentation, to_model_input
 from postergenre.errors import UserError
@@ -75,6 +77,59 @@ def tuned_parameters(model: nn.Module, parts: list[Part]) -> dict[str, nn.Parame
     return {n: p for n, p in model.named_parameters() if n.startswith(prefixes)}
 
 
+class TrunkRunner:
+    """The frozen stages of every part, run by ONNX Runtime: 2.5x eager PyTorch on these
+    CPUs (BENCHMARKS.md, section 24); eager PyTorch when the graph cannot be made."""
+
+    def __init__(self, parts: list[Part]):
+        self.parts = parts
+        self.session: Any = None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return tuple(p.backbone.trunk(p.to_input(x), p.start) for p in self.parts)
+
+    def _session(self, x: Tensor) -> Any:
+        import io
+
+        import onnxruntime as ort
+
+        from postergenre.export.onnx import quiet_export
+
+        module = _Trunk(self)
+        buffer = io.BytesIO()
+        with quiet_export(), torch.no_grad():
+            torch.onnx.export(module, (x[:2],), buffer, dynamo=False, opset_version=17,
+                              input_names=["x"], dynamic_axes={"x": {0: "batch"}})  # fmt: skip
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        return ort.InferenceSession(buffer.getvalue(), options, ["CPUExecutionProvider"])
+
+    def __call__(self, x: Tensor) -> list[np.ndarray]:
+        """Each part's maps of the batch `x`, float16."""
+        if self.session is None:
+            try:
+                self.session = self._session(x)
+            except Exception:  # any export failure: eager PyTorch gives the same maps
+                self.session = False
+        if self.session is False:
+            with torch.no_grad():
+                return [m.half().numpy() for m in self.forward(x)]
+        return [
+            m.astype(np.float16)
+            for m in self.session.run(None, {"x": np.ascontiguousarray(x.numpy())})
+        ]
+
+
+class _Trunk(nn.Module):
+    def __init__(self, runner: TrunkRunner):
+        super().__init__()
+        self.runner = runner
+        self.backbones = nn.ModuleList(p.backbone for p in runner.parts)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return self.runner.forward(x)
+
+
 def cache_maps(
     model: nn.Module,
     parts: list[Part],
@@ -86,18 +141,23 @@ def cache_maps(
     seed: int,
     label: str,
     progress: bool = True,
+    key: str = "",
 ) -> list[np.ndarray]:
     """Each part's cut maps for `n` posters x `views`, float16 (n, views, C, h, w), in
-    memory-mapped `.npy` files in `folder` (reused when complete: a `.done` file says so).
+    memory-mapped `.npy` files in `folder`, reused when a complete set was made for the same
+    `key` (`maps_key`: the posters, cut, views and seed; its `.done` file holds it).
     `pixels(indices)` gives uint8 (B, H, W, 3) posters."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{p.name}.npy" for p in parts]
     done = folder / ".done"
-    if done.exists():
+    if done.exists() and done.read_text() == key + "\n" and all(p.exists() for p in paths):
+        echo(f"{label}: early-stage maps reused from {folder}")
         return [np.load(p, mmap_mode="r") for p in paths]
+    done.unlink(missing_ok=True)
     augment = Augmentation()
     generator = torch.Generator().manual_seed(seed)
     model.eval()
+    trunk = TrunkRunner(parts)
     arrays: list[np.ndarray] = []
     with torch.no_grad():
         bar = console.progress(n * views, f"{label}: early-stage maps", "view", progress)
@@ -105,8 +165,7 @@ def cache_maps(
             for view, start in ((v, s) for v in range(views) for s in range(0, n, MAP_BATCH)):
                 idx = np.arange(start, min(n, start + MAP_BATCH))
                 x = to_model_input(pixels(idx), normalisation, augment if view else None, generator)
-                for k, part in enumerate(parts):
-                    m = part.backbone.trunk(part.to_input(x), part.start).half().numpy()
+                for k, m in enumerate(trunk(x)):
                     if len(arrays) <= k:
                         arrays.append(
                             np.lib.format.open_memmap(
@@ -120,8 +179,17 @@ def cache_maps(
                 bar.update(len(idx))
     for a in arrays:
         a.flush()  # type: ignore[attr-defined]
-    done.write_text("complete\n")
+    done.write_text(key + "\n")
     return [np.load(p, mmap_mode="r") for p in paths]
+
+
+def maps_key(arch: str, settings: AdaptSettings, paths: list[Path], views: int) -> str:
+    """What a set of cached maps was made from: the architecture, cut, views and seed, and
+    each poster file's identity (path, size, mtime), hashed."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update((file_key(path) + "\n").encode())
+    return f"{arch} cut={settings.cut} views={views} seed={settings.seed} {digest.hexdigest()}"
 
 
 def features(
@@ -286,32 +354,27 @@ def fit_adapted(job: FitJob) -> Fitted:
     torch.manual_seed(cfg.seed)
     model = create_model(spec.name, len(genres), pretrained=True)
     parts = parts_of(model, settings.cut)
-    folder = cfg.out / "stage-maps"
+    folder = cfg.maps or cfg.out / "stage-maps"
     try:
-        maps = {
-            name: cache_maps(
-                model,
-                parts,
-                lambda idx, s=split: s.batch(idx)[0],
-                len(split),
-                settings.views if name == "train" else 1,
-                spec.input.normalisation,
-                folder / name,
-                cfg.seed,
-                name,
-                cfg.progress,
-            )
-            for name, split in splits.items()
-        }
+        maps = {}
+        for name, split in splits.items():
+            views = settings.views if name == "train" else 1
+            key = maps_key(spec.name, settings, [r.path for r in split.records], views)
+            maps[name] = cache_maps(
+                model, parts, lambda idx, s=split: s.batch(idx)[0], len(split), views,
+                spec.input.normalisation, folder / name, cfg.seed, name, cfg.progress, key,
+            )  # fmt: skip
         size = sum(m.nbytes for split_maps in maps.values() for m in split_maps)
-        echo(f"early-stage maps cached: {format_bytes(size)} (removed when done)")
+        kept = f"kept in {folder}" if cfg.maps else "removed when done; --maps DIR keeps them"
+        echo(f"early-stage maps: {format_bytes(size)} ({kept})")
         val_logits, info = adapt(
             model, parts, maps["train"], splits["train"].y, maps["val"], splits["val"].y,
             task, settings, len(genres), progress=cfg.progress,
         )  # fmt: skip
         del maps
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if cfg.maps is None:
+            shutil.rmtree(folder, ignore_errors=True)
     info["maps_bytes"] = size
     val_probs = to_probabilities(val_logits, task)
     return Fitted(model, splits["train"].y, splits["val"].y, val_probs, info, val_logits)

@@ -18,7 +18,7 @@ DEFAULT_ARCH = "efficientnet-lite0"
 # Settings only gradient training reads: a probe or k-NN run does not record them.
 GRADIENT_ONLY = ("epochs", "batch_size", "lr", "patience", "monitor", "augment")
 # Settings only adapting reads.
-ADAPT_ONLY = ("cut", "views")
+ADAPT_ONLY = ("cut", "views", "maps")
 # Epochs of gradient training when --epochs is not given (adapting has its own default).
 GRADIENT_EPOCHS = 30
 
@@ -50,6 +50,7 @@ class TrainConfig:
     calibrate: bool = True
     cut: int | None = None  # adapt: the first tuned stage (None: adapting's default)
     views: int | None = None  # adapt: maps cached per training poster (None: the default)
+    maps: Path | None = None  # adapt: where to keep the early-stage maps (None: removed after)
     text: bool = False  # linear probes: also read the poster's text (OCR) and fuse it
     init_from: str | None = None  # a model whose genres (and head, as a prior) a probe starts from
     engine: str = "local"  # where frozen embeddings are computed: "local" or "ray"
