@@ -52,6 +52,7 @@ def test_the_frozen_stages_run_by_onnx_runtime_give_pytorch_s_maps():
     x = torch.randn(3, 3, 96, 64)
     maps = runner(x)
     assert runner.session not in (None, False), "the graph was not made"
+    assert not any(m.training for m in model.modules()), "exporting changed the model's mode"
     for ours, eager in zip(maps, runner.forward(x), strict=True):
         assert ours.dtype == np.float16 and ours.shape == tuple(eager.shape)
         assert np.allclose(ours, eager.detach().numpy(), atol=2e-2, rtol=1e-2)

@@ -95,7 +95,9 @@ class TrunkRunner:
 
         from postergenre.export.onnx import quiet_export
 
-        module = _Trunk(self)
+        # In eval mode: the exporter puts a module back in the mode it found it in, and a
+        # training-mode wrapper would leave the backbones' BatchNorm in training mode.
+        module = _Trunk(self).eval()
         buffer = io.BytesIO()
         with quiet_export(), torch.no_grad():
             torch.onnx.export(module, (x[:2],), buffer, dynamo=False, opset_version=17,
