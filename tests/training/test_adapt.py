@@ -188,3 +188,24 @@ def test_retraining_an_adapted_model_keeps_its_tuned_network(
     after = load_bundle(bundle).model.state_dict()
     assert torch.equal(before["head.conv.weight"], after["head.conv.weight"])
     assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+
+
+def test_an_adapted_model_scores_an_index_over_its_own_cached_features(
+    adapted_run: Path, tiny_posters: Path, tmp_path: Path
+):
+    """What a collection does after a retrain: score every indexed poster through the model's
+    head over cached features, here the adapted network's own (cached once per network)."""
+    from postergenre.curation.scores import head_scores
+    from postergenre.inference.index_build import build_index
+    from postergenre.models.embeddings import embedding_store
+
+    cache = tmp_path / "cache"
+    index = build_index([tiny_posters / "test"], model=None, cache_dir=cache, progress=False)
+    predictor = Predictor.from_pretrained(adapted_run, runtime="torch", cache_dir=cache)
+    scores, why = head_scores(predictor, index, cache)
+    assert scores is not None, why
+    paths = [Path(item["path"]) for item in index.items]
+    expected = predictor.predict(paths, progress_bar=False).probabilities
+    assert np.allclose(scores.probabilities, expected, atol=1e-4)
+    store = embedding_store("efficientnet-lite0", cache, predictor.model)
+    assert "-tuned-" in store.directory.name and store.directory.is_dir()

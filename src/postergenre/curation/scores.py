@@ -44,10 +44,12 @@ def head_scores(
     predictor: Any, index: PosterIndex, cache_dir: Path | None = None, progress: bool = False
 ) -> tuple[Scores | None, str | None]:
     """(`predictor`'s scores of every indexed poster, None) when it is a linear head over the
-    index's embeddings, else (None, why not). The embeddings come from the embedding cache
-    (the index stores them normalised, which a probe was not trained on)."""
+    index's embeddings or an adapted network of the index's backbone, else (None, why not).
+    The features come from the embedding cache (the index stores them normalised, which a
+    probe was not trained on); an adapted network's own, computed once and cached, are read
+    instead of the frozen ones."""
     card = predictor.card
-    if card.kind != "linear-head" or card.reads_text:
+    if card.kind not in ("linear-head", "adapted") or card.reads_text:
         return None, f"model {predictor.name} is not a linear head over poster embeddings"
     spec = get_arch(card.architecture)
     if (spec.embedding_arch or spec.name) != index.arch:
@@ -64,7 +66,8 @@ def head_scores(
     from postergenre.models.embeddings import compute_embeddings
 
     paths = [Path(item["path"]) for item in index.items]
-    vectors = compute_embeddings(index.arch, paths, cache_dir, progress)
+    network = model if card.kind == "adapted" else None
+    vectors = compute_embeddings(index.arch, paths, cache_dir, progress, network)
     if vectors.errors:
         return None, f"{len(vectors.errors)} indexed posters can no longer be read"
     with torch.no_grad():

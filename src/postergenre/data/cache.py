@@ -82,19 +82,7 @@ def fill_store(
     if store.directory.parent not in _WARNED:
         _WARNED.add(store.directory.parent)
         console.warn(f"{store.unusable}; continuing without it")
-    return _fill_uncached(store.row_shape, store.dtype, store.unusable, keys, key_errors, compute)
-
-
-def compute_rows(
-    paths: Sequence[Path],
-    row_shape: tuple[int, ...],
-    dtype: str,
-    compute: Callable[[list[int]], Iterator[Row]],
-) -> CachedArrays:
-    """`fill_store` for rows that are never cached (e.g. a tuned model's embeddings): every
-    row computed into memory, within `UNCACHED_MAX_BYTES`."""
-    keys, key_errors = _file_keys(paths)
-    return _fill_uncached(row_shape, dtype, "not cached", keys, key_errors, compute)
+    return _fill_uncached(store, keys, key_errors, compute)
 
 
 def _fill_cached(
@@ -126,23 +114,21 @@ def _fill_cached(
 
 
 def _fill_uncached(
-    row_shape: tuple[int, ...],
-    dtype: str | np.dtype,
-    why: str,
+    store: ArrayStore,
     keys: list[str | None],
     key_errors: dict[int, str],
     compute: Callable[[list[int]], Iterator[Row]],
 ) -> CachedArrays:
-    """`fill_store` without the store (`why`): every row computed into memory, within
+    """`fill_store` without the store: every row computed into memory, within
     `UNCACHED_MAX_BYTES`."""
     wanted = [i for i, key in enumerate(keys) if key is not None]
-    needed = len(wanted) * int(np.prod(row_shape)) * np.dtype(dtype).itemsize
+    needed = len(wanted) * store.row_bytes
     if needed > UNCACHED_MAX_BYTES:
         raise UserError(
-            f"{why}, and without it {len(wanted):,} rows would need "
+            f"{store.unusable}, and without it {len(wanted):,} rows would need "
             f"{console.format_bytes(needed)} of memory; use a writable cache folder"
         )
-    data = np.empty((len(wanted), *row_shape), dtype=dtype)
+    data = np.empty((len(wanted), *store.row_shape), dtype=store.dtype)
     slots = {index: slot for slot, index in enumerate(wanted)}
     rows = np.full(len(keys), -1, dtype=np.int64)
     errors = dict(key_errors)

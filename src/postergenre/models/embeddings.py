@@ -6,6 +6,7 @@ backbone for a poster it has seen.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -14,13 +15,7 @@ import numpy as np
 import torch
 
 from postergenre import console
-from postergenre.data.cache import (
-    CachedArrays,
-    PosterCache,
-    cache_root,
-    compute_rows,
-    fill_store,
-)
+from postergenre.data.cache import CachedArrays, PosterCache, cache_root, fill_store
 from postergenre.data.preprocess import InputSpec
 from postergenre.data.store import ArrayStore
 from postergenre.models._registry import create_model, get_arch
@@ -56,11 +51,27 @@ def embed_pixels(
     return np.concatenate(out) if out else np.zeros((0, backbone.num_features), np.float32)
 
 
-def embedding_store(arch: str, cache_dir: Path | None) -> ArrayStore:
-    """The on-disk store of `arch`'s embeddings (one folder per architecture and input)."""
+def network_digest(network: torch.nn.Module) -> str:
+    """A tuned network's identity for the embedding cache: a hash of every tensor but the
+    classifier's (retraining a head keeps the features, and so their cache)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        if not name.startswith("classifier."):
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def embedding_store(
+    arch: str, cache_dir: Path | None, network: torch.nn.Module | None = None
+) -> ArrayStore:
+    """The on-disk store of `arch`'s embeddings (one folder per architecture and input), or of
+    a tuned `network`'s (one folder per network: `network_digest`)."""
     spec = get_arch(arch).input
-    folder = cache_root(cache_dir) / f"embeddings-{arch}-{spec.width}x{spec.height}-{spec.resize}"
-    return ArrayStore(folder, (frozen_backbone(arch).num_features,), "float32")
+    tuned = f"-tuned-{network_digest(network)}" if network is not None else ""
+    name = f"embeddings-{arch}{tuned}-{spec.width}x{spec.height}-{spec.resize}"
+    features = (network or frozen_backbone(arch)).num_features
+    return ArrayStore(cache_root(cache_dir) / name, (int(features),), "float32")
 
 
 def compute_embeddings(
@@ -70,11 +81,11 @@ def compute_embeddings(
     progress: bool = True,
     network: torch.nn.Module | None = None,
 ) -> CachedArrays:
-    """Embeddings for `paths` (decoding and embedding only posters not cached yet). With
-    `network` (a tuned model of `arch`), its own features, computed here and not cached: the
-    cache holds the frozen backbone's."""
+    """Embeddings for `paths` (decoding and embedding only posters not cached yet): of the
+    frozen ImageNet backbone, or of `network` (a tuned model of `arch`, e.g. an adapted one),
+    each cached in its own store."""
     spec = get_arch(arch).input
-    store = None if network is not None else embedding_store(arch, cache_dir)
+    store = embedding_store(arch, cache_dir, network)
 
     def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
         if not indices:
@@ -91,7 +102,4 @@ def compute_embeddings(
                     yield indices[j], vector, None
                 bar.update(len(chunk))
 
-    if store is None:
-        features = network.num_features  # type: ignore[union-attr]
-        return compute_rows(paths, (int(features),), "float32", compute)
     return fill_store(store, paths, compute)
