@@ -36,6 +36,7 @@ from postergenre.models.card import to_probabilities
 from postergenre.training.adapt import (
     AdaptSettings,
     adapt,
+    adapt_members,
     cache_maps,
     features,
     maps_key,
@@ -60,6 +61,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lrs", default="1e-4,3e-4")
     parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--members",
+        action="store_true",
+        help="ensembles: adapt backbone by backbone, then refit the head",
+    )
     parser.add_argument("--maps", default=str(REPO / "runs" / "adapt-maps"))
     parser.add_argument("--name", default=None)
     parser.add_argument("--limit", type=int, default=None, help="posters per split (smoke runs)")
@@ -111,14 +117,21 @@ def main() -> None:
             parts = parts_of(model, cut)
             settings = AdaptSettings(cut=cut, views=args.views, epochs=args.epochs, lr=lr,
                                      head_lr=args.head_lr)  # fmt: skip
-            _, info = adapt(model, parts, maps["train"], data["train"][1], maps["val"],
-                            data["val"][1], task, settings, len(genres), probe=probe)  # fmt: skip
+            if args.members:
+                _, info = adapt_members(model, parts, maps["train"], data["train"][1],
+                                        maps["val"], data["val"][1], task, settings,
+                                        len(genres))  # fmt: skip
+                info["history"], info["best_epoch"] = [], "members"
+            else:
+                _, info = adapt(model, parts, maps["train"], data["train"][1],
+                                maps["val"], data["val"][1], task, settings, len(genres),
+                                probe=probe)  # fmt: skip
             with torch.no_grad():
                 logits = model.classifier(torch.from_numpy(features(model, parts, maps["test"])))
             probs = to_probabilities(logits.numpy(), task)
             kind = "three" if task == "single" else "imdb20"
             low, high = paired_bootstrap(kind, y_test, probs, probe_probs)
-            per_epoch = [h["seconds"] for h in info["history"] if "seconds" in h]
+            per_epoch = [h["seconds"] for h in info["history"] if "seconds" in h] or [0.0]
             rows.append({"arch": args.arch, "cut": cut, "lr": f"{lr:g}",
                          "best_epoch": info["best_epoch"], "val": info["val_score"],
                          **test_scores(task, y_test, probs),

@@ -18,7 +18,14 @@ from postergenre.models import create_model, get_arch
 from postergenre.models.adapted import parts_of, pooled_from, tuned_names
 from postergenre.models.bundle import load_bundle
 from postergenre.models.card import CardError, ModelCard
-from postergenre.training.adapt import AdaptSettings, TrunkRunner, adapt, cache_maps
+from postergenre.training.adapt import (
+    AdaptSettings,
+    TrunkRunner,
+    adapt,
+    adapt_members,
+    cache_maps,
+    features,
+)
 from postergenre.training.run import TrainConfig, train
 
 CUT = 6
@@ -209,3 +216,36 @@ def test_an_adapted_model_scores_an_index_over_its_own_cached_features(
     assert np.allclose(scores.probabilities, expected, atol=1e-4)
     store = embedding_store("efficientnet-lite0", cache, predictor.model)
     assert "-tuned-" in store.directory.name and store.directory.is_dir()
+
+
+def test_features_leave_batchnorm_statistics_alone_whatever_mode_the_model_is_in():
+    torch.manual_seed(0)
+    model = create_model("efficientnet-lite0", 3, pretrained=False)  # training mode
+    parts = parts_of(model, CUT)
+    maps = [np.random.default_rng(0).normal(size=(5, 1, 192, 3, 2)).astype(np.float16)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = features(model, parts, maps)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert np.array_equal(first, features(model, parts, maps))  # no batch statistics either
+
+
+def test_an_ensemble_adapted_backbone_by_backbone(tiny_posters: Path, tmp_path: Path):
+    records = sorted((tiny_posters / "train").rglob("*.png"))
+    y = np.array([["Action", "Comedy", "Drama"].index(p.parent.name) for p in records])
+    spec = get_arch("efficientnet-lite012")
+    pixels = PosterCache(tmp_path / "cache", spec.input).load(records, progress=False)
+    model = create_model("efficientnet-lite012", 3, pretrained=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    parts = parts_of(model, CUT)
+    maps = cache_maps(model, parts, lambda idx: pixels[idx], len(y), 1,
+                      spec.input.normalisation, tmp_path / "maps", 0, "train", False)  # fmt: skip
+    settings = AdaptSettings(cut=CUT, views=1, epochs=1, lr=1e-3)
+    logits, info = adapt_members(model, parts, maps, y, maps, y, "single", settings, 3, False)
+    assert set(info["members"]) == {"lite0", "lite1", "lite2"} and logits.shape == (len(y), 3)
+    with torch.no_grad():
+        expected = model.classifier(torch.from_numpy(features(model, parts, maps))).numpy()
+    assert np.allclose(logits, expected, atol=1e-5)
+    after = model.state_dict()
+    for name in ("lite0", "lite1", "lite2"):  # each backbone's frozen stem is untouched
+        key = f"backbones.{name}.stem.conv.weight"
+        assert torch.equal(before[key], after[key])

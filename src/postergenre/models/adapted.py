@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from postergenre.errors import UserError
-from postergenre.models.efficientnet_lite import EfficientNetLite
+from postergenre.models.efficientnet_lite import HEAD_CHANNELS, EfficientNetLite
 from postergenre.models.lite_ensemble import LiteEnsemble
 
 # Lite has 7 stages (0-based); adapting tunes stages cut.. (at least the last one).
@@ -50,14 +50,31 @@ def parts_of(model: nn.Module, cut: int) -> list[Part]:
 
 
 def pooled_from(model: nn.Module, parts: list[Part], maps: list[Tensor]) -> Tensor:
-    """The model's pooled features (its classifier's input) from each part's cut maps."""
-    if isinstance(model, LiteEnsemble):
-        out: list[Tensor] = []
-        for part, m in zip(parts, maps, strict=True):
-            out.extend(part.backbone.maps_from(m, part.start, model.stages))
-        return model.pool(tuple(out))
-    (part,), (m,) = parts, maps
-    return part.backbone.maps_from(m, part.start)[-1].mean(dim=(2, 3))
+    """The model's pooled features (its classifier's input) from each part's cut maps: a
+    Lite's average pool, or what an ensemble (or one of its `EnsembleMember`s) pools."""
+    if isinstance(model, EfficientNetLite):
+        (part,), (m,) = parts, maps
+        return part.backbone.maps_from(m, part.start)[-1].mean(dim=(2, 3))
+    out: list[Tensor] = []
+    for part, m in zip(parts, maps, strict=True):
+        out.extend(part.backbone.maps_from(m, part.start, model.stages))  # type: ignore[arg-type]
+    return model.pool(tuple(out))  # type: ignore[operator]
+
+
+class EnsembleMember(nn.Module):
+    """One backbone of a `LiteEnsemble` (shared, not copied) with a classifier of its own over
+    the features it contributes: how each backbone is adapted alone (`training.adapt`)."""
+
+    def __init__(self, ensemble: LiteEnsemble, name: str, n_classes: int):
+        super().__init__()
+        backbone = ensemble.backbones[name]
+        self.backbones = nn.ModuleDict({name: backbone})
+        self.stages, self.pooling = ensemble.stages, ensemble.pooling
+        width = HEAD_CHANNELS + sum(backbone.stage_channels[s] for s in self.stages)
+        self.classifier = nn.Linear(width * len(self.pooling), n_classes)
+
+    def pool(self, maps: tuple[Tensor, ...]) -> Tensor:
+        return LiteEnsemble.pool(self, maps)  # type: ignore[arg-type]
 
 
 def tuned_prefixes(model: nn.Module, parts: list[Part]) -> tuple[str, ...]:

@@ -38,8 +38,15 @@ from postergenre.data.targets import class_counts, describe_counts
 from postergenre.data.transforms import Augmentation, to_model_input
 from postergenre.errors import UserError
 from postergenre.models import create_model
-from postergenre.models.adapted import Part, parts_of, pooled_from, tuned_prefixes
+from postergenre.models.adapted import (
+    EnsembleMember,
+    Part,
+    parts_of,
+    pooled_from,
+    tuned_prefixes,
+)
 from postergenre.models.card import to_probabilities
+from postergenre.models.lite_ensemble import LiteEnsemble
 from postergenre.training.config import TrainConfig
 from postergenre.training.data import prepare_split
 from postergenre.training.distributed import echo
@@ -197,7 +204,9 @@ def maps_key(arch: str, settings: AdaptSettings, paths: list[Path], views: int) 
 def features(
     model: nn.Module, parts: list[Part], maps: list[np.ndarray], view: int = 0
 ) -> np.ndarray:
-    """Pooled features of every poster's map `view`, in eval mode without gradients."""
+    """Pooled features of every poster's map `view`, in eval mode without gradients (in
+    training mode BatchNorm would use, and update, batch statistics)."""
+    model.eval()
     n = maps[0].shape[0]
     out = []
     with torch.no_grad():
@@ -309,18 +318,74 @@ def adapt(
         if score > best_score:
             best_score, best_logits = score, logits
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
     for p in model.parameters():
         p.requires_grad_(False)
+    best_epoch = max(history, key=lambda h: h["val_score"])["epoch"]
+    # The last epoch's features with a head fitted anew (the probe's rule, C on val): kept when
+    # that beats every epoch on val (a head trained jointly can overfit what a probe would not).
+    w, b, refit = probe_head(model, parts, train_maps, y_train, val_maps, y_val, task, n_classes)
+    reprobe = {"C": refit["C"], "val_score": round(refit["val_score"], 4), "kept": False}
+    if refit["val_score"] > best_score:
+        with torch.no_grad():
+            classifier.weight.copy_(w)
+            classifier.bias.copy_(b)
+        best_score, best_logits = refit["val_score"], val_logits()
+        reprobe["kept"], best_epoch = True, settings.epochs
+    else:
+        model.load_state_dict(best_state)
+    echo(f"a new head on the last epoch's features: val {refit['val_score']:.4f}"
+         f" ({'kept' if reprobe['kept'] else f'epoch {best_epoch} kept'})")  # fmt: skip
     info = {
         "settings": asdict(settings),
         "probe_C": fitted["C"],
         "probe_val_score": round(fitted["val_score"], 4),
-        "best_epoch": max(history, key=lambda h: h["val_score"])["epoch"],
+        "best_epoch": best_epoch,
+        "reprobe": reprobe,
         "val_score": round(best_score, 4),
         "history": history,
     }
     return best_logits, info
+
+
+def adapt_members(
+    model: LiteEnsemble,
+    parts: list[Part],
+    train_maps: list[np.ndarray],
+    y_train: np.ndarray,
+    val_maps: list[np.ndarray],
+    y_val: np.ndarray,
+    task: str,
+    settings: AdaptSettings,
+    n_classes: int,
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Adapt an ensemble backbone by backbone, each with a head of its own over the features
+    it contributes (`adapt`), then fit the ensemble's classifier anew as a linear probe on the
+    adapted features: what one backbone learns is not drowned by the others' features."""
+    members = {}
+    for k, part in enumerate(parts):
+        echo(f"adapting {part.name} ({k + 1} of {len(parts)})")
+        member = EnsembleMember(model, part.name, n_classes)
+        _, members[part.name] = adapt(
+            member, [part], [train_maps[k]], y_train, [val_maps[k]], y_val, task, settings,
+            n_classes, progress=progress,
+        )  # fmt: skip
+    weight, bias, fitted = probe_head(
+        model, parts, train_maps, y_train, val_maps, y_val, task, n_classes
+    )
+    classifier: nn.Linear = model.classifier
+    with torch.no_grad():
+        classifier.weight.copy_(weight)
+        classifier.bias.copy_(bias)
+        logits = classifier(torch.from_numpy(features(model, parts, val_maps))).numpy()
+    echo(f"the ensemble's head on the adapted backbones: val {fitted['val_score']:.4f}")
+    info = {
+        "settings": asdict(settings),
+        "members": members,
+        "probe_C": fitted["C"],
+        "val_score": round(fitted["val_score"], 4),
+    }
+    return logits, info
 
 
 def adapt_settings(cfg: TrainConfig) -> AdaptSettings:
