@@ -56,7 +56,7 @@ def register(commands: Subparsers) -> None:
         type=int,
         choices=range(1, 7),
         metavar="1..6",
-        help="adapt: the first stage to tune (Lite has stages 0..6; default 5); the stages "
+        help="adapt: the first stage to tune (Lite has stages 0..6; default 6); the stages "
         "before it are frozen and their maps cached once per poster and view",
     )
     p.add_argument(

@@ -61,7 +61,7 @@ MAP_BATCH = 16
 class AdaptSettings:
     """How to adapt: the first tuned stage, views per training poster, the schedule."""
 
-    cut: int = 5  # stages [0, cut) frozen (0-based; Lite has 7 stages); cut.. tuned
+    cut: int = 6  # stages [0, cut) frozen (0-based; Lite has 7 stages); cut.. tuned
     views: int = 2  # maps cached per training poster: the poster itself, then augmented views
     epochs: int = 4
     lr: float = 1e-4  # the tuned stages (AdamW, cosine decay to 0)
