@@ -249,3 +249,12 @@ def test_an_ensemble_adapted_backbone_by_backbone(tiny_posters: Path, tmp_path: 
     for name in ("lite0", "lite1", "lite2"):  # each backbone's frozen stem is untouched
         key = f"backbones.{name}.stem.conv.weight"
         assert torch.equal(before[key], after[key])
+
+
+def test_train_adapts_an_ensemble_backbone_by_backbone(tiny_posters: Path, tmp_path: Path):
+    settings = {"mode": "adapt", "cut": CUT, "views": 1, "epochs": 1}
+    cfg = TrainConfig(out=tmp_path / "run", folder=tiny_posters, arch="efficientnet-lite012",
+                      cache_dir=tmp_path / "cache", progress=False, **settings)  # fmt: skip
+    card = ModelCard.read(train(cfg))
+    assert (card.kind, card.cut) == ("adapted", CUT)
+    assert set(card.training["members"]) == {"lite0", "lite1", "lite2"}

@@ -434,10 +434,12 @@ def fit_adapted(job: FitJob) -> Fitted:
         size = sum(m.nbytes for split_maps in maps.values() for m in split_maps)
         kept = f"kept in {folder}" if cfg.maps else "removed when done; --maps DIR keeps them"
         echo(f"early-stage maps: {format_bytes(size)} ({kept})")
-        val_logits, info = adapt(
+        # An ensemble is adapted backbone by backbone: it won on val (BENCHMARKS.md, 26).
+        how = adapt_members if isinstance(model, LiteEnsemble) else adapt
+        val_logits, info = how(
             model, parts, maps["train"], splits["train"].y, maps["val"], splits["val"].y,
             task, settings, len(genres), progress=cfg.progress,
-        )  # fmt: skip
+        )  # type: ignore[arg-type]  # fmt: skip
         del maps
     finally:
         if cfg.maps is None:
