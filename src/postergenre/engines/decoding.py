@@ -29,7 +29,7 @@ from postergenre.errors import PosterDecodeError
 if TYPE_CHECKING:
     from postergenre.data.cache import PosterCache
     from postergenre.data.preprocess import InputSpec
-    from postergenre.data.text import PosterText
+    from postergenre.data.text import OcrSetting, PosterText
 
 # With the decode cache, posters are looked up (and missing ones decoded into it) this many
 # at a time, one chunk ahead of the model; the pixels are memory-mapped from the cache.
@@ -66,10 +66,10 @@ class DecodedBatch:
 
 
 def decode_batch(
-    paths: list[str], spec: InputSpec, with_text: bool = False
+    paths: list[str], spec: InputSpec, ocr: OcrSetting | None = None
 ) -> tuple[list[int], np.ndarray, list[tuple[int, str]], list[str] | None]:
     """A decoder's unit of work: (the positions of the readable `paths`, their pixels at
-    `spec`'s size, [(position, reason)] of the others, and with `with_text` the text OCR reads
+    `spec`'s size, [(position, reason)] of the others, and with `ocr` the text OCR reads
     in the pixels, so OCR runs in the decoding processes too)."""
     kept: list[int] = []
     pixels: list[np.ndarray] = []
@@ -83,7 +83,7 @@ def decode_batch(
         except Exception as exc:  # an image library bug on one odd file must not stop a run
             errors.append((i, f"{path}: cannot be decoded ({type(exc).__name__}: {exc})"))
     stacked = np.stack(pixels) if pixels else np.zeros((0, spec.height, spec.width, 3), np.uint8)
-    texts = read_poster_texts(pixels) if with_text else None
+    texts = read_poster_texts(pixels, ocr) if ocr is not None else None
     return kept, stacked, errors, texts
 
 
@@ -114,7 +114,7 @@ def decoded_batches(
     batch_size: int,
     executor: Executor,
     in_flight: int,
-    with_text: bool = False,
+    ocr: OcrSetting | None = None,
 ) -> Iterator[DecodedBatch]:
     """Decode `posters` (read lazily) in batches on `executor`, in order, with at most
     `in_flight` batches submitted and not yet taken: memory is bounded whatever the number of
@@ -128,7 +128,7 @@ def decoded_batches(
             pending.append(
                 (
                     chunk,
-                    executor.submit(decode_batch, [str(p) for _, p in chunk], spec, with_text),
+                    executor.submit(decode_batch, [str(p) for _, p in chunk], spec, ocr),
                 )
             )
 

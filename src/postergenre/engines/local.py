@@ -33,7 +33,7 @@ from postergenre.errors import UserError
 if TYPE_CHECKING:
     from postergenre.data.cache import PosterCache
     from postergenre.data.preprocess import InputSpec
-    from postergenre.data.text import PosterText
+    from postergenre.data.text import OcrSetting, PosterText
 
 # Fewer posters than this decode in one thread beside the model when no worker count is
 # named: starting decoding processes would cost more than they save.
@@ -64,14 +64,14 @@ def decoding_workers(workers: int | None, posters: int) -> int:
 
 @dataclass
 class LocalEngine:
-    """Runs `model` (uint8 pixels at `spec`'s size, and their OCR text when `with_text` ->
+    """Runs `model` (uint8 pixels at `spec`'s size, and their OCR text, read with `ocr`, ->
     `outputs` values per poster) over posters decoded here; `cache_dir` holds the decode (and
     text) cache when a call asks for it."""
 
     spec: InputSpec
     model: Model
     outputs: int
-    with_text: bool = False
+    ocr: OcrSetting | None = None  # set for a model that reads the poster's text
     cache_dir: Path | None = None
 
     def batches(
@@ -94,7 +94,7 @@ class LocalEngine:
             )
         try:
             yield from decoded_batches(
-                posters, self.spec, batch_size, executor, in_flight_batches(workers), self.with_text
+                posters, self.spec, batch_size, executor, in_flight_batches(workers), self.ocr
             )
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -142,8 +142,9 @@ class LocalEngine:
 
     def _text_opener(self) -> Callable[[], PosterText] | None:
         """What opens the text cache, for a model that reads text (None otherwise)."""
-        if not self.with_text:
+        if self.ocr is None:
             return None
         from postergenre.data.text import PosterText
 
-        return lambda: PosterText(self.cache_dir, self.spec)
+        ocr = self.ocr
+        return lambda: PosterText(self.cache_dir, self.spec, ocr)

@@ -48,6 +48,7 @@ from postergenre.errors import UserError
 if TYPE_CHECKING:
     from postergenre.data.cache import CachedArrays
     from postergenre.data.preprocess import InputSpec
+    from postergenre.data.text import OcrSetting
 
 # Posters the driver hands Ray at a time: each chunk is one Ray Dataset, whose actors load the
 # model once. Larger chunks start actors less often; the driver holds a chunk's paths (about
@@ -76,8 +77,8 @@ class _Scorer:
     comes back as the batch's `failure` (the message of a `UserError`, else the exception's
     type and message) for the driver to raise: exceptions Ray carries back lose their type."""
 
-    def __init__(self, spec: InputSpec, dim: int, cwd: str, with_text: bool = False):
-        self.spec, self.dim, self.with_text, self.cwd = spec, dim, with_text, cwd
+    def __init__(self, spec: InputSpec, dim: int, cwd: str, ocr: OcrSetting | None = None):
+        self.spec, self.dim, self.ocr, self.cwd = spec, dim, ocr, cwd
         self.loaded = False
         self.failure = ""
 
@@ -106,7 +107,7 @@ class _Scorer:
             try:
                 if not self.loaded:
                     self._start()
-                kept, pixels, errors, texts = decode_batch(paths, self.spec, self.with_text)
+                kept, pixels, errors, texts = decode_batch(paths, self.spec, self.ocr)
                 if kept:
                     values[kept] = self.values(pixels, texts)
                 for i, reason in errors:
@@ -135,9 +136,9 @@ class ModelScorer(_Scorer):
         dim: int,
         threads: int,
         cwd: str,
-        with_text: bool = False,
+        ocr: OcrSetting | None = None,
     ):
-        super().__init__(spec, dim, cwd, with_text)
+        super().__init__(spec, dim, cwd, ocr)
         self.load_model, self.threads = load_model, threads
 
     def load(self) -> None:
@@ -265,7 +266,7 @@ def ray_scored_batches(
     spec: InputSpec,
     dim: int,
     *,
-    with_text: bool = False,
+    ocr: OcrSetting | None = None,
     batch_size: int,
     workers: int | None = None,
     address: str | None = None,
@@ -282,7 +283,7 @@ def ray_scored_batches(
         "spec": spec,
         "dim": dim,
         "cwd": os.getcwd(),
-        "with_text": with_text,
+        "ocr": ocr,
     }
     with ray_session(address):
         todo = chain([first], remaining)

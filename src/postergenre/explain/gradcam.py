@@ -218,7 +218,7 @@ def explain_poster(
     x = card.input.normalisation.tensor(pixels[None])
     text, text_logits = None, None
     if isinstance(model, TextFusion) and card.text is not None:
-        [text] = read_poster_texts([pixels])
+        [text] = read_poster_texts([pixels], card.text.ocr)
         with torch.no_grad():
             text_logits = model.text_logits(torch.from_numpy(card.text.features([text])))
     raw, logits, target = _cam_and_logits(model, x, target, text_logits)

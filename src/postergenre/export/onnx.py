@@ -9,8 +9,10 @@ The graph's single input `pixels` is float32 NCHW, already preprocessed exactly 
 3. normalise per channel: `(x - mean) / std`, then lay out as (batch, 3, height, width).
 
 A model that reads the poster's text (the card's `text` section) has a second input `text`:
-float32 (batch, buckets), the sublinear term frequencies of the hashed character n-grams of
-the text OCR reads from the same resized poster (`postergenre.data.text.TextSpec.features`).
+float32 (batch, buckets [+ 384]), the sublinear term frequencies of the hashed character
+n-grams of the text OCR reads from the same resized poster (with the card's `text.ocr` setting),
+followed, where the card's `text.sentence` says so, by the text's all-MiniLM-L6-v2 embedding
+(`postergenre.data.text.TextSpec.features`).
 
 The single output `probabilities` is (batch, n_genres), by the card's activation rule, in the
 order of the `genres` metadata. The batch axis is dynamic; height and width are fixed. The
@@ -132,7 +134,7 @@ def _to_onnx_bytes(bundle: ModelBundle, opset: int) -> bytes:
     dummy: tuple[torch.Tensor, ...] = (torch.zeros(2, 3, spec.height, spec.width),)
     names = [INPUT_NAME]
     if bundle.card.text is not None:
-        dummy += (torch.zeros(2, bundle.card.text.buckets),)
+        dummy += (torch.zeros(2, bundle.card.text.width),)
         names.append(TEXT_INPUT_NAME)
     buffer = io.BytesIO()
     try:
@@ -180,7 +182,10 @@ def _check_batches(
             yield (x,)
         else:
             present = rng.random((n, text.buckets)) < 0.002
-            yield x, (present * (1 + rng.random((n, text.buckets)))).astype(np.float32)
+            counts = (present * (1 + rng.random((n, text.buckets)))).astype(np.float32)
+            sentence = rng.normal(size=(n, text.width - text.buckets)).astype(np.float32)
+            sentence /= np.maximum(np.linalg.norm(sentence, axis=1, keepdims=True), 1e-12)
+            yield x, np.hstack([counts, sentence])
     paths = list(images or [])
     for start in range(0, len(paths), 16):
         fit = (spec.width, spec.height)
@@ -189,7 +194,7 @@ def _check_batches(
         if text is None:
             yield (spec.normalise(pixels),)
         else:
-            yield spec.normalise(pixels), text.features(read_poster_texts(pixels))
+            yield spec.normalise(pixels), text.features(read_poster_texts(pixels, text.ocr))
 
 
 def validate_onnx(

@@ -67,7 +67,7 @@ def _check_probe(runner: Any, path: Path) -> None:
     card = runner.card
     spec = card.input
     x = spec.normalise(np.full((1, spec.height, spec.width, 3), 128, np.uint8))
-    text = [np.zeros((1, card.text.buckets), np.float32)] if card.text is not None else []
+    text = [np.zeros((1, card.text.width), np.float32)] if card.text is not None else []
     try:
         probs = runner(x, *text)
     except Exception as exc:  # the runtimes raise their own types for a graph that cannot run

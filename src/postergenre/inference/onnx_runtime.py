@@ -81,7 +81,7 @@ class OnnxRunner(ExportedGraph):
         model_input, *text_input = self.session.get_inputs()
         self.input_name = model_input.name
         self.input_shape = tuple(model_input.shape)  # ("batch", 3, height, width)
-        # a model that reads the poster's text: (batch, buckets) text features
+        # a model that reads the poster's text: (batch, text width) text features
         self.text_name = text_input[0].name if text_input else None
         output = self.session.get_outputs()[0]
         self.output_name = output.name
@@ -90,7 +90,7 @@ class OnnxRunner(ExportedGraph):
 
     def __call__(self, x: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
         """Preprocessed float32 (B, 3, H, W) (and, for a model that reads text, its text
-        features (B, buckets)) -> probabilities (B, n_genres)."""
+        features (B, text width)) -> probabilities (B, n_genres)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if (text is None) != (self.text_name is None):
             raise ValueError("text features are needed exactly when the model reads text")

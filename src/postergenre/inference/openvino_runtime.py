@@ -80,13 +80,13 @@ class OpenVinoRunner(ExportedGraph):
         self.precision = precision
         self.chunk = chunk
         self.request = self.compiled.create_infer_request()
-        # a model that reads the poster's text has a second input: (batch, buckets) features
+        # a model that reads the poster's text has a second input: (batch, text width) features
         self.reads_text = len(self.compiled.inputs) > 1
         self.output = self.compiled.output(0)
 
     def __call__(self, x: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
         """Preprocessed float32 (B, 3, H, W) (and, for a model that reads text, its text
-        features (B, buckets)) -> probabilities (B, n_genres)."""
+        features (B, text width)) -> probabilities (B, n_genres)."""
         if (text is None) == self.reads_text:
             raise ValueError("text features are needed exactly when the model reads text")
         x = np.ascontiguousarray(x, dtype=np.float32)

@@ -32,7 +32,7 @@ from postergenre.console import echo, report_skipped, warn
 from postergenre.data.decode import decode_poster
 from postergenre.data.records import PosterCollection, PosterRecord
 from postergenre.data.sources import PosterFiles, PosterSources, find_posters
-from postergenre.data.text import ocr_version, read_poster_texts
+from postergenre.data.text import read_poster_texts
 from postergenre.engines.local import LocalEngine, decoding_workers
 from postergenre.errors import UserError
 from postergenre.inference.predictions import Prediction, Predictions
@@ -108,8 +108,9 @@ class Predictor:
             from postergenre.inference.openvino_runtime import require_openvino
 
             require_openvino()  # refuses now, with how to install it, if it is missing
-        if self.card.reads_text:
-            ocr_version()  # refuses now, with how to install OCR, if it is missing
+        self._ocr = self.card.text.ocr if self.card.text is not None else None
+        if self.card.text is not None:
+            self.card.text.check_installed()  # refuses now, with how to install what is missing
 
     @classmethod
     def from_pretrained(
@@ -239,7 +240,7 @@ class Predictor:
         but finite probabilities is refused, never shown."""
         text_input = []
         if self.card.text is not None:
-            texts = read_poster_texts(pixels) if texts is None else texts
+            texts = read_poster_texts(pixels, self.card.text.ocr) if texts is None else texts
             text_input.append(self.card.text.features(texts))
         runner = self.onnx_runner
         if runner is not None:  # the graph already outputs probabilities
@@ -372,9 +373,7 @@ class Predictor:
     @property
     def local_engine(self) -> LocalEngine:
         """The local engine over this model: posters decoded here, probabilities out."""
-        return LocalEngine(
-            self.input_spec, self._run, len(self.genres), self.card.reads_text, self.cache_dir
-        )
+        return LocalEngine(self.input_spec, self._run, len(self.genres), self._ocr, self.cache_dir)
 
     # -- labelled posters -------------------------------------------------------------------
     def evaluate(

@@ -251,7 +251,7 @@ def _scored_on_ray(
         load,
         predictor.input_spec,
         len(predictor.genres),
-        with_text=predictor.card.reads_text,
+        ocr=predictor.card.text.ocr if predictor.card.text is not None else None,
         batch_size=batch_size,
         workers=workers,
         address=address,

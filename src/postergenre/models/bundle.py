@@ -68,7 +68,7 @@ def build_model(card: ModelCard, pretrained: bool) -> nn.Module:
     if card.text is not None:
         from postergenre.models.text_fusion import TextFusion
 
-        model = TextFusion(model, card.text.buckets)
+        model = TextFusion(model, card.text.buckets, card.text.width - card.text.buckets)
     return model
 
 
@@ -203,7 +203,7 @@ def _check_probe(model: nn.Module, card: ModelCard, where: Path) -> None:
     (`probe_problem`, the rule exported graphs are held to as well)."""
     spec = card.input
     x = spec.normalisation.tensor(np.full((1, spec.height, spec.width, 3), 128, np.uint8))
-    extra = [torch.zeros(1, card.text.buckets)] if card.text is not None else []
+    extra = [torch.zeros(1, card.text.width)] if card.text is not None else []
     with torch.no_grad():
         probs = to_probabilities(model(x, *extra), card.task).double().numpy()
     problem = probe_problem(probs, card.task)

@@ -31,7 +31,9 @@ from postergenre import __version__
 from postergenre.atomic import write_json
 from postergenre.data.decode import INTERPOLATIONS, RESIZE_MODES
 from postergenre.data.preprocess import InputSpec, Normalisation
-from postergenre.data.text import TextSpec
+from postergenre.data.sentence import DIM as SENTENCE_DIM
+from postergenre.data.sentence import SENTENCE_MODEL
+from postergenre.data.text import DEFAULT_OCR, OcrSetting, TextSpec
 from postergenre.errors import UserError
 from postergenre.models.bundle_files import read_regular_file
 from postergenre.models.card_fields import CardError, CardFields
@@ -167,8 +169,9 @@ def _read_text(fields: CardFields) -> TextSpec | None:
         return None
     if not isinstance(section, dict):
         fields.fail("text", f"must be a JSON object or null, got {type(section).__name__}")
+    sentence = _read_sentence(fields, section)
     buckets = fields.get("text.buckets", where=section)
-    fields.integer("text.buckets", buckets, 16, 1 << 22)
+    fields.integer("text.buckets", buckets, 0 if sentence else 16, 1 << 22)
     ngrams = fields.get("text.ngram_range", where=section)
     if (
         not isinstance(ngrams, list)
@@ -180,7 +183,26 @@ def _read_text(fields: CardFields) -> TextSpec | None:
                     f"got {ngrams!r:.80}")  # fmt: skip
     for key in ("reader", "features"):  # what the text is read with, for people
         fields.string(f"text.{key}", section.get(key))
-    return TextSpec(int(buckets), int(ngrams[0]), int(ngrams[1]))
+    ocr = fields.mapping("text.ocr", None, where=section)  # absent: the first text model's
+    setting = DEFAULT_OCR
+    if ocr is not None:
+        det_side = fields.integer("text.ocr.det_side", fields.get("text.ocr.det_side", where=ocr),
+                                  32, 4096)  # fmt: skip
+        boxes = fields.integer("text.ocr.max_boxes", ocr.get("max_boxes", 0), 0, 1000)
+        setting = OcrSetting(det_side, boxes)
+    return TextSpec(int(buckets), int(ngrams[0]), int(ngrams[1]), setting, sentence)
+
+
+def _read_sentence(fields: CardFields, section: dict[str, Any]) -> bool:
+    """Whether the model reads the text's sentence embedding (`text.sentence`, null: no)."""
+    sentence = fields.mapping("text.sentence", None, where=section)
+    if sentence is None:
+        return False
+    model, dim = sentence.get("model"), sentence.get("dim")
+    if model != SENTENCE_MODEL or dim != SENTENCE_DIM:
+        fields.fail("text.sentence", f"must name {SENTENCE_MODEL} ({SENTENCE_DIM} values), "
+                    f"got {model!r:.80} ({dim!r:.20})")  # fmt: skip
+    return True
 
 
 def _read_cut(fields: CardFields, kind: str) -> int | None:

@@ -97,7 +97,8 @@ def describe_bundled() -> list[str]:
     for name in bundled_models():
         card = ModelCard.read(BUNDLED_DIR / name)
         default = " (default)" if name == DEFAULT_MODEL else ""
-        reads = " + poster text (OCR, needs postergenre[ocr])" if card.reads_text else ""
+        extra = "text" if card.text is not None and card.text.sentence else "ocr"
+        reads = f" + poster text (OCR, needs postergenre[{extra}])" if card.reads_text else ""
         lines.append(
             f"{name + default:<20}{card.architecture} {card.kind}{reads}, {card.task}-label, "
             f"{len(card.genres)} genres; {_headline(card.metrics)}"

@@ -2,8 +2,9 @@
 
 `TextFusion` wraps an image model (its classifier included) and adds the poster's text as a
 second input: the sublinear term frequencies of `postergenre.data.text.TextSpec`, weighted by
-the IDF of the training texts and L2-normalised here (TF-IDF), then a linear map to one logit
-per genre, added to the image model's logits. Both parts are linear in their features, so
+the IDF of the training texts and L2-normalised here (TF-IDF), followed by the text's sentence
+embedding where the model reads one (already unit length), then a linear map to one logit per
+genre, added to the image model's logits. Both parts are linear in their features, so
 calibration scales them together (`output_layers`) and the exported graph is one graph with two
 inputs. Grad-CAM explains the image part: the text adds a constant to each logit, which changes
 the probabilities but not the gradients over the image's feature maps.
@@ -18,11 +19,12 @@ from torch import Tensor, nn
 class TextFusion(nn.Module):
     """`image(x) + text(tfidf(counts))`: genre logits from pixels and text."""
 
-    def __init__(self, image: nn.Module, buckets: int):
+    def __init__(self, image: nn.Module, buckets: int, sentence_dim: int = 0):
         super().__init__()
         self.image = image
+        self.buckets = buckets
         classifier: nn.Linear = image.classifier  # type: ignore[assignment]
-        self.text = nn.Linear(buckets, classifier.out_features, bias=False)
+        self.text = nn.Linear(buckets + sentence_dim, classifier.out_features, bias=False)
         nn.init.zeros_(self.text.weight)
         self.register_buffer("text_idf", torch.ones(buckets))
 
@@ -40,12 +42,13 @@ class TextFusion(nn.Module):
         weighted = counts * self.text_idf
         return weighted / weighted.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-    def text_logits(self, counts: Tensor) -> Tensor:
-        """The text's share of each genre's logit."""
-        return self.text(self.tfidf(counts))
+    def text_logits(self, text: Tensor) -> Tensor:
+        """The text's share of each genre's logit, from the text input (B, buckets [+ dim])."""
+        counts, sentence = text[:, : self.buckets], text[:, self.buckets :]
+        return self.text(torch.cat([self.tfidf(counts), sentence], dim=1))
 
-    def forward(self, x: Tensor, counts: Tensor) -> Tensor:
-        return self.image(x) + self.text_logits(counts)
+    def forward(self, x: Tensor, text: Tensor) -> Tensor:
+        return self.image(x) + self.text_logits(text)
 
     # The image part's interface (Grad-CAM, embeddings): the text is not an image feature.
     def forward_features(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:

@@ -52,6 +52,9 @@ class TrainConfig:
     views: int | None = None  # adapt: maps cached per training poster (None: the default)
     maps: Path | None = None  # adapt: where to keep the early-stage maps (None: removed after)
     text: bool = False  # linear probes: also read the poster's text (OCR) and fuse it
+    text_features: str = "ngrams"  # what the text model reads: ngrams, sentence or both
+    ocr_det_side: int = 320  # OCR: the detector's input, the poster's short side scaled to this
+    ocr_max_boxes: int = 0  # OCR: recognise only the largest this many text boxes (0: all)
     init_from: str | None = None  # a model whose genres (and head, as a prior) a probe starts from
     engine: str = "local"  # where frozen embeddings are computed: "local" or "ray"
     address: str | None = None  # the Ray cluster to join (engine "ray"; None: start Ray here)
@@ -86,6 +89,9 @@ class TrainConfig:
         epochs, learning rate or augmentation, so they are not recorded as if it had."""
         data = self.to_json()
         data.pop("progress", None)
+        if not self.text:
+            for key in ("text_features", "ocr_det_side", "ocr_max_boxes"):
+                data.pop(key, None)
         if self.mode in ("linear-probe", "knn"):
             for key in GRADIENT_ONLY:
                 data.pop(key, None)

@@ -17,7 +17,7 @@ from torch import nn
 from postergenre.data.cache import CachedArrays, PosterCache
 from postergenre.data.records import PosterRecord
 from postergenre.data.targets import class_counts, describe_counts
-from postergenre.data.text import TextSpec
+from postergenre.data.text import OcrSetting, TextSpec
 from postergenre.data.transforms import Augmentation
 from postergenre.models import ArchSpec, create_model
 from postergenre.models.card import to_probabilities
@@ -30,7 +30,13 @@ from postergenre.training.data import prepare_split
 from postergenre.training.distributed import echo
 from postergenre.training.probe import fit_knn, fit_linear_probe
 from postergenre.training.retrain import InitHead
-from postergenre.training.text import TextHead, fit_fused_probe, fit_text_head, read_texts
+from postergenre.training.text import (
+    TextHead,
+    fit_fused_probe,
+    fit_text_head,
+    read_texts,
+    text_spec,
+)
 from postergenre.training.trainer import LoopConfig, fit, predict_logits
 
 SPLITS = ("train", "val")
@@ -112,10 +118,11 @@ def fit_on_embeddings(job: FitJob) -> Fitted:
         balanced = cfg.balance != "none"
         text = None
         if cfg.text:
-            texts = {s.name: read_texts(s.records, spec.input, cfg.cache_dir, cfg.progress)
-                     for s in (train, val)}  # fmt: skip
+            reading = text_spec(cfg.text_features, OcrSetting(cfg.ocr_det_side, cfg.ocr_max_boxes))
+            texts = {s.name: read_texts(s.records, spec.input, cfg.cache_dir, cfg.progress,
+                                        reading.ocr) for s in (train, val)}  # fmt: skip
             text = fit_text_head(texts["train"], train.y, texts["val"], val.y, task,
-                                 len(genres), balanced=balanced)  # fmt: skip
+                                 len(genres), reading, balanced=balanced)  # fmt: skip
             weight, bias, info, x_val = fit_fused_probe(
                 x_train, train.y, x_val, val.y, text, task, len(genres), balanced
             )
@@ -170,7 +177,7 @@ def fuse_text(
     logits are the text head's linear map of the TF-IDF, so both fold into `TextFusion`."""
     n_image = weight.shape[1] - text.weight.shape[0]
     on_text = weight[:, n_image:].double()
-    model = TextFusion(image, text.spec.buckets)
+    model = TextFusion(image, text.spec.buckets, text.spec.width - text.spec.buckets)
     with torch.no_grad():
         model.classifier.weight.copy_(weight[:, :n_image])
         model.classifier.bias.copy_(bias + (on_text @ torch.from_numpy(text.bias)).float())

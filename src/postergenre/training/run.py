@@ -114,6 +114,19 @@ def _check_run_dir(cfg: TrainConfig, gradient: bool) -> bool:
     return gradient and cfg.resume and saved
 
 
+def _check_text_settings(cfg: TrainConfig) -> None:
+    """Refuse now, before any work, text settings that cannot run or packages that are missing."""
+    from postergenre.data.text import OcrSetting
+    from postergenre.training.text import TEXT_FEATURES, text_spec
+
+    if cfg.text_features not in TEXT_FEATURES:
+        raise UserError(f"--text-features must be one of {', '.join(TEXT_FEATURES)}, "
+                        f"not {cfg.text_features!r}")  # fmt: skip
+    if not 32 <= cfg.ocr_det_side <= 4096 or not 0 <= cfg.ocr_max_boxes <= 1000:
+        raise UserError("--ocr-det-side must be 32-4096 and --ocr-max-boxes 0-1000")
+    text_spec(cfg.text_features, OcrSetting(cfg.ocr_det_side, cfg.ocr_max_boxes)).check_installed()
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run a whole training job; returns the bundle folder `cfg.out / "model"`.
 
@@ -135,6 +148,8 @@ def train(cfg: TrainConfig) -> Path:
         raise UserError(
             f"only a linear probe can read poster text; {cfg.arch} is fitted as {mode} here"
         )
+    if cfg.text:
+        _check_text_settings(cfg)
     if cfg.init_from is not None and (mode != "linear-probe" or cfg.text):
         raise UserError(
             f"--init-from starts a linear probe on image embeddings; {cfg.arch} is fitted as "

@@ -1,5 +1,5 @@
-"""The text channel of a linear probe: OCR text -> TF-IDF -> logistic regression -> logits
-that join the image features.
+"""The text channel of a linear probe: OCR text -> TF-IDF of character n-grams and/or the
+text's sentence embedding -> logistic regression -> logits that join the image features.
 
 The training posters' text logits are taken out of fold (`FOLDS` folds), so the fused probe
 learns how far to trust text it has not memorised; val and (later) every new poster get the
@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.sparse import csr_matrix, hstack
 from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.model_selection import KFold
 
 from postergenre.data.preprocess import InputSpec
 from postergenre.data.records import PosterRecord
-from postergenre.data.text import PosterText, TextSpec
+from postergenre.data.text import DEFAULT_BUCKETS, DEFAULT_OCR, OcrSetting, PosterText, TextSpec
 from postergenre.models.card import to_probabilities
 from postergenre.training.distributed import echo
 from postergenre.training.probe import (
@@ -31,7 +32,10 @@ from postergenre.training.probe import (
 )
 
 FOLDS = 5
-TEXT_C = (0.3, 1.0, 3.0, 10.0)
+TEXT_C = (0.3, 1.0, 3.0, 10.0, 30.0)
+# What the text model reads: hashed character n-grams (TF-IDF), the all-MiniLM-L6-v2 sentence
+# embedding of the text, or both side by side (each row unit length before they are joined).
+TEXT_FEATURES = ("ngrams", "sentence", "both")
 # How much the text logits weigh beside the image features in the fused probe (chosen on val):
 # each standardised text column is multiplied by this before the regularised fit.
 TEXT_WEIGHTS = (1.0, 4.0, 16.0)
@@ -43,19 +47,31 @@ class TextHead:
 
     spec: TextSpec
     idf: np.ndarray  # (buckets,)
-    weight: np.ndarray  # (G, buckets), on L2-normalised TF-IDF
+    weight: np.ndarray  # (G, width): on L2-normalised TF-IDF, then on the sentence embedding
     bias: np.ndarray  # (G,)
     train_logits: np.ndarray  # out of fold
     val_logits: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def text_spec(features: str = "ngrams", ocr: OcrSetting = DEFAULT_OCR) -> TextSpec:
+    """How a model that reads `features` (one of TEXT_FEATURES) reads text, with `ocr`."""
+    if features not in TEXT_FEATURES:
+        raise ValueError(f"text features must be one of {TEXT_FEATURES}, not {features!r}")
+    buckets = 0 if features == "sentence" else DEFAULT_BUCKETS
+    return TextSpec(buckets=buckets, ocr=ocr, sentence=features != "ngrams")
+
+
 def read_texts(
-    records: list[PosterRecord], spec: InputSpec, cache_dir: Path | None, progress: bool
+    records: list[PosterRecord],
+    spec: InputSpec,
+    cache_dir: Path | None,
+    progress: bool,
+    ocr: OcrSetting = DEFAULT_OCR,
 ) -> list[str]:
     """Each poster's OCR text at the model's input size ("" where none could be read)."""
-    echo(f"reading the text of {len(records)} posters (OCR, about 1 s per poster per core; cached)")
-    texts, _ = PosterText(cache_dir, spec).load([r.path for r in records], progress=progress)
+    echo(f"reading the text of {len(records)} posters (OCR, 0.1-1 s per poster per core; cached)")
+    texts, _ = PosterText(cache_dir, spec, ocr).load([r.path for r in records], progress=progress)
     return [t or "" for t in texts]
 
 
@@ -104,11 +120,21 @@ def fit_text_head(
     spec: TextSpec | None = None,
     balanced: bool = True,
 ) -> TextHead:
-    """Logistic regression on TF-IDF character n-grams, C chosen on validation."""
+    """Logistic regression on the text's features (`spec`: TF-IDF character n-grams and/or the
+    sentence embedding), C chosen on validation."""
     spec = spec or TextSpec()
     tfidf = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True, sublinear_tf=False)
-    x_train = tfidf.fit_transform(spec.counts(texts_train))  # counts are already sublinear
-    x_val = tfidf.transform(spec.counts(texts_val))
+    if spec.buckets:
+        x_train = tfidf.fit_transform(spec.counts(texts_train))  # counts are already sublinear
+        x_val = tfidf.transform(spec.counts(texts_val))
+        idf = tfidf.idf_.astype(np.float32)
+    else:
+        x_train, x_val = spec.counts(texts_train), spec.counts(texts_val)
+        idf = np.zeros(0, np.float32)
+    if spec.sentence:
+        echo(f"sentence embeddings of {len(texts_train) + len(texts_val)} texts (all-MiniLM-L6-v2)")
+        x_train = hstack([x_train, csr_matrix(spec.embeddings(texts_train))], format="csr")
+        x_val = hstack([x_val, csr_matrix(spec.embeddings(texts_val))], format="csr")
     tried, best = [], None
     for c in TEXT_C:
         weight, bias = _fit(x_train, y_train, task, c, n_classes, balanced)
@@ -126,7 +152,7 @@ def fit_text_head(
         oof[outside] = x_train[outside] @ fold_w.T + fold_b
     return TextHead(
         spec=spec,
-        idf=tfidf.idf_.astype(np.float32),
+        idf=idf,
         weight=weight,
         bias=bias,
         train_logits=oof,
