@@ -13,6 +13,7 @@ from postergenre.evaluation.metrics import (
     balanced_accuracy,
     calibration,
     mean_average_precision,
+    single_label_metrics,
     weighted_average_precision,
 )
 
@@ -41,8 +42,9 @@ def weighted_metrics(
     total = w.sum(1)
     if task == "single":
         correct = (probs.argmax(1) == y).astype(float)
-        recalls = [(w @ (correct * (y == c))) / (w @ (y == c).astype(float))
-                   for c in np.unique(y)]  # fmt: skip
+        with np.errstate(invalid="ignore", divide="ignore"):  # a class left out of a draw
+            recalls = [(w @ (correct * (y == c))) / (w @ (y == c).astype(float))
+                       for c in np.unique(y)]  # fmt: skip
         return {"accuracy": w @ correct / total,
                 "balanced_accuracy": np.nanmean(recalls, axis=0),
                 "ece": _weighted_ece(probs.max(1)[:, None], correct[:, None], w)}  # fmt: skip
@@ -78,7 +80,7 @@ class Scored:
         boot: int,
         seed: int,
     ) -> None:
-        self.n, self.y, self.probs = len(y), y, probs
+        self.task, self.n, self.y, self.probs = task, len(y), y, probs
         self.point = headline(task, y, probs, predicted)
         rng = np.random.default_rng(seed)
         # Resamples as counts, so every metric of every resample is a few matrix products; a
@@ -103,7 +105,11 @@ class Scored:
         return row
 
     def per_genre(self, genres: list[str]) -> list[dict]:
-        """Each genre's AP with a 95% interval, prevalence and positives (genres with one)."""
+        """Multi-label: each genre's AP with a 95% interval, prevalence and positives (genres
+        with one). Single-label: each genre's recall, precision and posters."""
+        if self.task == "single":
+            found = single_label_metrics(self.y, self.probs, genres)["per_genre"]
+            return [{"genre": g, **found[g]} for g in genres]
         return average_precision_intervals(self.y, self.probs, genres)
 
 

@@ -18,11 +18,13 @@ The data (never in the repository; rebuild it with these commands):
   MovieLens, so the multi-label models are scored on the 15 genres both know.
 
     git clone https://github.com/PerceptiLabs/movie_genre            # posters
-    # ml-25m.zip from the GroupLens site, unpacked to ml-25m/ (links.csv, movies.csv)
+    # ml-25m.zip from the GroupLens site, unpacked to ml-25m/ (links.csv, movies.csv); the
+    # public repository andead422/oop_project carries the same two files in ml-25m/
     python benchmarks/out_of_source.py build --posters movie_genre/posters \
         --movielens ml-25m --out elsewhere
     python benchmarks/out_of_source.py run --images elsewhere/images \
-        --labels elsewhere/labels.csv --shared-movielens elsewhere/shared_movielens.csv
+        --labels elsewhere/labels.csv --shared-movielens elsewhere/shared_movielens.csv \
+        --sample 1200 --text-sample 100 --probabilities probs/   # BENCHMARKS.md, section 25
 
 `build` writes `elsewhere/images/tt*.jpg` (hard links where it can), `labels.csv` (id, genres,
 title, year, source_label) for the posters MovieLens labels and whose IMDb id is not in the
@@ -33,7 +35,11 @@ to be the same image as a shared poster, predicts with every bundled model throu
 (accuracy, balanced accuracy and ECE for three-genre) with 95% bootstrap intervals, on the
 shared test split (IMDb labels), on the shared test posters with MovieLens labels (the same
 label source as the new posters), on the new posters, and by decade; the drops come with
-intervals from independent bootstrap draws of both sets. `imdb-20-text` reads every poster
+intervals from independent bootstrap draws of both sets. The multi-label models are scored
+again over the genres with at least 20 posters in every set (a rare genre's AP is low by
+construction), and a table gives each genre's AP and positives per set. `--probabilities`
+keeps the predictions, so a run stopped on a loaded machine goes on where it was, and
+`--cached-only` scores what is stored without predicting. `imdb-20-text` reads every poster
 by OCR (about 1 s each), so it is scored on `--text-sample` posters of each set only, beside
 `imdb-20` on the same posters.
 """
@@ -59,10 +65,11 @@ from postergenre.data.records import PosterRecord
 from postergenre.data.targets import encode_targets
 
 MIN_POSITIVES = 20  # a genre counts in the common-genre rows with this many in every set
-CHUNK = 400  # posters predicted between two saves of the probabilities
+CHUNK = 200  # posters predicted between two saves of the probabilities
+CACHED_ONLY = False  # --cached-only: score the posters whose probabilities are stored
 THREE = ["Action", "Comedy", "Drama"]
 ERAS = [("before 1960", 0, 1959), ("1960-1979", 1960, 1979), ("1980-1999", 1980, 1999),
-        ("2000-2017", 2000, 2100)]  # fmt: skip
+        ("2000 on", 2000, 2100)]  # fmt: skip
 YEAR = re.compile(r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 
 
@@ -153,16 +160,22 @@ def not_in_shared(records: list[PosterRecord], shared: list[PosterRecord]) -> tu
     return [r for key, r in mine.items() if key not in drop], len(drop)
 
 
-def probabilities(predictor: Any, name: str, paths: list[Path], store: Path | None) -> dict:
+def probabilities(
+    predictor: Any, name: str, paths: list[Path], store: Path | None, cached_only: bool = False
+) -> dict:
     """Path -> probability row of every readable poster of `paths`; with `store`, the rows
     are kept in `store/NAME.npz` and only posters not there yet are predicted (a run on a
-    loaded machine can stop and go on)."""
+    loaded machine can stop and go on); `cached_only`: predict nothing, use what is there."""
     rows: dict[Path, np.ndarray] = {}
     saved = store / f"{name}.npz" if store is not None else None
     if saved is not None and saved.is_file():
         with np.load(saved) as kept:
             rows = {Path(p): r for p, r in zip(kept["paths"], kept["probs"], strict=True)}
+    if cached_only:
+        return {p: rows[p] for p in paths if p in rows}
+    # in a seeded random order, so a run stopped early leaves a random part of every set
     missing = [p for p in paths if p not in rows]
+    missing = [missing[i] for i in np.random.default_rng(0).permutation(len(missing))]
     for start in range(0, len(missing), CHUNK):
         chunk = missing[start : start + CHUNK]
         done = predictor.predict(chunk, progress_bar=True, cache=predictor.card.reads_text)
@@ -179,15 +192,14 @@ def score_sets(
 ) -> dict:
     """`sets` name -> records; predicts each poster once and scores it over `genres`."""
     paths = sorted({r.path for records in sets.values() for r in records})
-    found = probabilities(predictor, name, paths, store)
+    found = probabilities(predictor, name, paths, store, CACHED_ONLY)
     index = {p: i for i, p in enumerate(found)}
     columns = [list(predictor.genres).index(g) for g in genres]
     full = np.stack(list(found.values()))
     out = {}
     for seed, (label, records) in enumerate(sets.items()):
-        records = [r for r in records if r.path in index]
-        rows = [index[r.path] for r in records]
-        targets = encode_targets(records, genres, task)
+        targets = encode_targets([r for r in records if r.path in index], genres, task)
+        rows = [index[r.path] for r in targets.records]
         probs = full[rows][:, columns]
         if task == "single":
             probs = probs / probs.sum(1, keepdims=True)
@@ -268,20 +280,22 @@ def print_rows(rows: list[dict], task: str) -> None:
 
 
 def print_per_genre(per_genre: dict[str, list[dict]]) -> None:
-    """AP and positives of each genre in each main set, side by side."""
+    """AP (or recall, single-label) and posters of each genre in each main set, side by side."""
     names = list(per_genre)
     genres = [r["genre"] for r in per_genre[names[0]]]
     lookup = {k: {r["genre"]: r for r in v} for k, v in per_genre.items()}
+    key = "ap" if "ap" in per_genre[names[0]][0] else "recall"
+    score = "AP" if key == "ap" else "recall"
     rows = []
     for genre in genres:
         row = {"genre": genre}
         for k in names:
             hit = lookup[k].get(genre)
-            row[f"{k} AP"] = hit["ap"] if hit else None
+            row[f"{k} {score}"] = hit[key] if hit else None
             row[f"{k} n"] = hit["support"] if hit else 0
         rows.append(row)
     print()
-    print_table(rows, ["genre"] + [f"{k} {c}" for k in names for c in ("AP", "n")])
+    print_table(rows, ["genre"] + [f"{k} {c}" for k in names for c in (score, "n")])
 
 
 def run(args: argparse.Namespace) -> None:
@@ -324,9 +338,9 @@ def run(args: argparse.Namespace) -> None:
         if predictor.card.reads_text:
             sets = dict(text_sets)
         else:
-            sets.update({f"shared test, {e}": v for e, v in by_era(test, years).items()})
-            pool = sets["elsewhere"]
-            sets.update({f"elsewhere, {e}": v for e, v in by_era(pool, years).items()})
+            for where in ("shared test", "elsewhere"):
+                pool = sets["shared test (IMDb)" if where == "shared test" else "elsewhere"]
+                sets.update({f"{where}, {e}": v for e, v in by_era(pool, years).items()})
         scored = score_sets(predictor, name, sets, genres, task, args.probabilities)
         rows = [{**row, "model": name} for row in table_rows(scored)]
         per_genre = {}
@@ -334,8 +348,9 @@ def run(args: argparse.Namespace) -> None:
             plain = score_sets(Predictor.from_pretrained("imdb-20"), "imdb-20", text_sets, genres,
                                task, args.probabilities)  # fmt: skip
             rows += [{**row, "model": "imdb-20 (same posters)"} for row in table_rows(plain)]
-        elif task == "multi":
+        else:
             per_genre = {k: scored[k].per_genre(genres) for k in list(scored)[:3]}
+        if task == "multi" and per_genre:
             rows += common_genre_rows(predictor, name, sets, genres, per_genre, args.probabilities)
         left_out = sorted(set(predictor.genres) - set(genres))
         results[name] = {"genres": genres, "left_out": left_out, "rows": rows,
@@ -365,8 +380,12 @@ def main() -> None:
     r.add_argument("--text-sample", type=int, default=200, help="posters per set for OCR")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--probabilities", type=Path, help="keep and reuse predictions here")
+    r.add_argument("--cached-only", action="store_true",
+                   help="predict nothing; score the posters --probabilities holds")  # fmt: skip
     r.add_argument("--name", default="out_of_source")
     args = parser.parse_args()
+    global CACHED_ONLY
+    CACHED_ONLY = getattr(args, "cached_only", False)
     if args.command == "build":
         build(args.posters, args.movielens, args.out)
     else:
