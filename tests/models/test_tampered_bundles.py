@@ -118,7 +118,7 @@ CASES = {
         "'training.calibration'",
     ),
     "a k-NN architecture over a linear head": (
-        "imdb-20-fast",
+        "imdb-20",
         _card(lambda d: d.update(architecture="knn")),
         "knn stores a knn bundle, not a linear-head",
     ),

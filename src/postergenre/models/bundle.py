@@ -115,7 +115,8 @@ def _check_card_fits(card: ModelCard, arch: ArchSpec, where: Path) -> None:
     if card.kind not in kinds:
         raise CardError(
             f"{where}: field 'kind' does not match the architecture: {card.architecture} stores "
-            f"a {' or '.join(kinds)} bundle, not a {card.kind} one"
+            f"a {' or '.join(kinds)} bundle, not {'an' if card.kind[0] in 'aeiou' else 'a'} "
+            f"{card.kind} one"
         )
     if card.mode is not None and card.mode not in arch.modes:
         raise CardError(
