@@ -383,13 +383,15 @@ def test_page_shows_the_index_being_built_then_similar_posters(browser, server_u
 
     context, page, problems = _open(browser, server_url, setup)
     try:
+        # Predicates as arrow functions: a bare expression string can be evaluated by eval in
+        # the page, which its Content-Security-Policy (no 'unsafe-eval') refuses.
         page.wait_for_function(
-            "document.querySelector('#index-status').textContent.includes('3 of 10 posters')"
+            "() => document.querySelector('#index-status').textContent.includes('3 of 10 posters')"
         )
         page.set_input_files("#file-input", str(posters[0]))
         page.wait_for_selector("#results .card[aria-busy='false']")
         page.wait_for_selector("#index-status", state="hidden")
-        page.wait_for_function("document.querySelectorAll('#results .strip li').length > 0")
+        page.wait_for_function("() => document.querySelectorAll('#results .strip li').length > 0")
         assert answered["info"] >= 3
         assert not problems, problems
     finally:
