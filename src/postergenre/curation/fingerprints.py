@@ -91,9 +91,8 @@ def compute_fingerprints(
     def compute(indices: list[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
         if not indices:
             return
-        pixels = PosterCache(cache_dir, spec).load([paths[i] for i in indices], progress=progress)
-        for j, error in pixels.errors.items():
-            yield indices[j], None, error
+        pixels, failed = PosterCache(cache_dir, spec).load_some(paths, indices, progress)
+        yield from failed
         ok = pixels.ok
         with console.progress(len(ok), "hashing posters", "img", enabled=progress) as bar:
             for j in ok:

@@ -255,3 +255,12 @@ class PosterCache:
             yield from run_jobs(_decode_job, jobs, workers, "decoding posters", progress, 64, 32)
 
         return fill_store(self.store, paths, compute)
+
+    def load_some(
+        self, paths: Sequence[Path], indices: list[int], progress: bool = True
+    ) -> tuple[CachedArrays, list[Row]]:
+        """Pixels for the posters `indices` of `paths`, and a failed row (`Row`, by index into
+        `paths`) for each that cannot be decoded: what a store computed from pixels (embeddings,
+        fingerprints) yields first in its `fill_store` compute."""
+        pixels = self.load([paths[i] for i in indices], progress=progress)
+        return pixels, [(indices[j], None, error) for j, error in pixels.errors.items()]
