@@ -31,6 +31,21 @@ from postergenre.training.run import TrainConfig, train
 CUT = 6
 
 
+def _tiny_maps(arch: str, root: Path, tiny_posters: Path, views: int):
+    """`arch` with ImageNet weights, a copy of its state, its parts cut at CUT, and the cut maps
+    and labels of the tiny training posters."""
+    records = sorted((tiny_posters / "train").rglob("*.png"))
+    y = np.array([["Action", "Comedy", "Drama"].index(p.parent.name) for p in records])
+    spec = get_arch(arch)
+    pixels = PosterCache(root / "cache", spec.input).load(records, progress=False)
+    model = create_model(arch, 3, pretrained=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    parts = parts_of(model, CUT)
+    maps = cache_maps(model, parts, lambda idx: pixels[idx], len(y), views,
+                      spec.input.normalisation, root / "maps", 0, "train", False)  # fmt: skip
+    return model, before, parts, maps, y
+
+
 @pytest.fixture(scope="module")
 def adapted_run(tiny_posters: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Lite0 adapted on the tiny posters: stage 6, the head and classifier tuned."""
@@ -98,15 +113,7 @@ def test_the_bundle_stores_only_the_tuned_tensors(adapted_run: Path):
 def test_adapting_tunes_the_top_and_leaves_the_frozen_stages_alone(
     tiny_posters: Path, tmp_path: Path
 ):
-    records = sorted((tiny_posters / "train").rglob("*.png"))
-    y = np.array([["Action", "Comedy", "Drama"].index(p.parent.name) for p in records])
-    spec = get_arch("efficientnet-lite0")
-    pixels = PosterCache(tmp_path / "cache", spec.input).load(records, progress=False)
-    model = create_model("efficientnet-lite0", 3, pretrained=True)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    parts = parts_of(model, CUT)
-    maps = cache_maps(model, parts, lambda idx: pixels[idx], len(y), 2,
-                      spec.input.normalisation, tmp_path / "maps", 0, "train", False)  # fmt: skip
+    model, before, parts, maps, y = _tiny_maps("efficientnet-lite0", tmp_path, tiny_posters, 2)
     assert maps[0].shape[:2] == (len(y), 2) and maps[0].dtype == np.float16
     # A head that knows nothing (every logit 0): the first epoch must beat it.
     blank = (torch.zeros(3, 1280), torch.zeros(3), {"C": 0.0, "val_score": 0.0})
@@ -230,15 +237,7 @@ def test_features_leave_batchnorm_statistics_alone_whatever_mode_the_model_is_in
 
 
 def test_an_ensemble_adapted_backbone_by_backbone(tiny_posters: Path, tmp_path: Path):
-    records = sorted((tiny_posters / "train").rglob("*.png"))
-    y = np.array([["Action", "Comedy", "Drama"].index(p.parent.name) for p in records])
-    spec = get_arch("efficientnet-lite012")
-    pixels = PosterCache(tmp_path / "cache", spec.input).load(records, progress=False)
-    model = create_model("efficientnet-lite012", 3, pretrained=True)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    parts = parts_of(model, CUT)
-    maps = cache_maps(model, parts, lambda idx: pixels[idx], len(y), 1,
-                      spec.input.normalisation, tmp_path / "maps", 0, "train", False)  # fmt: skip
+    model, before, parts, maps, y = _tiny_maps("efficientnet-lite012", tmp_path, tiny_posters, 1)
     settings = AdaptSettings(cut=CUT, views=1, epochs=1, lr=1e-3)
     logits, info = adapt_members(model, parts, maps, y, maps, y, "single", settings, 3, False)
     assert set(info["members"]) == {"lite0", "lite1", "lite2"} and logits.shape == (len(y), 3)
