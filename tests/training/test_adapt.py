@@ -257,3 +257,17 @@ def test_train_adapts_an_ensemble_backbone_by_backbone(tiny_posters: Path, tmp_p
     card = ModelCard.read(train(cfg))
     assert (card.kind, card.cut) == ("adapted", CUT)
     assert set(card.training["members"]) == {"lite0", "lite1", "lite2"}
+
+
+def test_cli_refuses_a_maps_folder_it_cannot_write(
+    tiny_posters: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    (tmp_path / "a-file").write_text("not a folder")
+    maps, cache, out = tmp_path / "a-file" / "maps", tmp_path / "cache", tmp_path / "run"
+    code = main(["train", "--folder", str(tiny_posters), "--arch", "efficientnet-lite0",
+                 "--mode", "adapt", "--epochs", "1", "--maps", str(maps),
+                 "--cache-dir", str(cache), "--out", str(out)])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip()  # progress lines, then the one-line refusal
+    assert "Traceback" not in err
+    assert "cannot keep the early-stage maps" in err.splitlines()[-1], err

@@ -57,6 +57,12 @@ from postergenre.training.trainer import class_weights
 MAP_BATCH = 16
 
 
+class MapsUnavailable(UserError):
+    """The early-stage maps cannot be written where they were to be kept."""
+
+    hint = "choose a writable --maps folder, or leave --maps out"
+
+
 @dataclass(frozen=True)
 class AdaptSettings:
     """How to adapt: the first tuned stage, views per training poster, the schedule."""
@@ -155,7 +161,31 @@ def cache_maps(
     """Each part's cut maps for `n` posters x `views`, float16 (n, views, C, h, w), in
     memory-mapped `.npy` files in `folder`, reused when a complete set was made for the same
     `key` (`maps_key`: the posters, cut, views and seed; its `.done` file holds it).
-    `pixels(indices)` gives uint8 (B, H, W, 3) posters."""
+    `pixels(indices)` gives uint8 (B, H, W, 3) posters. A folder the filesystem refuses is a
+    `MapsUnavailable` error."""
+    try:
+        return _cache_maps(
+            model, parts, pixels, n, views, normalisation, folder, seed, label, progress, key
+        )
+    except OSError as exc:
+        raise MapsUnavailable(
+            f"cannot keep the early-stage maps in {folder}: {exc.strerror or exc}"
+        ) from exc
+
+
+def _cache_maps(
+    model: nn.Module,
+    parts: list[Part],
+    pixels: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    views: int,
+    normalisation: Normalisation,
+    folder: Path,
+    seed: int,
+    label: str,
+    progress: bool,
+    key: str,
+) -> list[np.ndarray]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{p.name}.npy" for p in parts]
     done = folder / ".done"
