@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,17 @@ class _Trunk(nn.Module):
         return self.runner.forward(x)
 
 
+@contextmanager
+def _maps_refused(folder: Path) -> Iterator[None]:
+    """An OSError while the maps are made or read is a `MapsUnavailable` error naming `folder`."""
+    try:
+        yield
+    except OSError as exc:
+        raise MapsUnavailable(
+            f"cannot keep the early-stage maps in {folder}: {exc.strerror or exc}"
+        ) from exc
+
+
 def cache_maps(
     model: nn.Module,
     parts: list[Part],
@@ -163,63 +175,34 @@ def cache_maps(
     `key` (`maps_key`: the posters, cut, views and seed; its `.done` file holds it).
     `pixels(indices)` gives uint8 (B, H, W, 3) posters. A folder the filesystem refuses is a
     `MapsUnavailable` error."""
-    try:
-        return _cache_maps(
-            model, parts, pixels, n, views, normalisation, folder, seed, label, progress, key
-        )
-    except OSError as exc:
-        raise MapsUnavailable(
-            f"cannot keep the early-stage maps in {folder}: {exc.strerror or exc}"
-        ) from exc
-
-
-def _cache_maps(
-    model: nn.Module,
-    parts: list[Part],
-    pixels: Callable[[np.ndarray], np.ndarray],
-    n: int,
-    views: int,
-    normalisation: Normalisation,
-    folder: Path,
-    seed: int,
-    label: str,
-    progress: bool,
-    key: str,
-) -> list[np.ndarray]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{p.name}.npy" for p in parts]
-    done = folder / ".done"
-    if done.exists() and done.read_text() == key + "\n" and all(p.exists() for p in paths):
-        echo(f"{label}: early-stage maps reused from {folder}")
-        return [np.load(p, mmap_mode="r") for p in paths]
-    done.unlink(missing_ok=True)
-    augment = Augmentation()
-    generator = torch.Generator().manual_seed(seed)
-    model.eval()
-    trunk = TrunkRunner(parts)
-    arrays: list[np.ndarray] = []
-    with torch.no_grad():
+    with _maps_refused(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / f"{p.name}.npy" for p in parts]
+        done = folder / ".done"
+        if done.exists() and done.read_text() == key + "\n" and all(p.exists() for p in paths):
+            echo(f"{label}: early-stage maps reused from {folder}")
+            return [np.load(p, mmap_mode="r") for p in paths]
+        done.unlink(missing_ok=True)
+        augment = Augmentation()
+        generator = torch.Generator().manual_seed(seed)
+        model.eval()
+        trunk = TrunkRunner(parts)
+        arrays: list[np.ndarray] = []
         bar = console.progress(n * views, f"{label}: early-stage maps", "view", progress)
-        with bar:
+        with torch.no_grad(), bar:
             for view, start in ((v, s) for v in range(views) for s in range(0, n, MAP_BATCH)):
                 idx = np.arange(start, min(n, start + MAP_BATCH))
                 x = to_model_input(pixels(idx), normalisation, augment if view else None, generator)
                 for k, m in enumerate(trunk(x)):
                     if len(arrays) <= k:
-                        arrays.append(
-                            np.lib.format.open_memmap(
-                                paths[k],
-                                mode="w+",
-                                dtype=np.float16,
-                                shape=(n, views, *m.shape[1:]),
-                            )
-                        )
+                        shape = (n, views, *m.shape[1:])
+                        arrays.append(np.lib.format.open_memmap(paths[k], "w+", np.float16, shape))
                     arrays[k][idx, view] = m
                 bar.update(len(idx))
-    for a in arrays:
-        a.flush()  # type: ignore[attr-defined]
-    done.write_text(key + "\n")
-    return [np.load(p, mmap_mode="r") for p in paths]
+        for a in arrays:
+            a.flush()  # type: ignore[attr-defined]
+        done.write_text(key + "\n")
+        return [np.load(p, mmap_mode="r") for p in paths]
 
 
 def maps_key(arch: str, settings: AdaptSettings, paths: list[Path], views: int) -> str:
