@@ -63,6 +63,17 @@ def make_tiny_folder(root: Path, per_genre: tuple[int, int, int] = (8, 4, 4)) ->
 
 
 @pytest.fixture
+def extras_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`importlib.metadata` finds no installed distribution: how a missing extra looks."""
+    from importlib import metadata
+
+    def missing(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
+
+
+@pytest.fixture
 def tiny_folder(tmp_path: Path) -> Path:
     """A fresh tiny poster folder per test (see `make_tiny_folder`)."""
     return make_tiny_folder(tmp_path / "posters")

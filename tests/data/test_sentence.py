@@ -70,13 +70,7 @@ def test_a_text_spec_with_sentences_puts_the_embedding_after_the_ngrams():
     np.testing.assert_allclose(only, features[:1, 32:])
 
 
-def test_a_missing_extra_is_a_clear_error(monkeypatch):
-    from importlib import metadata
-
-    def missing(name: str) -> str:
-        raise metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(sentence.metadata, "version", missing)
+def test_a_missing_extra_is_a_clear_error(extras_missing):
     with pytest.raises(sentence.SentenceModelUnavailable, match=r"postergenre\[text\]"):
         sentence.sentence_model_version()
     with pytest.raises(sentence.SentenceModelUnavailable):

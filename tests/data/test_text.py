@@ -56,13 +56,7 @@ def test_text_is_read_once_per_poster_and_unreadable_files_are_reported(tmp_path
     assert again == texts[:3] and len(calls) == 3
 
 
-def test_missing_ocr_extra_is_a_clear_error(monkeypatch):
-    from importlib import metadata
-
-    def missing(name: str) -> str:
-        raise metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(text.metadata, "version", missing)
+def test_missing_ocr_extra_is_a_clear_error(extras_missing):
     with pytest.raises(text.OcrUnavailable, match=r"pip install 'postergenre\[ocr\]'"):
         text.ocr_version()
 

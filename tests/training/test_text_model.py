@@ -158,13 +158,7 @@ def test_the_server_reads_text_off_the_batcher(text_run, monkeypatch):
     assert stats["items"] == 0  # predicted on the heavy thread, not through the batcher
 
 
-def test_a_model_that_reads_text_needs_the_ocr_extra(text_run, monkeypatch):
-    from importlib import metadata
-
-    def missing(name: str) -> str:
-        raise metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(text_module.metadata, "version", missing)
+def test_a_model_that_reads_text_needs_the_ocr_extra(text_run, extras_missing):
     with pytest.raises(text_module.OcrUnavailable, match=r"postergenre\[ocr\]"):
         Predictor.from_pretrained(text_run["runs"]["text"], "torch")
 
